@@ -1,0 +1,40 @@
+# meshcni: `make demo` runs the plugin on a throwaway node; `make test` runs every test.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PACKAGES := hooks core extensions/redirect_tproxy extensions/kubevirt examples/meshcni-example-extension
+PYPROJECTS := $(addsuffix /pyproject.toml,$(PACKAGES)) pyproject.toml
+DEV_TOOLS := pytest hypothesis ruff mypy
+
+.PHONY: install system-deps test lint typecheck demo bench clean
+
+install: $(VENV)/.stamp-install
+
+system-deps:
+	@scripts/install-system-deps.sh
+
+$(VENV)/.stamp-install: $(PYPROJECTS) Makefile
+	@scripts/install-system-deps.sh
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check $(DEV_TOOLS) $(addprefix -e ./,$(PACKAGES))
+	@touch $@
+
+test: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy hooks/src core/src extensions/*/src examples/*/src
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check .
+
+typecheck: install
+	$(BIN)/mypy hooks/src core/src extensions/*/src examples/*/src
+
+demo: install
+	$(BIN)/python -m meshcni_core.demo
+
+bench: install
+	$(BIN)/python bench/add_latency.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

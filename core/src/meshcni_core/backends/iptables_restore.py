@@ -1,0 +1,187 @@
+"""The default backend: one ``iptables-restore --noflush`` transaction per address family,
+run inside the pod's netns with the iptables flavour (nft or legacy) the host uses.
+
+Both families run in parallel. If any step fails, everything of ours is removed again, so a
+failed ADD never leaves a partial rule set.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from meshcni_core import netns
+from meshcni_core.rules.restore import missing_rules, parse_save, render_transaction
+from meshcni_hooks.errors import ApplyError
+from meshcni_hooks.types import RouteStep, RulePlan, Target
+
+FAMILIES = (4, 6)
+LOCK_WAIT_SECONDS = "10"
+LEGACY_TABLES_FILE = "/proc/net/ip_tables_names"
+TPROXY_DEFAULT_MARK = 1337
+TPROXY_DEFAULT_TABLE = 133
+
+
+@dataclass(frozen=True)
+class Tools:
+    flavour: str
+    save: dict[int, str]
+    restore: dict[int, str]
+
+
+def detect_flavour(requested: str = "auto") -> str:
+    """The host's iptables flavour: legacy when the host already has legacy tables (mixing the
+    two breaks NAT), otherwise nft when its tools exist, otherwise legacy."""
+    if requested in ("nft", "legacy"):
+        return requested
+    if requested != "auto":
+        raise ApplyError(f"iptables flavour {requested!r} is not one of auto, nft, legacy")
+    try:
+        with open(LEGACY_TABLES_FILE) as f:
+            if f.read().strip():
+                return "legacy"
+    except FileNotFoundError:
+        pass
+    return "nft" if shutil.which("iptables-nft-restore") else "legacy"
+
+
+def tools_for(flavour: str) -> Tools:
+    names = {
+        "save": {4: f"iptables-{flavour}-save", 6: f"ip6tables-{flavour}-save"},
+        "restore": {4: f"iptables-{flavour}-restore", 6: f"ip6tables-{flavour}-restore"},
+    }
+    resolved: dict[str, dict[int, str]] = {"save": {}, "restore": {}}
+    for kind, by_family in names.items():
+        for family, name in by_family.items():
+            path = shutil.which(name)
+            if path is None:
+                raise ApplyError(f"{name} not found on PATH: install iptables ({flavour} flavour)")
+            resolved[kind][family] = path
+    return Tools(flavour, resolved["save"], resolved["restore"])
+
+
+def _run_parallel(commands: Mapping[int, tuple[list[str], str | None]]) -> dict[int, subprocess.CompletedProcess[str]]:
+    """Start every command, then wait for all; returns completed processes by family."""
+    procs = {
+        family: (
+            subprocess.Popen(
+                argv, stdin=subprocess.PIPE if data is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            ),
+            data,
+        )
+        for family, (argv, data) in commands.items()
+    }
+    done = {}
+    for family, (proc, data) in procs.items():
+        out, err = proc.communicate(data)
+        done[family] = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    return done
+
+
+def _ip(args: tuple[str, ...]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["ip", *args], capture_output=True, text=True)
+
+
+class IptablesRestoreBackend:
+    name = "iptables-restore"
+
+    def __init__(self) -> None:
+        self._tools: dict[str, Tools] = {}
+
+    def tools(self, target: Target) -> Tools:
+        flavour = detect_flavour(target.iptables_flavour)
+        if flavour not in self._tools:
+            self._tools[flavour] = tools_for(flavour)
+        return self._tools[flavour]
+
+    def ready(self, flavour: str) -> None:
+        """Raise ApplyError unless this host's iptables tools are usable."""
+        tools_for(detect_flavour(flavour))
+
+    def snapshot(self, tools: Tools, families: tuple[int, ...]) -> dict[int, str]:
+        """``iptables-save`` of each family in the current netns."""
+        done = _run_parallel({f: ([tools.save[f]], None) for f in families})
+        for family, proc in done.items():
+            if proc.returncode != 0:
+                raise ApplyError(f"{tools.save[family]} failed: {proc.stderr.strip()}")
+        return {f: p.stdout for f, p in done.items()}
+
+    def _reconcile(self, plan: RulePlan | None, tools: Tools) -> None:
+        saved = self.snapshot(tools, FAMILIES)
+        transactions = {f: render_transaction(plan, f, parse_save(saved[f])) for f in FAMILIES}
+        commands = {
+            f: ([tools.restore[f], "--noflush", "--wait", LOCK_WAIT_SECONDS], text)
+            for f, text in transactions.items()
+            if text
+        }
+        failures = [
+            f"IPv{f}: {os.path.basename(tools.restore[f])}: {p.stderr.strip() or 'exit ' + str(p.returncode)}"
+            f"\n--- transaction ---\n{transactions[f]}"
+            for f, p in _run_parallel(commands).items()
+            if p.returncode != 0
+        ]
+        if failures:
+            raise ApplyError("iptables-restore rejected the rules", "\n".join(failures))
+
+    def apply(self, plan: RulePlan, target: Target) -> None:
+        tools = self.tools(target)
+        with netns.entered(target.netns):
+            try:
+                self._reconcile(plan, tools)
+                for step in plan.routes:
+                    self._run_route(step)
+            except ApplyError as exc:
+                rollback = self._remove_everything(tools, plan)
+                if rollback:
+                    exc.details = f"{exc.details}\nrollback also failed: {rollback}".strip()
+                raise
+
+    def _run_route(self, step: RouteStep) -> None:
+        if step.pre:
+            _ip(step.pre)
+        proc = _ip(step.args)
+        if proc.returncode != 0 and not step.ignore_errors:
+            raise ApplyError(f"ip {' '.join(step.args)} failed: {proc.stderr.strip()}")
+
+    def _remove_everything(self, tools: Tools, hints: RulePlan | None) -> str:
+        """Reconcile to an empty plan and undo routes; returns an error text or ''."""
+        problems = []
+        try:
+            self._reconcile(None, tools)
+        except ApplyError as exc:
+            problems.append(f"{exc.msg}: {exc.details}")
+        for step in default_route_undo(hints):
+            _ip(step)
+        return "; ".join(problems)
+
+    def teardown(self, target: Target, hints: RulePlan | None) -> None:
+        tools = self.tools(target)
+        with netns.entered(target.netns):
+            problems = self._remove_everything(tools, hints)
+        if problems:
+            raise ApplyError("removing the redirect rules failed", problems)
+
+    def missing(self, plan: RulePlan, target: Target) -> list[str]:
+        tools = self.tools(target)
+        with netns.entered(target.netns):
+            saved = self.snapshot(tools, plan.families())
+            problems = [p for f in plan.families() for p in missing_rules(plan, f, parse_save(saved[f]))]
+            for step in plan.routes:
+                if step.show and step.expect not in _ip(step.show).stdout:
+                    problems.append(f"ip {' '.join(step.show)}: {step.expect!r} is missing")
+        return problems
+
+
+def default_route_undo(hints: RulePlan | None) -> list[tuple[str, ...]]:
+    """How to remove our routes: the plan's own undo steps, or the defaults when DEL has no plan."""
+    if hints is not None:
+        return [s.undo for s in hints.routes if s.undo]
+    return [
+        ("-f", "inet", "rule", "del", "fwmark", str(TPROXY_DEFAULT_MARK), "lookup", str(TPROXY_DEFAULT_TABLE)),
+        ("-f", "inet", "route", "flush", "table", str(TPROXY_DEFAULT_TABLE)),
+        ("-6", "addr", "del", "::6/128", "dev", "lo"),
+    ]

@@ -1,0 +1,132 @@
+"""The seed page's eligibility rules, as a built-in voter.
+
+A pod is redirected when it is not in an excluded namespace, has a container named
+``istio-proxy``, has more than one container, has ``sidecar.istio.io/inject`` absent or true,
+and has ``sidecar.istio.io/status``. Pods with an ``istio-init`` init container already program
+their own rules and are skipped, as are pods that ask for ``interceptionMode: NONE``.
+
+When the runtime passed only annotations (containerd's ``io.kubernetes.cri.pod-annotations``),
+the container facts come from the injector's ``sidecar.istio.io/status`` annotation, which
+lists the containers and init containers it injected; the injector only injects into pods that
+already have an application container, so a listed ``istio-proxy`` means more than one container.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from meshcni_core.builtin.annotations import INTERCEPTION_MODE
+from meshcni_hooks import hookimpl
+from meshcni_hooks.errors import AnnotationError
+from meshcni_hooks.types import PluginConfig, PodInfo, Verdict
+
+INJECT = "sidecar.istio.io/inject"
+STATUS = "sidecar.istio.io/status"
+PROXY_CONTAINER = "istio-proxy"
+INIT_CONTAINER = "istio-init"
+
+# The injector's truthy/falsy spellings plus Go's strconv.ParseBool ones.
+TRUE_VALUES = {"1", "t", "true", "y", "yes", "on"}
+FALSE_VALUES = {"0", "f", "false", "n", "no", "off"}
+
+
+@dataclass(frozen=True)
+class ContainerFacts:
+    containers: tuple[str, ...]
+    init_containers: tuple[str, ...]
+    inferred: bool  # from the status annotation rather than the pod spec
+
+
+def container_facts(pod: PodInfo) -> ContainerFacts | None:
+    """The pod's containers, from its spec or inferred from the injector's status annotation."""
+    if pod.containers is not None:
+        return ContainerFacts(pod.containers, pod.init_containers or (), inferred=False)
+    return facts_from_status(pod.annotations)
+
+
+def facts_from_status(annotations: Mapping[str, str]) -> ContainerFacts | None:
+    raw = annotations.get(STATUS)
+    if raw is None:
+        return None
+    try:
+        status = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(status, dict) or not isinstance(status.get("containers"), list):
+        return None
+    injected = tuple(str(c) for c in status["containers"])
+    inits = status.get("initContainers") or []
+    init_containers = tuple(str(c) for c in inits) if isinstance(inits, list) else ()
+    # The injector adds to an existing application container; stand it in as "(application)".
+    containers = ("(application)", *injected) if PROXY_CONTAINER in injected else injected
+    return ContainerFacts(containers, init_containers, inferred=True)
+
+
+def needs_container_list(pod: PodInfo, config: PluginConfig) -> bool:
+    """True when the annotations alone cannot decide and the API must be asked."""
+    if pod.namespace in config.exclude_namespaces:
+        return False
+    if STATUS not in pod.annotations or _inject_value(pod.annotations) is False:
+        return False
+    return container_facts(pod) is None
+
+
+def _inject_value(annotations: Mapping[str, str]) -> bool | None:
+    raw = annotations.get(INJECT)
+    if raw is None:
+        return None
+    value = raw.strip().lower()
+    if value in TRUE_VALUES:
+        return True
+    if value in FALSE_VALUES:
+        return False
+    raise AnnotationError(INJECT, raw, "expected true or false")
+
+
+def decide(pod: PodInfo, config: PluginConfig) -> list[Verdict]:
+    """Every built-in rule's vote, in the seed page's order."""
+    votes: list[Verdict] = []
+    if pod.namespace in config.exclude_namespaces:
+        return [Verdict.skip("excluded-namespace", f"namespace {pod.namespace} is in exclude_namespaces")]
+    votes.append(Verdict.redirect("excluded-namespace", f"namespace {pod.namespace} is not excluded"))
+    facts = container_facts(pod)
+    if facts is None:
+        if STATUS not in pod.annotations:
+            return [*votes, Verdict.skip("sidecar-status", f"annotation {STATUS} is absent")]
+        return [*votes, Verdict.skip("containers-unknown", "the pod's containers are unknown")]
+    how = f" (from {STATUS})" if facts.inferred else ""
+    if INIT_CONTAINER in facts.init_containers:
+        votes.append(Verdict.skip("istio-init", f"init container {INIT_CONTAINER} programs the rules itself{how}"))
+    if PROXY_CONTAINER in facts.containers:
+        votes.append(Verdict.redirect("istio-proxy", f"container {PROXY_CONTAINER} present{how}"))
+    else:
+        votes.append(Verdict.skip("istio-proxy", f"no container named {PROXY_CONTAINER}{how}"))
+    if len(facts.containers) > 1:
+        votes.append(Verdict.redirect("containers", f"{len(facts.containers)} containers{how}"))
+    else:
+        votes.append(Verdict.skip("containers", f"only {len(facts.containers)} container{how}"))
+    inject = _inject_value(pod.annotations)
+    if inject is False:
+        votes.append(Verdict.skip("inject", f"annotation {INJECT}={pod.annotations[INJECT]!r}"))
+    else:
+        shown = "absent" if inject is None else repr(pod.annotations[INJECT])
+        votes.append(Verdict.redirect("inject", f"annotation {INJECT} {shown}"))
+    if STATUS in pod.annotations:
+        votes.append(Verdict.redirect("sidecar-status", f"annotation {STATUS} present"))
+    else:
+        votes.append(Verdict.skip("sidecar-status", f"annotation {STATUS} is absent"))
+    if pod.annotations.get(INTERCEPTION_MODE) == "NONE":
+        votes.append(Verdict.skip("interception-none", f"annotation {INTERCEPTION_MODE}=NONE asks for no capture"))
+    return votes
+
+
+class SeedEligibility:
+    """Built-in plugin: votes with the seed page's rules."""
+
+    @hookimpl(trylast=True)
+    def meshcni_pod_verdict(self, pod: PodInfo, config: PluginConfig) -> Verdict:
+        votes = decide(pod, config)
+        skips = [v for v in votes if v.kind.value == "skip"]
+        return skips[0] if skips else Verdict.redirect("seed", "; ".join(v.reason for v in votes))

@@ -1,0 +1,157 @@
+"""Extension loading: stevedore selects, pluggy dispatches.
+
+* One discovery channel, the entry-point group ``meshcni.extensions``.
+* Installed is not enabled: only the names listed in configuration are imported, in order.
+* A missing, broken or incompatible extension, a misspelt hook, and two providers of the same
+  mode/backend name are errors that name the culprit.
+* A new PluginManager per process (and per test); there is no module-global manager.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pluggy
+
+import meshcni_hooks
+from meshcni_core.builtin import builtin_plugins
+from meshcni_hooks import PROJECT_NAME, spec
+from meshcni_hooks.errors import ExtensionError
+from meshcni_hooks.types import BackendInfo, RedirectMode, RepairPolicy
+
+ENTRY_POINT_GROUP = "meshcni.extensions"
+HOOKS_DISTRIBUTION = "meshcni-hooks"
+log = logging.getLogger("meshcni")
+
+
+@dataclass(frozen=True)
+class InstalledExtension:
+    name: str
+    target: str
+    distribution: str
+    version: str
+
+
+def installed_extensions() -> list[InstalledExtension]:
+    """Entry points of the ``meshcni.extensions`` group, read without importing anything."""
+    found = []
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        dist = ep.dist
+        found.append(
+            InstalledExtension(
+                name=ep.name,
+                target=ep.value,
+                distribution=dist.metadata["Name"] if dist else "?",
+                version=dist.version if dist else "?",
+            )
+        )
+    return sorted(found, key=lambda e: e.name)
+
+
+def new_manager(enabled: Sequence[str] = ()) -> pluggy.PluginManager:
+    """A plugin manager with the core's built-in plugins and the enabled extensions, checked."""
+    pm = pluggy.PluginManager(PROJECT_NAME)
+    pm.add_hookspecs(spec)
+    for name, plugin in builtin_plugins():
+        pm.register(plugin, name=name)
+    if enabled:
+        _load_enabled(pm, enabled)
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        raise ExtensionError(f"extension {exc.plugin!r} implements an unknown hook: {exc}") from None
+    return pm
+
+
+def _load_enabled(pm: pluggy.PluginManager, enabled: Sequence[str]) -> None:
+    duplicates = sorted({n for n in enabled if list(enabled).count(n) > 1})
+    if duplicates:
+        raise ExtensionError(f"extensions listed more than once: {', '.join(duplicates)}")
+    from stevedore import NamedExtensionManager  # imported only when extensions are enabled
+
+    def on_missing(names: Iterable[str]) -> None:
+        installed = ", ".join(e.name for e in installed_extensions()) or "none"
+        raise ExtensionError(
+            f"enabled extension(s) not installed: {', '.join(sorted(names))} (installed: {installed})"
+        )
+
+    def on_failure(manager: Any, entrypoint: Any, exc: BaseException) -> None:
+        raise ExtensionError(
+            f"extension {entrypoint.name!r} ({entrypoint.value}) failed to load: {type(exc).__name__}: {exc}"
+        )
+
+    manager = NamedExtensionManager(
+        namespace=ENTRY_POINT_GROUP,
+        names=list(enabled),
+        invoke_on_load=False,
+        name_order=True,
+        on_missing_entrypoints_callback=on_missing,
+        on_load_failure_callback=on_failure,
+    )
+    for ext in manager.extensions:
+        _check_hooks_requirement(ext.name, ext.entry_point)
+        plugin = ext.plugin() if isinstance(ext.plugin, type) else ext.plugin
+        try:
+            pm.register(plugin, name=ext.name)
+        except ValueError as exc:
+            raise ExtensionError(f"extension {ext.name!r} could not be registered: {exc}") from None
+        dist = ext.entry_point.dist
+        log.debug(
+            "enabled extension %s from %s %s", ext.name,
+            dist.metadata["Name"] if dist else "?", dist.version if dist else "?",
+        )
+
+
+def _check_hooks_requirement(name: str, entry_point: Any) -> None:
+    """Refuse an extension built against a meshcni-hooks version range that excludes ours."""
+    dist = getattr(entry_point, "dist", None)
+    if dist is None:
+        return
+    from packaging.requirements import Requirement
+
+    for text in dist.requires or []:
+        req = Requirement(text)
+        if req.name == HOOKS_DISTRIBUTION and req.marker is None:
+            ours = meshcni_hooks.__version__
+            if not req.specifier.contains(ours, prereleases=True):
+                raise ExtensionError(
+                    f"extension {name!r} ({dist.metadata['Name']} {dist.version}) requires "
+                    f"{HOOKS_DISTRIBUTION}{req.specifier}, but {ours} is installed"
+                )
+
+
+def provider_name(pm: pluggy.PluginManager, plugin: object) -> str:
+    return pm.get_name(plugin) or type(plugin).__name__
+
+
+def _collect(pm: pluggy.PluginManager, hook_name: str, kind: str) -> dict[str, Any]:
+    records: dict[str, Any] = {}
+    providers: dict[str, str] = {}
+    hook = getattr(pm.hook, hook_name)
+    # Registration order (built-ins first) rather than pluggy's LIFO call order.
+    for impl in reversed(hook.get_hookimpls()):
+        who = impl.plugin_name
+        for record in impl.function() or []:
+            if record.name in records:
+                raise ExtensionError(
+                    f"{kind} {record.name!r} is provided twice: by {providers[record.name]} and by {who}"
+                )
+            records[record.name] = record
+            providers[record.name] = who
+    return records
+
+
+def redirect_modes(pm: pluggy.PluginManager) -> dict[str, RedirectMode]:
+    return _collect(pm, "meshcni_register_redirect_modes", "redirect mode")
+
+
+def backends(pm: pluggy.PluginManager) -> dict[str, BackendInfo]:
+    return _collect(pm, "meshcni_register_backends", "backend")
+
+
+def repair_policies(pm: pluggy.PluginManager) -> dict[str, RepairPolicy]:
+    return _collect(pm, "meshcni_register_repair_policies", "repair policy")

@@ -1,0 +1,227 @@
+"""One CNI command through the hooks: config -> pod -> eligibility -> rule build -> apply -> report.
+
+Failure policy (ARCHITECTURE.md §4): fail closed for pods the mesh manages; never block pods it
+ignores; report and teardown failures are logged and swallowed; an apply failure leaves nothing.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+import time
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar, cast
+
+import pluggy
+
+from meshcni_core import extensions, netns
+from meshcni_core.builtin.annotations import INTERCEPTION_MODE, KUBEVIRT_INTERFACES
+from meshcni_core.builtin.eligibility import needs_container_list
+from meshcni_core.pods.lookup import fetch_pod, pod_from_annotations
+from meshcni_core.rules.builder import build_plan
+from meshcni_hooks.errors import AnnotationError, MeshcniError, RuleBuildError
+from meshcni_hooks.types import (
+    Backend,
+    NetnsFacts,
+    Outcome,
+    PluginConfig,
+    PodInfo,
+    RedirectSpec,
+    RouteStep,
+    Rule,
+    RulePlan,
+    Target,
+    Verdict,
+    VerdictKind,
+)
+
+log = logging.getLogger("meshcni")
+T = TypeVar("T")
+
+
+@dataclass
+class Decision:
+    """Everything decided for one pod, before anything is applied (also what `explain` shows)."""
+
+    pod: PodInfo
+    verdicts: list[Verdict] = field(default_factory=list)
+    spec: RedirectSpec | None = None
+    plan: RulePlan | None = None
+
+    @property
+    def redirect(self) -> bool:
+        return bool(self.verdicts) and all(v.kind is VerdictKind.REDIRECT for v in self.verdicts)
+
+
+class Pipeline:
+    def __init__(self, pm: pluggy.PluginManager, config: PluginConfig):
+        self.pm = pm
+        self.config = config
+        self.modes = extensions.redirect_modes(pm)
+        self._backends = extensions.backends(pm)
+
+    @classmethod
+    def from_netconf(cls, netconf: Mapping[str, object], env: Mapping[str, str]) -> Pipeline:
+        enabled = netconf.get("extensions") or []
+        if not isinstance(enabled, list) or not all(isinstance(n, str) for n in enabled):
+            from meshcni_hooks.errors import ConfigError
+
+            raise ConfigError(f"netconf key extensions must be a list of extension names, got {enabled!r}")
+        pm = extensions.new_manager(enabled)
+        config = guarded(pm, "config", lambda: pm.hook.meshcni_load_config(netconf=netconf, env=env))
+        return cls(pm, config)
+
+    def backend(self) -> Backend:
+        info = self._backends.get(self.config.backend)
+        if info is None:
+            from meshcni_hooks.errors import ConfigError
+
+            known = ", ".join(sorted(self._backends))
+            raise ConfigError(f"netconf key backend={self.config.backend!r} is not registered (registered: {known})")
+        return info.factory()
+
+    # -- decision ---------------------------------------------------------------------------
+
+    def resolve_pod(self, namespace: str, name: str, uid: str, annotations: Mapping[str, str] | None) -> PodInfo:
+        if annotations is not None:
+            pod = pod_from_annotations(namespace, name, uid, annotations)
+            if not needs_container_list(pod, self.config):
+                return pod
+        return fetch_pod(self.config.kubeconfig, namespace, name, self.config.pod_lookup_timeout)
+
+    def decide(self, pod: PodInfo, facts: NetnsFacts | None = None) -> Decision:
+        decision = Decision(pod=pod)
+        votes = guarded(self.pm, "eligibility", lambda: self.pm.hook.meshcni_pod_verdict(pod=pod, config=self.config))
+        decision.verdicts = [v for v in votes if v is not None]
+        if not decision.redirect:
+            return decision
+        spec = guarded(
+            self.pm, "redirect-spec", lambda: self.pm.hook.meshcni_redirect_spec(pod=pod, config=self.config)
+        )
+        if spec.mode not in self.modes:
+            known = ", ".join(sorted(self.modes))
+            hint = " (enable the 'tproxy' extension)" if spec.mode == "TPROXY" else ""
+            raise AnnotationError(INTERCEPTION_MODE, spec.mode, f"mode not available{hint}; registered modes: {known}")
+        decision.spec = spec
+        if facts is not None:
+            decision.plan = self.plan(pod, spec, facts)
+        return decision
+
+    def plan(self, pod: PodInfo, spec: RedirectSpec, facts: NetnsFacts) -> RulePlan:
+        families = (4, 6) if facts.ipv6 else (4,)
+        extra: list[Rule | RouteStep] = []
+        # Registration order (built-ins, then extensions as enabled), not pluggy's LIFO order.
+        impls = list(reversed(self.pm.hook.meshcni_extra_rules.get_hookimpls()))
+        for family in families:
+            for impl in impls:
+                kwargs = {"pod": pod, "spec": spec, "config": self.config, "netns": facts, "family": family}
+                wanted = {name: kwargs[name] for name in impl.argnames}
+                contributed = guarded(self.pm, "rule-build", functools.partial(impl.function, **wanted))
+                extra.extend(cast("Sequence[Rule | RouteStep]", contributed or []))
+        if spec.kubevirt_interfaces and not any(isinstance(r, Rule) and "-i" in r.args for r in extra):
+            raise AnnotationError(
+                KUBEVIRT_INTERFACES, ",".join(spec.kubevirt_interfaces),
+                "no enabled extension handles kubevirt interfaces (enable the 'kubevirt' extension)",
+            )
+        return guarded(self.pm, "rule-build", lambda: build_plan(spec, facts, self.modes, extra))
+
+    # -- commands ---------------------------------------------------------------------------
+
+    def add(self, target: Target, pod: PodInfo, facts: NetnsFacts | None = None) -> Decision:
+        """Decide and apply. ``facts`` replaces reading the netns (in-process tests)."""
+        started = time.perf_counter()
+        decision = self.decide(pod)
+        if decision.redirect:
+            assert decision.spec is not None
+            if facts is None:
+                netns.check_target(target.netns)
+                facts = netns.read_facts(target.netns)
+            decision.plan = self.plan(pod, decision.spec, facts)
+            self.backend().apply(decision.plan, target)
+        self.report("ADD", decision, started)
+        return decision
+
+    def check(self, target: Target, pod: PodInfo) -> list[str]:
+        decision = self.decide(pod)
+        if not decision.redirect:
+            return []
+        assert decision.spec is not None
+        netns.check_target(target.netns)
+        facts = netns.read_facts(target.netns)
+        plan = self.plan(pod, decision.spec, facts)
+        return list(self.backend().missing(plan, target))
+
+    def delete(self, target: Target, pod: PodInfo | None) -> None:
+        started = time.perf_counter()
+        try:
+            netns.check_target(target.netns)
+            self.backend().teardown(target, None)
+        except MeshcniError as exc:
+            log.warning("DEL: leaving the pod's rules to the runtime's netns removal: %s %s", exc.msg, exc.details)
+        for impl in self.pm.hook.meshcni_teardown.get_hookimpls():
+            try:
+                impl.function(target=target, config=self.config, pod=pod)
+            except Exception as exc:  # noqa: BLE001 - teardown failures are logged, never fatal
+                log.warning("DEL: teardown of extension %s failed: %s", impl.plugin_name, exc)
+        if pod is not None:
+            self.report("DEL", Decision(pod=pod), started)
+
+    def report(self, command: str, decision: Decision, started: float, error: str = "") -> None:
+        outcome = Outcome(
+            command=command, pod=decision.pod, redirected=decision.redirect and not error,
+            verdicts=tuple(decision.verdicts), plan=decision.plan, error=error,
+            duration_ms=(time.perf_counter() - started) * 1000,
+        )
+        for impl in self.pm.hook.meshcni_report.get_hookimpls():
+            try:
+                impl.function(outcome=outcome)
+            except Exception as exc:  # noqa: BLE001 - report failures are logged, never fatal
+                log.warning("report hook of %s failed: %s", impl.plugin_name, exc)
+
+
+def guarded(pm: pluggy.PluginManager, stage: str, call: Callable[[], T]) -> T:
+    """Run a hook call; turn a foreign exception into a MeshcniError naming the stage and plugin."""
+    try:
+        return call()
+    except MeshcniError as exc:
+        if exc.stage in ("plugin", "") or type(exc) is MeshcniError:
+            exc.stage = stage
+        raise
+    except Exception as exc:
+        who = culprit(pm, exc)
+        raise MeshcniError(
+            f"{stage} failed in {who}: {type(exc).__name__}: {exc}",
+            "".join(traceback.format_exception(exc)[-3:]),
+            stage=stage,
+        ) from exc
+
+
+def culprit(pm: pluggy.PluginManager, exc: BaseException) -> str:
+    """The registered plugin (name, distribution, version) whose code raised ``exc``."""
+    modules: dict[str, str] = {}
+    for name, plugin in pm.list_name_plugin():
+        module = getattr(plugin, "__name__", None) or type(plugin).__module__
+        modules[module.split(".")[0]] = name
+    frames = traceback.extract_tb(exc.__traceback__)
+    for frame in reversed(frames):
+        for root, name in modules.items():
+            module_file = getattr(sys.modules.get(root), "__file__", None) or ""
+            package_dir = module_file.rsplit("/", 1)[0]
+            if package_dir and frame.filename.startswith(package_dir):
+                return describe_plugin(pm, name)
+    return "meshcni core"
+
+
+def describe_plugin(pm: pluggy.PluginManager, name: str) -> str:
+    if name.startswith("builtin:"):
+        return f"built-in plugin {name}"
+    for ext in extensions.installed_extensions():
+        if ext.name == name:
+            return f"extension {name} ({ext.distribution} {ext.version})"
+    return f"plugin {name}"
+
+
+__all__ = ["AnnotationError", "Decision", "Pipeline", "RuleBuildError"]

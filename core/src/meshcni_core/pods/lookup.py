@@ -1,0 +1,100 @@
+"""Where a pod's metadata comes from: the runtime's annotations, or the API server.
+
+The kubernetes client is imported only when the API really has to be asked (it costs about
+270 ms to import); the runtime's annotations are enough for every non-mesh pod and, through the
+injector's status annotation, for most mesh pods.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from meshcni_hooks.errors import PodLookupError
+from meshcni_hooks.types import PodInfo
+
+log = logging.getLogger("meshcni")
+FIRST_RETRY_DELAY = 0.1
+MAX_RETRY_DELAY = 1.0
+REQUEST_TIMEOUT = 5.0
+
+
+def pod_from_annotations(namespace: str, name: str, uid: str, annotations: Mapping[str, str]) -> PodInfo:
+    return PodInfo(namespace=namespace, name=name, uid=uid, annotations=dict(annotations), source="runtime-config")
+
+
+def pod_from_api_object(pod: Any) -> PodInfo:
+    """PodInfo from a kubernetes client V1Pod."""
+    meta, spec = pod.metadata, pod.spec
+    return PodInfo(
+        namespace=meta.namespace,
+        name=meta.name,
+        uid=meta.uid or "",
+        annotations=dict(meta.annotations or {}),
+        containers=tuple(c.name for c in (spec.containers or [])),
+        init_containers=tuple(c.name for c in (spec.init_containers or [])),
+        source="api",
+    )
+
+
+def fetch_pod(
+    kubeconfig: str,
+    namespace: str,
+    name: str,
+    timeout: float,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> PodInfo:
+    """GET the pod through ``kubeconfig``, retrying while it is not yet visible or the API is
+    unavailable, until ``timeout`` seconds have passed. 401/403 fail at once."""
+    if not kubeconfig:
+        raise PodLookupError(
+            f"pod {namespace}/{name}: the runtime passed no annotations and netconf has no "
+            "kubernetes.kubeconfig to ask the API server with"
+        )
+    from kubernetes import client, config  # heavy; only on this path
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        api_client = config.new_client_from_config(config_file=kubeconfig)
+    except Exception as exc:  # noqa: BLE001 - the loader raises many unrelated types for bad files
+        raise PodLookupError(f"cannot load kubeconfig {kubeconfig}: {exc}") from None
+    api = client.CoreV1Api(api_client)
+    deadline = clock() + timeout
+    delay = FIRST_RETRY_DELAY
+    attempts = 0
+    last = ""
+    try:
+        while True:
+            attempts += 1
+            remaining = deadline - clock()
+            try:
+                pod = api.read_namespaced_pod(
+                    name, namespace, _request_timeout=max(0.1, min(REQUEST_TIMEOUT, remaining))
+                )
+                return pod_from_api_object(pod)
+            except ApiException as exc:
+                if exc.status in (401, 403):
+                    raise PodLookupError(
+                        f"pod {namespace}/{name}: the API server refused the kubeconfig's credentials "
+                        f"(HTTP {exc.status} {exc.reason})",
+                        "check the token in the kubeconfig; the node agent rewrites it when it rotates",
+                    ) from None
+                last = f"HTTP {exc.status} {exc.reason}"
+            except Exception as exc:  # noqa: BLE001 - connection refused, TLS, timeouts: all retryable
+                last = f"{type(exc).__name__}: {exc}"
+            if clock() + delay >= deadline:
+                raise PodLookupError(
+                    f"pod {namespace}/{name} could not be read from the API server within {timeout:g}s "
+                    f"({attempts} attempts)",
+                    f"last error: {last}",
+                    code=11,
+                )
+            log.debug("pod %s/%s not readable yet (%s); retrying in %.2fs", namespace, name, last, delay)
+            sleep(delay)
+            delay = min(delay * 2, MAX_RETRY_DELAY)
+    finally:
+        api_client.close()

@@ -1,0 +1,169 @@
+"""Build a pod's rule plan from a RedirectSpec: a pure function, no I/O.
+
+It reproduces Istio 1.6's ``istio-iptables.sh`` (commit 14b34ea7) rule for rule; see
+docs/rules.md for the mapping and the two deliberate deviations:
+
+* a dual-stack pod gets IPv6 redirection (the script looked only at the first address of
+  each interface, so dual-stack pods were IPv4-only and their IPv6 inbound was rejected);
+* with ``includeOutboundIPRanges: "*"`` the IPv6 kubevirt rules redirect as the IPv4 ones do
+  (the script returned instead).
+
+Every rule is written exactly as ``iptables-save`` prints it, so comparing a plan with a live
+netns is string equality, for both the legacy and the nft flavour.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from meshcni_hooks.errors import RuleBuildError
+from meshcni_hooks.types import (
+    ChainDecl,
+    ChainFlush,
+    NetnsFacts,
+    RedirectMode,
+    RedirectSpec,
+    RouteStep,
+    Rule,
+    RulePlan,
+)
+
+NAT, MANGLE, FILTER = "nat", "mangle", "filter"
+REDIRECT_CHAIN = "ISTIO_REDIRECT"
+IN_REDIRECT_CHAIN = "ISTIO_IN_REDIRECT"
+INBOUND_CHAIN = "ISTIO_INBOUND"
+OUTPUT_CHAIN = "ISTIO_OUTPUT"
+
+LOOPBACK = {4: "127.0.0.1/32", 6: "::1/128"}
+INBOUND_PASSTHROUGH_SOURCE = {4: "127.0.0.6/32", 6: "::6/128"}
+SSH_PORT = 22
+
+
+def rule(family: int, table: str, chain: str, *args: str, head: bool = False, source: str = "builtin") -> Rule:
+    return Rule(family=family, table=table, chain=chain, args=tuple(args), head=head, source=source)
+
+
+def redirect_inbound(spec: RedirectSpec, family: int) -> tuple[list[ChainDecl], list[Rule], list[RouteStep]]:
+    """Inbound capture with nat REDIRECT to the inbound capture port (script §4.5 / §4.9)."""
+    if spec.include_inbound_ports.empty:
+        return [], [], []
+    chains = [ChainDecl(family, NAT, INBOUND_CHAIN)]
+    rules = [rule(family, NAT, "PREROUTING", "-p", "tcp", "-j", INBOUND_CHAIN)]
+    if spec.include_inbound_ports.all:
+        rules.append(rule(family, NAT, INBOUND_CHAIN, *tcp_dport(SSH_PORT), "-j", "RETURN"))
+        for port in spec.exclude_inbound_ports:
+            rules.append(rule(family, NAT, INBOUND_CHAIN, *tcp_dport(port), "-j", "RETURN"))
+        rules.append(rule(family, NAT, INBOUND_CHAIN, "-p", "tcp", "-j", IN_REDIRECT_CHAIN))
+    else:
+        for port in spec.include_inbound_ports.ports:
+            rules.append(rule(family, NAT, INBOUND_CHAIN, *tcp_dport(port), "-j", IN_REDIRECT_CHAIN))
+    return chains, rules, []
+
+
+def tcp_dport(port: int) -> tuple[str, ...]:
+    return ("-p", "tcp", "-m", "tcp", "--dport", str(port))
+
+
+def redirect_chains(spec: RedirectSpec, family: int) -> tuple[list[ChainDecl], list[Rule]]:
+    """The two REDIRECT chains the script always creates first."""
+    chains = [ChainDecl(family, NAT, REDIRECT_CHAIN), ChainDecl(family, NAT, IN_REDIRECT_CHAIN)]
+    rules = [
+        rule(family, NAT, REDIRECT_CHAIN, "-p", "tcp", "-j", "REDIRECT", "--to-ports", str(spec.proxy_port)),
+        rule(
+            family, NAT, IN_REDIRECT_CHAIN, "-p", "tcp", "-j", "REDIRECT", "--to-ports", str(spec.inbound_capture_port)
+        ),
+    ]
+    return chains, rules
+
+
+def outbound(spec: RedirectSpec, family: int) -> tuple[list[ChainDecl], list[Rule]]:
+    """nat ISTIO_OUTPUT (script §4.7 steps 1-7 and 9); kubevirt rules come from kubevirt_rules."""
+    lo, passthrough = LOOPBACK[family], INBOUND_PASSTHROUGH_SOURCE[family]
+    out = [rule(family, NAT, "OUTPUT", "-p", "tcp", "-j", OUTPUT_CHAIN)]
+
+    def add(*args: str) -> None:
+        out.append(rule(family, NAT, OUTPUT_CHAIN, *args))
+
+    for port in spec.exclude_outbound_ports:
+        add(*tcp_dport(port), "-j", "RETURN")
+    add("-s", passthrough, "-o", "lo", "-j", "RETURN")
+    for owner, ids in (("--uid-owner", spec.proxy_uids), ("--gid-owner", spec.proxy_gids)):
+        for ident in ids:
+            add("!", "-d", lo, "-o", "lo", "-m", "owner", owner, ident, "-j", IN_REDIRECT_CHAIN)
+            add("-o", "lo", "-m", "owner", "!", owner, ident, "-j", "RETURN")
+            add("-m", "owner", owner, ident, "-j", "RETURN")
+    add("-d", lo, "-j", "RETURN")
+    for net in spec.exclude_outbound.of_family(family):
+        add("-d", str(net), "-j", "RETURN")
+    if spec.include_outbound.all:
+        add("-j", REDIRECT_CHAIN)
+    else:
+        included = spec.include_outbound.of_family(family)
+        if included:
+            for net in included:
+                add("-d", str(net), "-j", REDIRECT_CHAIN)
+            add("-j", "RETURN")
+    return [ChainDecl(family, NAT, OUTPUT_CHAIN)], out
+
+
+def ipv6_lockdown() -> tuple[list[ChainFlush], list[Rule]]:
+    """The script's IPv6-disabled branch (§4.10): only established and loopback inbound IPv6."""
+    flush = [ChainFlush(6, FILTER, "INPUT")]
+    rules = [
+        rule(6, FILTER, "INPUT", "-m", "state", "--state", "ESTABLISHED", "-j", "ACCEPT"),
+        rule(6, FILTER, "INPUT", "-d", "::1/128", "-i", "lo", "-j", "ACCEPT"),
+        rule(6, FILTER, "INPUT", "-j", "REJECT", "--reject-with", "icmp6-port-unreachable"),
+    ]
+    return flush, rules
+
+
+def ipv6_self_address() -> RouteStep:
+    """``::6/128`` on lo, the IPv6 inbound passthrough source (the script adds it when IPv6 is on)."""
+    return RouteStep(
+        family=6,
+        args=("-6", "addr", "replace", "::6/128", "dev", "lo"),
+        undo=("-6", "addr", "del", "::6/128", "dev", "lo"),
+        show=("-6", "addr", "show", "dev", "lo"),
+        expect="inet6 ::6/128",
+        ignore_errors=True,
+    )
+
+
+def build_plan(
+    spec: RedirectSpec,
+    facts: NetnsFacts,
+    modes: Mapping[str, RedirectMode],
+    extra: Sequence[Rule | RouteStep] = (),
+) -> RulePlan:
+    """The whole plan: IPv4 always; IPv6 redirection when the pod has a global IPv6 address,
+    otherwise Istio's IPv6 lock-down. ``extra`` (from ``meshcni_extra_rules``) is appended."""
+    mode = modes.get(spec.mode)
+    if mode is None:
+        known = ", ".join(sorted(modes)) or "none"
+        raise RuleBuildError(f"interception mode {spec.mode!r} is not registered (registered: {known})")
+    chains: list[ChainDecl] = []
+    flushes: list[ChainFlush] = []
+    rules: list[Rule] = []
+    routes: list[RouteStep] = []
+    families = (4, 6) if facts.ipv6 else (4,)
+    for family in families:
+        base_chains, base_rules = redirect_chains(spec, family)
+        # The script ignores TPROXY for IPv6 and always uses nat REDIRECT there.
+        inbound_mode = mode if family == 4 else modes["REDIRECT"]
+        in_chains, in_rules, in_routes = inbound_mode.build_inbound(spec, family)
+        out_chains, out_rules = outbound(spec, family)
+        chains += base_chains + in_chains + out_chains
+        rules += base_rules + in_rules + out_rules
+        routes += in_routes
+    if facts.ipv6:
+        routes.insert(0, ipv6_self_address())
+    else:
+        lock_flush, lock_rules = ipv6_lockdown()
+        flushes += lock_flush
+        rules += lock_rules
+    for item in extra:
+        if isinstance(item, Rule):
+            rules.append(item)
+        else:
+            routes.append(item)
+    return RulePlan(chains=tuple(chains), flushes=tuple(flushes), rules=tuple(rules), routes=tuple(routes))

@@ -1,0 +1,144 @@
+"""Hook specifications, in pipeline order.
+
+One CNI ADD runs: start-up registration -> config load -> pod eligibility -> rule build ->
+apply (the selected backend) -> report. The core implements every stage as an ordinary plugin
+registered before any extension, with its default implementations marked ``trylast``.
+
+Conventions:
+
+* Every hook is prefixed ``meshcni_``; an implementation may accept fewer arguments than the spec.
+* Only frozen dataclasses from :mod:`meshcni_hooks.types` cross a hook boundary.
+* Raising a :class:`meshcni_hooks.errors.MeshcniError` from a hook fails the command with that
+  error's CNI code; any other exception fails it with code 100 and names the extension.
+  Exceptions from ``meshcni_report`` and ``meshcni_teardown`` are logged and swallowed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from meshcni_hooks import hookspec
+from meshcni_hooks.types import (
+    BackendInfo,
+    NetnsFacts,
+    Outcome,
+    PluginConfig,
+    PodInfo,
+    RedirectMode,
+    RedirectSpec,
+    RepairPolicy,
+    RouteStep,
+    Rule,
+    Target,
+    Verdict,
+)
+
+# --------------------------------------------------------------------------------------------
+# Start-up: registration. Every plugin contributes records; a duplicate name is an error that
+# names both providers.
+# --------------------------------------------------------------------------------------------
+
+
+@hookspec
+def meshcni_register_redirect_modes() -> Sequence[RedirectMode]:
+    """Return the interception modes this plugin provides (core: ``REDIRECT``).
+
+    Called once per process. The mode named by ``sidecar.istio.io/interceptionMode`` must be
+    registered, otherwise the ADD fails naming the annotation and the known modes.
+    """
+    raise NotImplementedError
+
+
+@hookspec
+def meshcni_register_backends() -> Sequence[BackendInfo]:
+    """Return the apply backends this plugin provides (core: ``iptables-restore``).
+
+    The netconf key ``backend`` selects one by name.
+    """
+    raise NotImplementedError
+
+
+@hookspec
+def meshcni_register_repair_policies() -> Sequence[RepairPolicy]:
+    """Return the repair policies this plugin provides (used by ``meshcni repair``)."""
+    raise NotImplementedError
+
+
+# --------------------------------------------------------------------------------------------
+# Config load
+# --------------------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def meshcni_load_config(netconf: Mapping[str, object], env: Mapping[str, str]) -> PluginConfig | None:
+    """Turn the request's netconf (stdin JSON) into a :class:`PluginConfig`.
+
+    firstresult. The core's implementation is ``trylast``. To adjust the core's result, write a
+    ``wrapper=True`` implementation that takes the result of ``yield`` and returns a
+    ``dataclasses.replace`` of it. Raise ``ConfigError`` to reject the configuration.
+    """
+    raise NotImplementedError
+
+
+# --------------------------------------------------------------------------------------------
+# Eligibility
+# --------------------------------------------------------------------------------------------
+
+
+@hookspec
+def meshcni_pod_verdict(pod: PodInfo, config: PluginConfig) -> Verdict | None:
+    """Vote on whether ``pod`` is redirected. Return ``None`` to abstain.
+
+    Every implementation runs; any ``SKIP`` wins. The core votes with the seed page's rules
+    (excluded namespace, ``istio-proxy`` container, more than one container,
+    ``sidecar.istio.io/inject``, ``sidecar.istio.io/status``, no ``istio-init``).
+    """
+    raise NotImplementedError
+
+
+# --------------------------------------------------------------------------------------------
+# Rule build
+# --------------------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def meshcni_redirect_spec(pod: PodInfo, config: PluginConfig) -> RedirectSpec | None:
+    """Derive the redirect parameters of an eligible pod.
+
+    firstresult; the core reads Istio's annotations with Istio 1.6's defaults. Raise
+    ``AnnotationError`` for an invalid value: the ADD then fails and nothing is applied.
+    """
+    raise NotImplementedError
+
+
+@hookspec
+def meshcni_extra_rules(
+    pod: PodInfo, spec: RedirectSpec, config: PluginConfig, netns: NetnsFacts, family: int
+) -> Sequence[Rule | RouteStep] | None:
+    """Contribute rules for one address family beyond the mode's (e.g. kubevirt PREROUTING rules).
+
+    Every implementation runs, in registration order; the rules join the plan in that order.
+    """
+    raise NotImplementedError
+
+
+# --------------------------------------------------------------------------------------------
+# Report
+# --------------------------------------------------------------------------------------------
+
+
+@hookspec
+def meshcni_report(outcome: Outcome) -> None:
+    """Observe the outcome of one command (logs, metrics, events). Errors are logged and swallowed."""
+    raise NotImplementedError
+
+
+# --------------------------------------------------------------------------------------------
+# DEL
+# --------------------------------------------------------------------------------------------
+
+
+@hookspec
+def meshcni_teardown(target: Target, config: PluginConfig, pod: PodInfo | None) -> None:
+    """Undo anything an extension did outside the rule plan on DEL. Errors are logged and swallowed."""
+    raise NotImplementedError

@@ -1,0 +1,295 @@
+"""Frozen values that cross hook boundaries.
+
+No Kubernetes client object, netns handle or iptables library object ever crosses a hook: only
+these dataclasses, built from ``ipaddress`` networks, ints and strings.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Protocol
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+EMPTY_MAP: Mapping[str, str] = MappingProxyType({})
+
+
+@dataclass(frozen=True)
+class PodInfo:
+    """What the plugin knows about the pod being set up.
+
+    ``containers`` / ``init_containers`` are ``None`` when the source could not tell (the
+    runtime passed only annotations); eligibility then asks the API server.
+    """
+
+    namespace: str
+    name: str
+    uid: str = ""
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    containers: tuple[str, ...] | None = None
+    init_containers: tuple[str, ...] | None = None
+    source: str = "unknown"  # "runtime-config", "api", "test", ...
+
+
+@dataclass(frozen=True)
+class PluginConfig:
+    """The plugin's view of its netconf entry, after defaults."""
+
+    cni_version: str
+    network_name: str
+    exclude_namespaces: tuple[str, ...] = ()
+    kubeconfig: str = ""
+    k8s_api_root: str = ""
+    node_name: str = ""
+    cni_bin_dir: str = "/opt/cni/bin"
+    intercept_type: str = "iptables"
+    log_level: str = "info"
+    extensions: tuple[str, ...] = ()
+    backend: str = "iptables-restore"
+    iptables_flavour: str = "auto"  # "auto", "nft" or "legacy"
+    pod_lookup_timeout: float = 30.0
+    attachment: str = "chained"  # "chained" or "secondary" (Multus: no prevResult expected)
+    extension_settings: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
+
+
+class VerdictKind(enum.Enum):
+    REDIRECT = "redirect"
+    SKIP = "skip"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One rule's vote on whether a pod is redirected. Any SKIP wins."""
+
+    kind: VerdictKind
+    rule: str  # short name of the rule that decided, e.g. "excluded-namespace"
+    reason: str  # a sentence for logs and `meshcni explain`
+    source: str = "builtin"
+
+    @classmethod
+    def skip(cls, rule: str, reason: str, source: str = "builtin") -> Verdict:
+        return cls(VerdictKind.SKIP, rule, reason, source)
+
+    @classmethod
+    def redirect(cls, rule: str, reason: str, source: str = "builtin") -> Verdict:
+        return cls(VerdictKind.REDIRECT, rule, reason, source)
+
+
+@dataclass(frozen=True)
+class PortList:
+    """An ordered, de-duplicated list of TCP ports, or "all ports" (Istio's ``*``)."""
+
+    all: bool = False
+    ports: tuple[int, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not self.all and not self.ports
+
+
+@dataclass(frozen=True)
+class CidrList:
+    """An ordered list of networks, or "every address" (Istio's ``*``)."""
+
+    all: bool = False
+    networks: tuple[IPNetwork, ...] = ()
+
+    def of_family(self, family: int) -> tuple[IPNetwork, ...]:
+        return tuple(n for n in self.networks if n.version == family)
+
+
+@dataclass(frozen=True)
+class RedirectSpec:
+    """Everything that shapes a pod's redirect rules, with where each value came from."""
+
+    mode: str = "REDIRECT"
+    proxy_port: int = 15001
+    inbound_capture_port: int = 15006
+    proxy_uids: tuple[str, ...] = ("1337",)
+    proxy_gids: tuple[str, ...] = ("1337",)
+    include_outbound: CidrList = CidrList(all=True)
+    exclude_outbound: CidrList = CidrList()
+    include_inbound_ports: PortList = PortList(all=True)
+    exclude_inbound_ports: tuple[int, ...] = (15020, 15021, 15090)
+    exclude_outbound_ports: tuple[int, ...] = (15020,)
+    kubevirt_interfaces: tuple[str, ...] = ()
+    tproxy_mark: int = 1337
+    tproxy_route_table: int = 133
+    origins: Mapping[str, str] = field(default_factory=dict)  # field name -> "annotation <key>" or "default"
+
+
+@dataclass(frozen=True)
+class NetnsFacts:
+    """What was read from the pod's network namespace before building rules."""
+
+    interfaces: tuple[str, ...] = ()
+    ipv4_addresses: tuple[str, ...] = ()
+    ipv6_addresses: tuple[str, ...] = ()  # global-scope only (link-local is ignored)
+
+    @property
+    def ipv6(self) -> bool:
+        return bool(self.ipv6_addresses)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One iptables rule in ``iptables-save`` canonical form.
+
+    ``head`` rules are inserted at position 1 of their chain in the order listed (so a later head
+    rule ends up above an earlier one), exactly as ``iptables -I CHAIN 1`` would; the others are
+    appended in order.
+    """
+
+    family: int  # 4 or 6
+    table: str  # "nat", "mangle", "filter"
+    chain: str
+    args: tuple[str, ...]
+    head: bool = False
+    source: str = "builtin"
+
+    @property
+    def text(self) -> str:
+        return " ".join(self.args)
+
+
+@dataclass(frozen=True)
+class ChainDecl:
+    """A user chain we own; declaring it creates it or flushes it."""
+
+    family: int
+    table: str
+    name: str
+
+
+@dataclass(frozen=True)
+class ChainFlush:
+    """A built-in chain we flush before adding our rules (Istio's IPv6 lock-down flushes INPUT)."""
+
+    family: int
+    table: str
+    chain: str
+
+
+@dataclass(frozen=True)
+class RouteStep:
+    """An ``ip`` command run in the pod netns (TPROXY policy routing, the ``::6`` address).
+
+    ``undo`` is the command that reverses it on DEL; ``pre`` runs first and may fail (it makes
+    ``args`` idempotent, e.g. deleting an ``ip rule`` before adding it). CHECK runs ``show`` and
+    expects ``expect`` in its output.
+    """
+
+    family: int
+    args: tuple[str, ...]
+    undo: tuple[str, ...] = ()
+    pre: tuple[str, ...] = ()
+    show: tuple[str, ...] = ()
+    expect: str = ""
+    ignore_errors: bool = False
+    source: str = "builtin"
+
+
+@dataclass(frozen=True)
+class RulePlan:
+    """The complete, ordered result of rule build: what apply must make true in the netns."""
+
+    chains: tuple[ChainDecl, ...] = ()
+    flushes: tuple[ChainFlush, ...] = ()
+    rules: tuple[Rule, ...] = ()
+    routes: tuple[RouteStep, ...] = ()
+
+    def families(self) -> tuple[int, ...]:
+        seen = {c.family for c in self.chains} | {r.family for r in self.rules}
+        seen |= {f.family for f in self.flushes}
+        return tuple(sorted(seen))
+
+    def chain_rules(self, family: int, table: str, chain: str) -> list[Rule]:
+        """Rules of one chain in the final order ``iptables-save`` lists them."""
+        mine = [r for r in self.rules if (r.family, r.table, r.chain) == (family, table, chain)]
+        heads = [r for r in mine if r.head]
+        return list(reversed(heads)) + [r for r in mine if not r.head]
+
+    def tables(self, family: int) -> list[str]:
+        order: list[str] = []
+        items: list[ChainDecl | ChainFlush | Rule] = [*self.chains, *self.flushes, *self.rules]
+        for item in items:
+            if item.family == family and item.table not in order:
+                order.append(item.table)
+        return order
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where rules are applied: a network namespace path (``CNI_NETNS``) or ``""`` for the
+    current namespace (the ``istio-iptables`` drop-in)."""
+
+    netns: str
+    container_id: str = ""
+    ifname: str = ""
+    iptables_flavour: str = "auto"
+
+
+class InboundBuilder(Protocol):
+    def __call__(self, spec: RedirectSpec, family: int) -> tuple[list[ChainDecl], list[Rule], list[RouteStep]]: ...
+
+
+@dataclass(frozen=True)
+class RedirectMode:
+    """A registered interception mode (``sidecar.istio.io/interceptionMode`` value).
+
+    ``build_inbound`` returns the inbound chains, rules and routes for one address family; the
+    core adds the shared REDIRECT chains and the outbound rules around them.
+    """
+
+    name: str
+    build_inbound: InboundBuilder
+    description: str = ""
+    provider: str = "builtin"
+
+
+class Backend(Protocol):
+    """How rule plans are made true in a netns. Implementations must be all-or-nothing."""
+
+    name: str
+
+    def apply(self, plan: RulePlan, target: Target) -> None: ...
+
+    def teardown(self, target: Target, hints: RulePlan | None) -> None: ...
+
+    def missing(self, plan: RulePlan, target: Target) -> list[str]: ...
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    name: str
+    factory: Callable[[], Backend]
+    description: str = ""
+    provider: str = "builtin"
+
+
+@dataclass(frozen=True)
+class RepairPolicy:
+    """A repair action for pods that started without redirection (used by ``meshcni repair``)."""
+
+    name: str
+    act: Callable[[Mapping[str, object]], str]
+    description: str = ""
+    provider: str = "builtin"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one CNI command did, for reporting hooks."""
+
+    command: str
+    pod: PodInfo | None
+    redirected: bool
+    verdicts: tuple[Verdict, ...] = ()
+    plan: RulePlan | None = None
+    error: str = ""
+    duration_ms: float = 0.0
+    extra: Mapping[str, str] = field(default_factory=dict)
