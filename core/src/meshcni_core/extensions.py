@@ -63,7 +63,9 @@ def new_manager(enabled: Sequence[str] = ()) -> pluggy.PluginManager:
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
-        raise ExtensionError(f"extension {exc.plugin!r} implements an unknown hook: {exc}") from None
+        name = pm.get_name(exc.plugin) or type(exc.plugin).__name__
+        problem = str(exc).split(" in plugin ")[0]  # pluggy appends the object's repr
+        raise ExtensionError(f"extension {name!r} implements an {problem}") from None
     return pm
 
 
@@ -92,25 +94,33 @@ def _load_enabled(pm: pluggy.PluginManager, enabled: Sequence[str]) -> None:
         on_missing_entrypoints_callback=on_missing,
         on_load_failure_callback=on_failure,
     )
+    distributions = _distributions_by_entry_point()
     for ext in manager.extensions:
-        _check_hooks_requirement(ext.name, ext.entry_point)
+        dist = distributions.get(ext.name)
+        if dist is not None:
+            _check_hooks_requirement(ext.name, dist)
         plugin = ext.plugin() if isinstance(ext.plugin, type) else ext.plugin
         try:
             pm.register(plugin, name=ext.name)
         except ValueError as exc:
             raise ExtensionError(f"extension {ext.name!r} could not be registered: {exc}") from None
-        dist = ext.entry_point.dist
         log.debug(
             "enabled extension %s from %s %s", ext.name,
             dist.metadata["Name"] if dist else "?", dist.version if dist else "?",
         )
 
 
-def _check_hooks_requirement(name: str, entry_point: Any) -> None:
+def _distributions_by_entry_point() -> dict[str, importlib.metadata.Distribution]:
+    """Entry-point name -> its distribution (stevedore's cached entry points carry no ``dist``)."""
+    found: dict[str, importlib.metadata.Distribution] = {}
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if ep.dist is not None:
+            found.setdefault(ep.name, ep.dist)
+    return found
+
+
+def _check_hooks_requirement(name: str, dist: importlib.metadata.Distribution) -> None:
     """Refuse an extension built against a meshcni-hooks version range that excludes ours."""
-    dist = getattr(entry_point, "dist", None)
-    if dist is None:
-        return
     from packaging.requirements import Requirement
 
     for text in dist.requires or []:
@@ -132,8 +142,8 @@ def _collect(pm: pluggy.PluginManager, hook_name: str, kind: str) -> dict[str, A
     records: dict[str, Any] = {}
     providers: dict[str, str] = {}
     hook = getattr(pm.hook, hook_name)
-    # Registration order (built-ins first) rather than pluggy's LIFO call order.
-    for impl in reversed(hook.get_hookimpls()):
+    # get_hookimpls() lists registration order (built-ins first); pluggy *calls* them in reverse.
+    for impl in hook.get_hookimpls():
         who = impl.plugin_name
         for record in impl.function() or []:
             if record.name in records:

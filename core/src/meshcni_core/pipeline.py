@@ -113,8 +113,8 @@ class Pipeline:
     def plan(self, pod: PodInfo, spec: RedirectSpec, facts: NetnsFacts) -> RulePlan:
         families = (4, 6) if facts.ipv6 else (4,)
         extra: list[Rule | RouteStep] = []
-        # Registration order (built-ins, then extensions as enabled), not pluggy's LIFO order.
-        impls = list(reversed(self.pm.hook.meshcni_extra_rules.get_hookimpls()))
+        # Registration order (built-ins, then extensions as enabled), not pluggy's LIFO call order.
+        impls = self.pm.hook.meshcni_extra_rules.get_hookimpls()
         for family in families:
             for impl in impls:
                 kwargs = {"pod": pod, "spec": spec, "config": self.config, "netns": facts, "family": family}

@@ -1,0 +1,76 @@
+"""The seed page's eligibility rules, and the inference from the injector's status annotation."""
+
+import json
+
+import pytest
+
+from meshcni_core.builtin.config import load_plugin_config
+from meshcni_core.builtin.eligibility import decide, needs_container_list
+from meshcni_core.testing import make_pod
+from meshcni_hooks.errors import AnnotationError
+from meshcni_hooks.types import PodInfo, VerdictKind
+
+CONFIG = load_plugin_config({"kubernetes": {"exclude_namespaces": ["istio-system", "kube-system"]}})
+STATUS = {"sidecar.istio.io/status": json.dumps({"containers": ["istio-proxy"], "initContainers": ["istio-validation"]})}
+
+
+def redirected(pod):
+    return all(v.kind is VerdictKind.REDIRECT for v in decide(pod, CONFIG))
+
+
+def first_skip(pod):
+    return next(v.rule for v in decide(pod, CONFIG) if v.kind is VerdictKind.SKIP)
+
+
+def test_injected_pod_is_redirected():
+    assert redirected(make_pod())
+
+
+@pytest.mark.parametrize(
+    ("pod", "rule"),
+    [
+        (make_pod(namespace="istio-system"), "excluded-namespace"),
+        (make_pod(containers=("app", "sidecar")), "istio-proxy"),  # seed: needs istio-proxy (1.6 did not check)
+        (make_pod(containers=("istio-proxy",)), "containers"),
+        (make_pod(annotations={"sidecar.istio.io/inject": "false"}), "inject"),
+        (make_pod(annotations={"sidecar.istio.io/inject": "No"}), "inject"),
+        (make_pod(init_containers=("istio-init",)), "istio-init"),
+        (make_pod(annotations={"sidecar.istio.io/interceptionMode": "NONE"}), "interception-none"),
+    ],
+)
+def test_skips(pod, rule):
+    assert first_skip(pod) == rule
+
+
+def test_missing_status_annotation_skips():
+    pod = PodInfo("default", "p", annotations={}, containers=("app", "istio-proxy"))
+    assert first_skip(pod) == "sidecar-status"
+
+
+@pytest.mark.parametrize("value", ["true", "True", "1", "yes", "on", " y "])
+def test_truthy_inject_values_redirect(value):
+    assert redirected(make_pod(annotations={"sidecar.istio.io/inject": value}))
+
+
+def test_unreadable_inject_value_is_an_error_not_a_silent_choice():
+    with pytest.raises(AnnotationError, match="sidecar.istio.io/inject"):
+        decide(make_pod(annotations={"sidecar.istio.io/inject": "maybe"}), CONFIG)
+
+
+def test_runtime_annotations_alone_decide_through_the_status_annotation():
+    pod = PodInfo("default", "p", annotations=STATUS, source="runtime-config")
+    assert not needs_container_list(pod, CONFIG)
+    assert redirected(pod)
+    reasons = " ".join(v.reason for v in decide(pod, CONFIG))
+    assert "from sidecar.istio.io/status" in reasons
+
+
+def test_status_listing_istio_init_skips_without_api():
+    status = {"sidecar.istio.io/status": json.dumps({"containers": ["istio-proxy"], "initContainers": ["istio-init"]})}
+    assert first_skip(PodInfo("default", "p", annotations=status)) == "istio-init"
+
+
+def test_unparseable_status_needs_the_api():
+    pod = PodInfo("default", "p", annotations={"sidecar.istio.io/status": "not-json"})
+    assert needs_container_list(pod, CONFIG)
+    assert not needs_container_list(PodInfo("default", "p", annotations={}), CONFIG)

@@ -1,0 +1,103 @@
+"""stevedore selects exactly the enabled extensions; pluggy dispatches; errors name the culprit."""
+
+import importlib
+import sys
+import textwrap
+
+import pytest
+from stevedore import ExtensionManager
+
+from meshcni_core import extensions
+from meshcni_hooks.errors import ExtensionError
+
+
+@pytest.fixture
+def fake_distribution(tmp_path, monkeypatch):
+    """Install a throwaway distribution (module + .dist-info with entry points) on sys.path."""
+
+    def make(dist: str, module: str, source: str, entry_points: dict[str, str], requires=("meshcni-hooks>=0.1",)):
+        (tmp_path / f"{module}.py").write_text(textwrap.dedent(source))
+        info = tmp_path / f"{dist.replace('-', '_')}-1.0.dist-info"
+        info.mkdir()
+        requires_lines = "".join(f"Requires-Dist: {r}\n" for r in requires)
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n{requires_lines}")
+        eps = "".join(f"{name} = {target}\n" for name, target in entry_points.items())
+        (info / "entry_points.txt").write_text(f"[meshcni.extensions]\n{eps}")
+        monkeypatch.syspath_prepend(str(tmp_path))
+        importlib.invalidate_caches()
+        monkeypatch.delitem(sys.modules, module, raising=False)
+        # stevedore caches each group's entry points for the life of the process.
+        monkeypatch.setattr(ExtensionManager, "ENTRY_POINT_CACHE", {})
+
+    return make
+
+
+def test_enabled_extensions_register_in_order():
+    pm = extensions.new_manager(["kubevirt", "tproxy"])
+    names = [name for name, _ in pm.list_name_plugin()]
+    assert names[-2:] == ["kubevirt", "tproxy"]
+    assert set(extensions.redirect_modes(pm)) == {"REDIRECT", "TPROXY"}
+
+
+def test_installed_is_not_enabled():
+    pm = extensions.new_manager([])
+    assert set(extensions.redirect_modes(pm)) == {"REDIRECT"}
+    assert {"tproxy", "kubevirt", "acme-opt-out"} <= {e.name for e in extensions.installed_extensions()}
+
+
+def test_missing_extension_names_itself_and_lists_installed():
+    with pytest.raises(ExtensionError, match=r"not installed: tproxyy \(installed: .*tproxy"):
+        extensions.new_manager(["tproxyy"])
+
+
+def test_duplicate_listing_is_refused():
+    with pytest.raises(ExtensionError, match="more than once: tproxy"):
+        extensions.new_manager(["tproxy", "tproxy"])
+
+
+def test_broken_extension_names_itself(fake_distribution):
+    fake_distribution("acme-broken", "acme_broken", "raise RuntimeError('boom at import')", {"acme-broken": "acme_broken:X"})
+    with pytest.raises(ExtensionError, match="'acme-broken'.*failed to load: RuntimeError: boom at import"):
+        extensions.new_manager(["acme-broken"])
+
+
+def test_misspelt_hook_fails_at_start_up(fake_distribution):
+    source = """
+        from meshcni_hooks import hookimpl
+        class Typo:
+            @hookimpl
+            def meshcni_pod_verdit(self, pod):
+                return None
+    """
+    fake_distribution("acme-typo", "acme_typo", source, {"acme-typo": "acme_typo:Typo"})
+    with pytest.raises(ExtensionError, match="acme-typo.*unknown hook"):
+        extensions.new_manager(["acme-typo"])
+
+
+def test_second_provider_of_a_mode_names_both(fake_distribution):
+    source = """
+        from meshcni_hooks import hookimpl
+        from meshcni_hooks.types import RedirectMode
+        class Clash:
+            @hookimpl
+            def meshcni_register_redirect_modes(self):
+                return [RedirectMode(name="TPROXY", build_inbound=lambda spec, family: ([], [], []))]
+    """
+    fake_distribution("acme-clash", "acme_clash", source, {"acme-clash": "acme_clash:Clash"})
+    pm = extensions.new_manager(["tproxy", "acme-clash"])
+    with pytest.raises(ExtensionError, match="'TPROXY' is provided twice: by tproxy and by acme-clash"):
+        extensions.redirect_modes(pm)
+
+
+def test_incompatible_hooks_requirement_is_refused(fake_distribution):
+    fake_distribution(
+        "acme-future", "acme_future", "class X: pass", {"acme-future": "acme_future:X"},
+        requires=("meshcni-hooks>=7",),
+    )
+    with pytest.raises(ExtensionError, match=r"acme-future.*requires meshcni-hooks>=7, but 0\.1\.0 is installed"):
+        extensions.new_manager(["acme-future"])
+
+
+def test_every_manager_is_fresh():
+    first, second = extensions.new_manager(["tproxy"]), extensions.new_manager([])
+    assert first is not second and "tproxy" not in dict(second.list_name_plugin())

@@ -1,0 +1,200 @@
+"""Throwaway network namespaces, veth pairs and TCP listeners for tests and the demo.
+
+Only namespaces this module created are touched, only documentation ranges are used
+(192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24, 2001:db8::/32), and everything is deleted on
+``close()`` even when a test failed half-way.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from meshcni_core import netns
+
+SO_ORIGINAL_DST = 80  # netfilter's getsockopt, same number for IPv4 (SOL_IP) and IPv6 (SOL_IPV6)
+IP_TRANSPARENT = 19
+PLUGIN = str(Path(sys.executable).with_name("istio-cni"))
+
+
+def run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(argv, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed: {proc.stderr.strip()}")
+    return proc
+
+
+@dataclass
+class Accepted:
+    listener: int  # the port the listener was bound to
+    original_dst: tuple[str, int] | None  # conntrack's original destination (SO_ORIGINAL_DST)
+    local: tuple[str, int]  # the accepted socket's own address (TPROXY keeps the original one)
+    peer: tuple[str, int]
+
+    @property
+    def nat_redirected(self) -> bool:
+        return self.original_dst is not None and self.original_dst != self.local
+
+
+def _connect_as(ns: str, address: str, port: int, uid: int, timeout: float) -> None:
+    """Connect from a forked child that entered ``ns`` and dropped to ``uid`` (the proxy's)."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    pid = os.fork()
+    if pid == 0:  # child: no Python-level cleanup, report through the exit status only
+        code = 1
+        try:
+            with netns.entered(ns):
+                os.setuid(uid)
+                sock = socket.socket(family, socket.SOCK_STREAM)
+                sock.settimeout(timeout)
+                sock.connect((address, port))
+                code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise ConnectionError(f"connect to {address}:{port} as uid {uid} failed")
+
+
+@dataclass
+class Listener:
+    sock: socket.socket
+    port: int
+    events: queue.Queue[Accepted]
+    thread: threading.Thread | None = None
+
+    def serve(self) -> None:
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            try:
+                conn, peer = self.sock.accept()
+            except OSError:
+                return
+            self.events.put(
+                Accepted(self.port, original_dst(conn), conn.getsockname()[:2], peer[:2])
+            )
+            conn.close()
+
+
+def original_dst(conn: socket.socket) -> tuple[str, int] | None:
+    try:
+        if conn.family == socket.AF_INET:
+            raw = conn.getsockopt(socket.SOL_IP, SO_ORIGINAL_DST, 16)
+            port, packed = struct.unpack_from("!2xH4s", raw)
+            return socket.inet_ntop(socket.AF_INET, packed), port
+        raw = conn.getsockopt(socket.IPPROTO_IPV6, SO_ORIGINAL_DST, 28)
+        port, packed = struct.unpack_from("!2xH4x16s", raw)
+        return socket.inet_ntop(socket.AF_INET6, packed), port
+    except OSError:
+        return None  # not NATed
+
+
+@dataclass
+class Lab:
+    """A set of namespaces named ``mc<token>-<role>`` and the listeners opened in them."""
+
+    token: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
+    namespaces: list[str] = field(default_factory=list)
+    listeners: list[Listener] = field(default_factory=list)
+    events: queue.Queue[Accepted] = field(default_factory=queue.Queue)
+
+    def netns(self, role: str) -> str:
+        name = f"mc{self.token}-{role}"
+        run("ip", "netns", "add", name)
+        self.namespaces.append(name)
+        run("ip", "-n", name, "link", "set", "lo", "up")
+        return f"/run/netns/{name}"
+
+    @staticmethod
+    def name_of(path: str) -> str:
+        return os.path.basename(path)
+
+    def link(self, a: str, a_addrs: list[str], b: str, b_addrs: list[str]) -> None:
+        """A veth pair ``eth0`` in ``a`` <-> ``eth0`` in ``b`` with the given addresses."""
+        left, right = f"v{self.token}a{len(self.listeners)}", f"v{self.token}b{len(self.listeners)}"
+        run("ip", "link", "add", left, "type", "veth", "peer", "name", right)
+        run("ip", "link", "set", left, "netns", self.name_of(a))
+        run("ip", "link", "set", right, "netns", self.name_of(b))
+        for ns, dev, addrs in ((a, left, a_addrs), (b, right, b_addrs)):
+            n = self.name_of(ns)
+            run("ip", "-n", n, "link", "set", dev, "name", "eth0")
+            for addr in addrs:
+                extra = ["nodad"] if ":" in addr else []
+                run("ip", "-n", n, "addr", "add", addr, "dev", "eth0", *extra)
+            run("ip", "-n", n, "link", "set", "eth0", "up")
+
+    def ip(self, ns: str, *args: str) -> None:
+        run("ip", "-n", self.name_of(ns), *args)
+
+    def listen(self, ns: str, address: str, port: int, transparent: bool = False) -> Listener:
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        with netns.entered(ns):
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            if transparent:
+                sock.setsockopt(socket.SOL_IP, IP_TRANSPARENT, 1)
+            sock.bind((address, port))
+            sock.listen(16)
+        listener = Listener(sock, port, self.events)
+        listener.serve()
+        self.listeners.append(listener)
+        return listener
+
+    def connect(self, ns: str, address: str, port: int, uid: int | None = None, timeout: float = 3.0) -> Accepted:
+        """Connect from inside ``ns`` (as ``uid`` when given) and return which listener accepted."""
+        if uid is None:
+            family = socket.AF_INET6 if ":" in address else socket.AF_INET
+            with netns.entered(ns):
+                sock = socket.socket(family, socket.SOCK_STREAM)
+            sock.settimeout(timeout)
+            try:
+                sock.connect((address, port))
+            finally:
+                sock.close()
+        else:
+            _connect_as(ns, address, port, uid, timeout)
+        return self.events.get(timeout=timeout)
+
+    def save(self, ns: str, family: int = 4, flavour: str = "nft") -> str:
+        tool = f"{'ip6' if family == 6 else 'ip'}tables-{flavour}-save"
+        with netns.entered(ns):
+            out = run(tool).stdout
+        return "\n".join(line for line in out.splitlines() if line.startswith("-A "))
+
+    def close(self) -> None:
+        for listener in self.listeners:
+            listener.sock.close()
+        for name in reversed(self.namespaces):
+            run("ip", "netns", "del", name, check=False)
+        self.namespaces.clear()
+
+
+def cni(command: str, netns_path: str, netconf: dict, pod: str = "app-1", namespace: str = "default",
+        container_id: str = "c0ffee") -> subprocess.CompletedProcess[str]:
+    """Run the installed ``istio-cni`` executable as a runtime would."""
+    import json
+
+    env = {
+        **os.environ,
+        "CNI_COMMAND": command,
+        "CNI_CONTAINERID": container_id,
+        "CNI_NETNS": netns_path,
+        "CNI_IFNAME": "eth0",
+        "CNI_PATH": "/opt/cni/bin",
+        "CNI_ARGS": f"K8S_POD_INFRA_CONTAINER_ID={container_id};IgnoreUnknown=1;K8S_POD_NAMESPACE={namespace};"
+        f"K8S_POD_NAME={pod};K8S_POD_UID=uid-{pod}",
+    }
+    return subprocess.run([PLUGIN], input=json.dumps(netconf), env=env, capture_output=True, text=True, timeout=60)
