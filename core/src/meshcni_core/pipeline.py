@@ -20,7 +20,7 @@ import pluggy
 from meshcni_core import extensions, netns
 from meshcni_core.builtin.annotations import INTERCEPTION_MODE, KUBEVIRT_INTERFACES
 from meshcni_core.builtin.eligibility import needs_container_list
-from meshcni_core.pods.lookup import fetch_pod, pod_from_annotations
+from meshcni_core.pods.lookup import ApiClients, fetch_pod, pod_from_annotations
 from meshcni_core.rules.builder import build_plan
 from meshcni_hooks.errors import AnnotationError, MeshcniError, RuleBuildError
 from meshcni_hooks.types import (
@@ -62,6 +62,8 @@ class Pipeline:
         self.config = config
         self.modes = extensions.redirect_modes(pm)
         self._backends = extensions.backends(pm)
+        self._backend: Backend | None = None
+        self.api_clients: ApiClients | None = None  # shared, warm clients when run by the agent
 
     @classmethod
     def from_netconf(cls, netconf: Mapping[str, object], env: Mapping[str, str]) -> Pipeline:
@@ -75,13 +77,17 @@ class Pipeline:
         return cls(pm, config)
 
     def backend(self) -> Backend:
+        """The configured backend, created once per pipeline (it caches the host's tools)."""
+        if self._backend is not None:
+            return self._backend
         info = self._backends.get(self.config.backend)
         if info is None:
             from meshcni_hooks.errors import ConfigError
 
             known = ", ".join(sorted(self._backends))
             raise ConfigError(f"netconf key backend={self.config.backend!r} is not registered (registered: {known})")
-        return info.factory()
+        self._backend = info.factory()
+        return self._backend
 
     # -- decision ---------------------------------------------------------------------------
 
@@ -90,7 +96,9 @@ class Pipeline:
             pod = pod_from_annotations(namespace, name, uid, annotations)
             if not needs_container_list(pod, self.config):
                 return pod
-        return fetch_pod(self.config.kubeconfig, namespace, name, self.config.pod_lookup_timeout)
+        return fetch_pod(
+            self.config.kubeconfig, namespace, name, self.config.pod_lookup_timeout, clients=self.api_clients
+        )
 
     def decide(self, pod: PodInfo, facts: NetnsFacts | None = None) -> Decision:
         decision = Decision(pod=pod)

@@ -8,11 +8,12 @@ pluggy or importlib.metadata.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 PROJECT_NAME = "meshcni"
 
+TYPE_CHECKING = False  # importing typing would cost ~12 ms on the plugin's fast path
 if TYPE_CHECKING:
+    from typing import Any
+
     import pluggy
 
     hookimpl: pluggy.HookimplMarker

@@ -8,6 +8,8 @@ injector's status annotation, for most mesh pods.
 from __future__ import annotations
 
 import logging
+import os
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -39,12 +41,48 @@ def pod_from_api_object(pod: Any) -> PodInfo:
     )
 
 
+class ApiClients:
+    """One API client per kubeconfig, rebuilt when the file changes (a rotated token).
+
+    The node agent keeps one of these for its lifetime, so pod lookups reuse warm connections.
+    """
+
+    def __init__(self) -> None:
+        self._clients: dict[str, tuple[float, Any]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, kubeconfig: str) -> Any:
+        try:
+            mtime = os.stat(kubeconfig).st_mtime
+        except OSError as exc:
+            raise PodLookupError(f"cannot read kubeconfig {kubeconfig}: {exc.strerror}") from None
+        with self._lock:
+            cached = self._clients.get(kubeconfig)
+            if cached is not None and cached[0] == mtime:
+                return cached[1]
+            api_client = _load_client(kubeconfig)
+            if cached is not None:
+                cached[1].close()
+            self._clients[kubeconfig] = (mtime, api_client)
+            return api_client
+
+
+def _load_client(kubeconfig: str) -> Any:
+    from kubernetes import config  # heavy; only on this path
+
+    try:
+        return config.new_client_from_config(config_file=kubeconfig)
+    except Exception as exc:  # noqa: BLE001 - the loader raises many unrelated types for bad files
+        raise PodLookupError(f"cannot load kubeconfig {kubeconfig}: {exc}") from None
+
+
 def fetch_pod(
     kubeconfig: str,
     namespace: str,
     name: str,
     timeout: float,
     *,
+    clients: ApiClients | None = None,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
 ) -> PodInfo:
@@ -55,13 +93,10 @@ def fetch_pod(
             f"pod {namespace}/{name}: the runtime passed no annotations and netconf has no "
             "kubernetes.kubeconfig to ask the API server with"
         )
-    from kubernetes import client, config  # heavy; only on this path
+    from kubernetes import client
     from kubernetes.client.exceptions import ApiException
 
-    try:
-        api_client = config.new_client_from_config(config_file=kubeconfig)
-    except Exception as exc:  # noqa: BLE001 - the loader raises many unrelated types for bad files
-        raise PodLookupError(f"cannot load kubeconfig {kubeconfig}: {exc}") from None
+    api_client = clients.get(kubeconfig) if clients is not None else _load_client(kubeconfig)
     api = client.CoreV1Api(api_client)
     deadline = clock() + timeout
     delay = FIRST_RETRY_DELAY
@@ -97,4 +132,5 @@ def fetch_pod(
             sleep(delay)
             delay = min(delay * 2, MAX_RETRY_DELAY)
     finally:
-        api_client.close()
+        if clients is None:
+            api_client.close()

@@ -1,0 +1,97 @@
+"""``meshcni``: what an operator runs on a node.
+
+Subcommands available in this release:
+
+* ``meshcni agent`` - the node agent serving ``istio-cni`` requests over a Unix socket;
+* ``meshcni extensions`` - installed extensions beside the enabled ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from meshcni_hooks.errors import MeshcniError
+
+DEFAULT_SOCKET = "/var/run/meshcni/cni.sock"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="meshcni", description="meshcni node tooling")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    agent = sub.add_parser("agent", help="serve istio-cni requests warm over a Unix socket")
+    agent.add_argument("--socket", default=DEFAULT_SOCKET, help=f"socket path (default {DEFAULT_SOCKET}); "
+                       "istio-cni uses the netconf key agent_socket, with the same default")
+    agent.add_argument("--log-level", default="info", choices=["debug", "info", "warn", "error"])
+
+    ext = sub.add_parser("extensions", help="list installed extensions and which are enabled")
+    source = ext.add_mutually_exclusive_group()
+    source.add_argument("--netconf", metavar="FILE", help="a netconf or conflist whose istio-cni entry enables them")
+    source.add_argument("--enable", metavar="NAMES", default="", help="comma-separated names to treat as enabled")
+    ext.add_argument("--output", choices=["table", "json"], default="table")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "agent":
+            return run_agent(args.socket, args.log_level)
+        return list_extensions(args)
+    except MeshcniError as exc:
+        print(f"meshcni: {exc.msg}", file=sys.stderr)
+        if exc.details:
+            print(exc.details, file=sys.stderr)
+        return 2
+
+
+def run_agent(socket_path: str, log_level: str) -> int:
+    from meshcni_core.agent.server import Agent, preload
+    from meshcni_core.logs import configure_logging
+
+    configure_logging(log_level)
+    preload()
+    Agent(socket_path).run()
+    return 0
+
+
+def enabled_from_netconf(path: str) -> list[str]:
+    with open(path) as f:
+        conf = json.load(f)
+    entries = conf.get("plugins", [conf]) if isinstance(conf, dict) else []
+    for entry in entries:
+        if isinstance(entry, dict) and entry.get("type") == "istio-cni":
+            return list(entry.get("extensions", []))
+    raise MeshcniError(f"{path} has no istio-cni entry")
+
+
+def list_extensions(args: argparse.Namespace) -> int:
+    from meshcni_core import extensions
+
+    enabled = enabled_from_netconf(args.netconf) if args.netconf else [n for n in args.enable.split(",") if n]
+    pm = extensions.new_manager(enabled)
+    rows = []
+    for ext in extensions.installed_extensions():
+        plugin = pm.get_plugin(ext.name)
+        hooks = sorted(h.name for h in pm.get_hookcallers(plugin) or []) if plugin is not None else []
+        position = enabled.index(ext.name) + 1 if ext.name in enabled else None
+        rows.append({
+            "name": ext.name, "enabled": position is not None, "position": position,
+            "distribution": ext.distribution, "version": ext.version, "target": ext.target, "hooks": hooks,
+        })
+    if args.output == "json":
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'NAME':<16} {'ENABLED':<8} {'DISTRIBUTION':<28} {'VERSION':<9} HOOKS")
+    for row in rows:
+        flag = f"#{row['position']}" if row["enabled"] else "no"
+        hooks_text = ", ".join(row["hooks"]) if row["enabled"] else "(not imported)"  # type: ignore[arg-type]
+        print(f"{row['name']:<16} {flag:<8} {row['distribution']:<28} {row['version']:<9} {hooks_text}")
+    return 0
+
+
+def run() -> None:
+    sys.exit(main())
