@@ -68,10 +68,14 @@ class ApiClients:
 
 
 def _load_client(kubeconfig: str) -> Any:
-    from kubernetes import config  # heavy; only on this path
+    from kubernetes import client, config  # heavy; only on this path
 
+    settings = client.Configuration()
+    # fetch_pod owns retrying against its deadline; urllib3's own retries would multiply each
+    # request's timeout (seen: a 1 s deadline took 5 s).
+    settings.retries = False
     try:
-        return config.new_client_from_config(config_file=kubeconfig)
+        return config.new_client_from_config(config_file=kubeconfig, client_configuration=settings)
     except Exception as exc:  # noqa: BLE001 - the loader raises many unrelated types for bad files
         raise PodLookupError(f"cannot load kubeconfig {kubeconfig}: {exc}") from None
 
@@ -96,7 +100,8 @@ def fetch_pod(
     from kubernetes import client
     from kubernetes.client.exceptions import ApiException
 
-    api_client = clients.get(kubeconfig) if clients is not None else _load_client(kubeconfig)
+    owned = clients is None
+    api_client = (clients or ApiClients()).get(kubeconfig)
     api = client.CoreV1Api(api_client)
     deadline = clock() + timeout
     delay = FIRST_RETRY_DELAY
@@ -132,5 +137,5 @@ def fetch_pod(
             sleep(delay)
             delay = min(delay * 2, MAX_RETRY_DELAY)
     finally:
-        if clients is None:
+        if owned:
             api_client.close()

@@ -1,0 +1,259 @@
+"""A small HTTPS stand-in for the Kubernetes API server, for tests, benchmarks and the demo.
+
+No API server can run on the machines this project is built on, so the real ``kubernetes``
+client is pointed at this instead. It serves pods (GET, LIST with field/label selectors) with
+resource versions, checks bearer tokens or client certificates, and injects faults: a pod that
+becomes visible only after a while, fixed error statuses, slowness.
+
+Certificates are made with the ``openssl`` command into a private directory.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import ssl
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+
+@dataclass
+class Faults:
+    """What the stand-in does wrong, settable while it runs."""
+
+    hidden_until: dict[tuple[str, str], float] = field(default_factory=dict)  # (ns, name) -> monotonic time
+    fail_next: list[int] = field(default_factory=list)  # HTTP statuses for the next requests, in order
+    delay_seconds: float = 0.0
+
+
+@dataclass
+class Certificates:
+    directory: str
+    ca: str
+    server_cert: str
+    server_key: str
+    client_cert: str
+    client_key: str
+
+
+def make_certificates(directory: str) -> Certificates:
+    """A CA, a server certificate for 127.0.0.1/localhost and a client certificate, via openssl."""
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=directory)
+
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2",
+            "-subj", "/CN=meshcni-standin-ca", "-keyout", "ca.key", "-out", "ca.crt",
+            "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign")
+    for name, subject, ext in (
+        ("server", "/CN=127.0.0.1", "subjectAltName=IP:127.0.0.1,DNS:localhost"),
+        ("client", "/CN=system:node:meshcni/O=system:nodes", "extendedKeyUsage=clientAuth"),
+    ):
+        openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", subject,
+                "-keyout", f"{name}.key", "-out", f"{name}.csr")
+        with open(os.path.join(directory, f"{name}.ext"), "w") as f:
+            f.write(ext + "\n")
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+                "-days", "2", "-out", f"{name}.crt", "-extfile", f"{name}.ext")
+    p = lambda n: os.path.join(directory, n)  # noqa: E731
+    return Certificates(directory, p("ca.crt"), p("server.crt"), p("server.key"), p("client.crt"), p("client.key"))
+
+
+class FakeApiServer:
+    """Start with ``with FakeApiServer() as api:``; ``api.add_pod(...)``; ``api.write_kubeconfig(...)``."""
+
+    def __init__(self, token: str = "meshcni-test-token", require_client_cert: bool = False):
+        self.token = token
+        self.require_client_cert = require_client_cert
+        self.faults = Faults()
+        self.pods: dict[tuple[str, str], dict[str, Any]] = {}
+        self.requests: list[tuple[str, str, int]] = []  # (method, path, status)
+        self._rv = 0
+        self._lock = threading.Lock()
+        self._tmp = tempfile.TemporaryDirectory(prefix="meshcni-apiserver-")
+        os.chmod(self._tmp.name, 0o700)
+        self.certs = make_certificates(self._tmp.name)
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def __enter__(self) -> FakeApiServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(self.certs.server_cert, self.certs.server_key)
+        if self.require_client_cert:
+            context.verify_mode = ssl.CERT_REQUIRED
+            context.load_verify_locations(self.certs.ca)
+        server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        server.daemon_threads = True
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        self._tmp.cleanup()
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None, "start() first"
+        return f"https://127.0.0.1:{self._server.server_address[1]}"
+
+    # -- data ---------------------------------------------------------------------------------
+
+    def add_pod(self, namespace: str, name: str, *, containers: list[str], init_containers: list[str] = (),  # type: ignore[assignment]
+                annotations: dict[str, str] | None = None, node: str = "node-1", labels: dict[str, str] | None = None,
+                hidden_for: float = 0.0) -> dict[str, Any]:
+        with self._lock:
+            self._rv += 1
+            pod = {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {
+                    "name": name, "namespace": namespace, "uid": f"uid-{namespace}-{name}",
+                    "resourceVersion": str(self._rv), "annotations": dict(annotations or {}),
+                    "labels": dict(labels or {}),
+                },
+                "spec": {
+                    "nodeName": node,
+                    "containers": [{"name": c, "image": "example.invalid/app"} for c in containers],
+                    "initContainers": [{"name": c, "image": "example.invalid/init"} for c in init_containers],
+                },
+                "status": {"phase": "Pending"},
+            }
+            self.pods[(namespace, name)] = pod
+            if hidden_for:
+                self.faults.hidden_until[(namespace, name)] = time.monotonic() + hidden_for
+            return copy.deepcopy(pod)
+
+    def write_kubeconfig(self, path: str, *, token: str | None = None, client_cert: bool = False) -> str:
+        """A kubeconfig for this server: bearer token (default) or client certificate."""
+        user: dict[str, Any] = {}
+        if client_cert:
+            user = {"client-certificate": self.certs.client_cert, "client-key": self.certs.client_key}
+        else:
+            user = {"token": token if token is not None else self.token}
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "standin", "cluster": {"server": self.url, "certificate-authority": self.certs.ca}}],
+            "users": [{"name": "meshcni", "user": user}],
+            "contexts": [{"name": "standin", "context": {"cluster": "standin", "user": "meshcni"}}],
+            "current-context": "standin",
+        }
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(config, f)  # JSON is valid YAML
+        return path
+
+    # -- request handling ---------------------------------------------------------------------
+
+    def respond(self, method: str, raw_path: str, headers: Any, peer_cert: bool) -> tuple[int, dict[str, Any]]:
+        if self.faults.delay_seconds:
+            time.sleep(self.faults.delay_seconds)
+        with self._lock:
+            if self.faults.fail_next:
+                status = self.faults.fail_next.pop(0)
+                return status, _status(status, "injected fault")
+        authorized = peer_cert or headers.get("Authorization", "") == f"Bearer {self.token}"
+        if not authorized:
+            return 401, _status(401, "Unauthorized")
+        url = urlsplit(raw_path)
+        parts = [p for p in url.path.split("/") if p]
+        query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+        if method != "GET" or parts[:2] != ["api", "v1"]:
+            return 405, _status(405, f"{method} {url.path} is not served by this stand-in")
+        if len(parts) == 6 and parts[2] == "namespaces" and parts[4] == "pods":
+            return self._get_pod(parts[3], parts[5])
+        if parts[2:] == ["pods"] or (len(parts) == 5 and parts[2] == "namespaces" and parts[4] == "pods"):
+            return self._list_pods(parts[3] if len(parts) == 5 else None, query)
+        return 404, _status(404, f"{url.path} not found")
+
+    def _visible(self, key: tuple[str, str]) -> bool:
+        return time.monotonic() >= self.faults.hidden_until.get(key, 0.0)
+
+    def _get_pod(self, namespace: str, name: str) -> tuple[int, dict[str, Any]]:
+        with self._lock:
+            pod = self.pods.get((namespace, name))
+            if pod is None or not self._visible((namespace, name)):
+                return 404, _status(404, f'pods "{name}" not found', reason="NotFound")
+            return 200, copy.deepcopy(pod)
+
+    def _list_pods(self, namespace: str | None, query: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        fields = _selector(query.get("fieldSelector", ""))
+        labels = _selector(query.get("labelSelector", ""))
+        with self._lock:
+            items = [
+                copy.deepcopy(p) for key, p in sorted(self.pods.items())
+                if (namespace is None or key[0] == namespace) and self._visible(key)
+                and all(_field(p, k) == v for k, v in fields.items())
+                and all(p["metadata"]["labels"].get(k) == v for k, v in labels.items())
+            ]
+            return 200, {"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": str(self._rv)},
+                         "items": items}
+
+
+def _selector(text: str) -> dict[str, str]:
+    pairs = {}
+    for term in filter(None, text.split(",")):
+        key, _, value = term.partition("=")
+        pairs[key] = value.lstrip("=")
+    return pairs
+
+
+def _field(pod: dict[str, Any], path: str) -> str:
+    value: Any = pod
+    for part in path.split("."):
+        value = value.get(part, "") if isinstance(value, dict) else ""
+    return str(value)
+
+
+def _status(code: int, message: str, reason: str = "") -> dict[str, Any]:
+    return {"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": message,
+            "reason": reason or {401: "Unauthorized", 404: "NotFound", 429: "TooManyRequests"}.get(code, "Error"),
+            "code": code}
+
+
+def _handler_for(api: FakeApiServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            self._serve("GET")
+
+        def do_POST(self) -> None:
+            self._serve("POST")
+
+        def _serve(self, method: str) -> None:
+            peer_cert = bool(getattr(self.connection, "getpeercert", lambda: None)())
+            status, body = api.respond(method, self.path, self.headers, peer_cert)
+            data = json.dumps(body).encode()
+            api.requests.append((method, self.path, status))
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    return Handler

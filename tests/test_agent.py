@@ -1,0 +1,129 @@
+"""The node agent serves istio-cni's requests; the plugin falls back to in-process work."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from netlab import PLUGIN, Lab
+
+pytestmark = pytest.mark.netns
+MESHCNI = str(Path(sys.executable).with_name("meshcni"))
+STATUS = json.dumps({"containers": ["istio-proxy"], "initContainers": ["istio-validation"]})
+
+
+def netconf(socket_path: str) -> dict:
+    return {
+        "cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "istio-cni", "agent_socket": socket_path,
+        "runtimeConfig": {"io.kubernetes.cri.pod-annotations": {"sidecar.istio.io/status": STATUS}},
+        "prevResult": {"cniVersion": "1.0.0", "ips": [{"address": "192.0.2.9/24"}]},
+    }
+
+
+def run_plugin(command: str, ns: str, conf: dict, path: str | None = None, pod: str = "app-1"):
+    env = {
+        **os.environ, "CNI_COMMAND": command, "CNI_CONTAINERID": f"c-{pod}", "CNI_NETNS": ns, "CNI_IFNAME": "eth0",
+        "CNI_PATH": "/opt/cni/bin", "CNI_ARGS": f"IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={pod}",
+    }
+    if path is not None:
+        env["PATH"] = path
+    return subprocess.run([PLUGIN], input=json.dumps(conf), env=env, capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture
+def agent(tmp_path):
+    sock = str(tmp_path / "run" / "cni.sock")
+    proc = subprocess.Popen([MESHCNI, "agent", "--socket", sock, "--log-level", "debug"],
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while not os.path.exists(sock):
+        assert proc.poll() is None, proc.stderr.read()
+        assert time.monotonic() < deadline, "agent did not start"
+        time.sleep(0.05)
+    try:
+        yield sock, proc
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+def lab():
+    lab = Lab()
+    try:
+        yield lab
+    finally:
+        lab.close()
+
+
+def test_requests_are_served_by_the_agent(agent, lab):
+    sock, proc = agent
+    ns = lab.netns("pod")
+    assert oct(os.stat(sock).st_mode & 0o777) == "0o600"
+    # Without iptables on the plugin's PATH only the agent can program the rules.
+    result = run_plugin("ADD", ns, netconf(sock), path="/nonexistent")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ISTIO_OUTPUT" in lab.save(ns)
+    assert run_plugin("CHECK", ns, netconf(sock), path="/nonexistent").returncode == 0
+    assert run_plugin("DEL", ns, netconf(sock), path="/nonexistent").returncode == 0
+    assert lab.save(ns) == ""
+
+
+def test_agent_errors_reach_the_runtime(agent, lab):
+    sock, _ = agent
+    ns = lab.netns("pod")
+    conf = netconf(sock)
+    conf["runtimeConfig"]["io.kubernetes.cri.pod-annotations"]["traffic.sidecar.istio.io/includeInboundPorts"] = "http"
+    result = run_plugin("ADD", ns, conf)
+    assert result.returncode == 1 and json.loads(result.stdout)["code"] == 103
+
+
+def test_plugin_works_without_an_agent(lab, tmp_path):
+    ns = lab.netns("pod")
+    result = run_plugin("ADD", ns, netconf(str(tmp_path / "absent.sock")))
+    assert result.returncode == 0 and "ISTIO_OUTPUT" in lab.save(ns)
+
+
+def test_stale_socket_falls_back_and_a_new_agent_replaces_it(lab, tmp_path):
+    stale = str(tmp_path / "cni.sock")
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(stale)
+    listener.close()  # the file stays, nobody listens: a crashed agent
+    ns = lab.netns("pod")
+    assert run_plugin("ADD", ns, netconf(stale)).returncode == 0
+    proc = subprocess.Popen([MESHCNI, "agent", "--socket", stale], stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while run_plugin("ADD", ns, netconf(stale), path="/nonexistent").returncode != 0:
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_second_agent_refuses_to_start(agent):
+    sock, _ = agent
+    second = subprocess.run([MESHCNI, "agent", "--socket", sock], capture_output=True, text=True, timeout=60)
+    assert second.returncode != 0 and "already serving" in second.stderr
+
+
+@pytest.mark.parametrize("through_agent", [True, False], ids=["agent", "in-process"])
+def test_32_concurrent_adds_each_get_their_own_rules(through_agent, lab, tmp_path, request):
+    sock = request.getfixturevalue("agent")[0] if through_agent else str(tmp_path / "none.sock")
+    namespaces = [lab.netns(f"p{i}") for i in range(32)]
+    conf = netconf(sock)
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        results = list(pool.map(lambda i: run_plugin("ADD", namespaces[i], conf, pod=f"app-{i}"), range(32)))
+    assert [r.returncode for r in results] == [0] * 32, [r.stdout for r in results if r.returncode]
+    expected = lab.save(namespaces[0])
+    assert expected.count("\n") == 18
+    assert all(lab.save(ns) == expected for ns in namespaces)
