@@ -65,7 +65,7 @@ def lab():
 
 
 def test_requests_are_served_by_the_agent(agent, lab):
-    sock, proc = agent
+    sock, _proc = agent
     ns = lab.netns("pod")
     assert oct(os.stat(sock).st_mode & 0o777) == "0o600"
     # Without iptables on the plugin's PATH only the agent can program the rules.

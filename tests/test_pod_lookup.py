@@ -73,7 +73,7 @@ def test_pod_not_yet_visible_is_retried_until_it_appears(api, pod_ns, tmp_path):
 
 
 def test_transient_server_errors_are_retried(api, pod_ns, tmp_path):
-    lab, ns = pod_ns
+    _lab, ns = pod_ns
     mesh_pod(api)
     api.faults.fail_next = [500, 429]
     proc = cni("ADD", ns, netconf(api.write_kubeconfig(str(tmp_path / "kubeconfig"))))
@@ -116,13 +116,13 @@ def test_client_certificate_kubeconfig(pod_ns, tmp_path):
 
 
 def test_excluded_namespace_never_calls_the_api(api, pod_ns, tmp_path):
-    lab, ns = pod_ns
+    _lab, ns = pod_ns
     proc = cni("ADD", ns, netconf(api.write_kubeconfig(str(tmp_path / "kubeconfig"))), namespace="istio-system")
     assert proc.returncode == 0 and api.requests == []
 
 
 def test_missing_kubeconfig_is_a_clear_error(pod_ns, tmp_path):
-    lab, ns = pod_ns
+    _lab, ns = pod_ns
     proc = cni("ADD", ns, netconf(str(tmp_path / "absent")))
     error = json.loads(proc.stdout)
     assert error["code"] == 102 and "cannot read kubeconfig" in error["msg"]
