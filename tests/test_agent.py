@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from netlab import PLUGIN, Lab
+from meshcni_core.devtools.netlab import PLUGIN, Lab
 
 pytestmark = pytest.mark.netns
 MESHCNI = str(Path(sys.executable).with_name("meshcni"))

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from meshcni_core import netns
+from meshcni_core.devtools.netlab import Lab, cni
 from meshcni_core.validation import EXIT_NOT_REDIRECTED, validate
-from netlab import Lab, cni
 
 pytestmark = pytest.mark.netns
 TOOL = str(Path(sys.executable).with_name("istio-iptables"))

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from meshcni_core.devtools.apiserver import FakeApiServer
-from netlab import Lab, cni
+from meshcni_core.devtools.netlab import Lab, cni
 
 pytestmark = pytest.mark.netns
 STATUS = json.dumps({"containers": ["istio-proxy"], "initContainers": ["istio-validation"]})

@@ -17,7 +17,7 @@ import subprocess
 import pytest
 
 from meshcni_core import netns
-from netlab import Lab, cni, run
+from meshcni_core.devtools.netlab import Lab, cni, run
 
 pytestmark = pytest.mark.netns
 

@@ -174,6 +174,11 @@ class Lab:
             out = run(tool).stdout
         return "\n".join(line for line in out.splitlines() if line.startswith("-A "))
 
+    def close_one(self, path: str) -> None:
+        name = self.name_of(path)
+        run("ip", "netns", "del", name, check=False)
+        self.namespaces.remove(name)
+
     def close(self) -> None:
         for listener in self.listeners:
             listener.sock.close()
