@@ -7,15 +7,18 @@ every pod, and this is the hot path.
 from __future__ import annotations
 
 import _socket
-import json
-import struct
 import sys
-from collections.abc import Mapping
+
+from meshcni_core.cni import fastjson
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 # Longer than the pod lookup's own deadline (30 s by default) so the agent's answer, not this
 # timeout, reports a slow API server.
 AGENT_TIMEOUT_SECONDS = 120.0
-HEADER = struct.Struct("!I")
+HEADER_SIZE = 4  # big-endian length; int.to_bytes spares importing struct (~2 ms)
 
 
 def call_agent(socket_path: str, env: Mapping[str, str], stdin: bytes) -> tuple[int, str] | None:
@@ -33,9 +36,10 @@ def call_agent(socket_path: str, env: Mapping[str, str], stdin: bytes) -> tuple[
             "stdin": stdin.decode("utf-8", "surrogateescape"),
         }
         try:
-            data = json.dumps(request).encode()
-            sock.sendall(HEADER.pack(len(data)) + data)
-            reply = json.loads(_recv_exactly(sock, HEADER.unpack(_recv_exactly(sock, HEADER.size))[0]))
+            data = fastjson.dumps(request).encode()
+            sock.sendall(len(data).to_bytes(HEADER_SIZE, "big") + data)
+            size = int.from_bytes(_recv_exactly(sock, HEADER_SIZE), "big")
+            reply = fastjson.loads(_recv_exactly(sock, size))
         except (OSError, ValueError) as exc:
             sys.stderr.write(f"istio-cni: node agent at {socket_path} failed ({exc}); serving in-process\n")
             return None

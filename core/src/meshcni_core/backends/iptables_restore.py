@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from meshcni_core import netns
-from meshcni_core.rules.restore import missing_rules, parse_save, render_transaction
+from meshcni_core.rules.restore import missing_rules, parse_save, render_fresh_transaction, render_transaction
 from meshcni_hooks.errors import ApplyError
 from meshcni_hooks.types import RouteStep, RulePlan, Target
 
@@ -127,11 +127,25 @@ class IptablesRestoreBackend:
         if failures:
             raise ApplyError("iptables-restore rejected the rules", "\n".join(failures))
 
+    def _apply_fresh(self, plan: RulePlan, tools: Tools) -> bool:
+        """One restore per family assuming nothing of ours is there yet (a new pod: half the
+        executions of a reconcile). False when some family already had our chains; whatever
+        succeeded is then completed by the reconcile, which is idempotent."""
+        families = plan.families()
+        if not families or not any(c.family == 4 for c in plan.chains):
+            return False  # the guard needs IPv4 chains: every plan we build declares them
+        commands = {
+            f: ([tools.restore[f], "--noflush", "--wait", LOCK_WAIT_SECONDS], render_fresh_transaction(plan, f))
+            for f in families
+        }
+        return all(p.returncode == 0 for p in _run_parallel(commands).values())
+
     def apply(self, plan: RulePlan, target: Target) -> None:
         tools = self.tools(target)
         with netns.entered(target.netns):
             try:
-                self._reconcile(plan, tools)
+                if not self._apply_fresh(plan, tools):
+                    self._reconcile(plan, tools)
                 for step in plan.routes:
                     self._run_route(step)
             except ApplyError as exc:

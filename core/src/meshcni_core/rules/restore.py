@@ -143,6 +143,21 @@ def render_transaction(plan: RulePlan | None, family: int, current: dict[str, Ta
     return "\n".join(out) + "\n" if out else ""
 
 
+def render_fresh_transaction(plan: RulePlan, family: int) -> str:
+    """The transaction for a namespace that holds nothing of ours (a new pod): our chains are
+    created with ``-N``, which fails - atomically, changing nothing - if any already exists, so
+    a namespace that is not fresh is detected by the kernel instead of by an iptables-save."""
+    out: list[str] = []
+    for table in plan.tables(family):
+        out.append(f"*{table}")
+        out += [f"-N {c.name}" for c in plan.chains if c.family == family and c.table == table]
+        out += [f"-F {f.chain}" for f in plan.flushes if f.family == family and f.table == table]
+        for rule_ in (r for r in plan.rules if r.family == family and r.table == table):
+            out.append(f"-I {rule_.chain} 1 {rule_.text}" if rule_.head else f"-A {rule_.chain} {rule_.text}")
+        out.append("COMMIT")
+    return "\n".join(out) + "\n" if out else ""
+
+
 def _has_owned(state: TableState | None) -> bool:
     if state is None:
         return False
