@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-PACKAGES := hooks core extensions/redirect_tproxy extensions/kubevirt examples/meshcni-example-extension
+PACKAGES := hooks core extensions/redirect_tproxy extensions/kubevirt extensions/backend_iptc examples/meshcni-example-extension
 PYPROJECTS := $(addsuffix /pyproject.toml,$(PACKAGES)) pyproject.toml
 DEV_TOOLS := pytest hypothesis ruff mypy
 

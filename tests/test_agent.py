@@ -13,19 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from meshcni_core.devtools.netlab import PLUGIN, Lab
+from meshcni_core.devtools.netlab import PLUGIN, mesh_netconf
 
 pytestmark = pytest.mark.netns
 MESHCNI = str(Path(sys.executable).with_name("meshcni"))
-STATUS = json.dumps({"containers": ["istio-proxy"], "initContainers": ["istio-validation"]})
 
 
 def netconf(socket_path: str) -> dict:
-    return {
-        "cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "istio-cni", "agent_socket": socket_path,
-        "runtimeConfig": {"io.kubernetes.cri.pod-annotations": {"sidecar.istio.io/status": STATUS}},
-        "prevResult": {"cniVersion": "1.0.0", "ips": [{"address": "192.0.2.9/24"}]},
-    }
+    return mesh_netconf(agent_socket=socket_path)
 
 
 def run_plugin(command: str, ns: str, conf: dict, path: str | None = None, pod: str = "app-1"):
@@ -56,12 +51,8 @@ def agent(tmp_path):
 
 
 @pytest.fixture
-def lab():
-    lab = Lab()
-    try:
-        yield lab
-    finally:
-        lab.close()
+def lab(netns_lab):
+    return netns_lab
 
 
 def test_requests_are_served_by_the_agent(agent, lab):

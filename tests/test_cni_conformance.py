@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from meshcni_core.devtools.netlab import PLUGIN, Lab
+from meshcni_core.devtools.netlab import PLUGIN
 
 pytestmark = pytest.mark.netns
 STATUS = json.dumps({"containers": ["istio-proxy"], "initContainers": ["istio-validation"]})
@@ -61,12 +61,8 @@ def one_json(proc: subprocess.CompletedProcess[bytes]) -> dict:
 
 
 @pytest.fixture
-def lab():
-    lab = Lab()
-    try:
-        yield lab
-    finally:
-        lab.close()
+def lab(netns_lab):
+    return netns_lab
 
 
 # -- VERSION -----------------------------------------------------------------------------------

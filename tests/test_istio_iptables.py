@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -11,12 +10,11 @@ from pathlib import Path
 import pytest
 
 from meshcni_core import netns
-from meshcni_core.devtools.netlab import Lab, cni
+from meshcni_core.devtools.netlab import cni, mesh_netconf
 from meshcni_core.validation import EXIT_NOT_REDIRECTED, validate
 
 pytestmark = pytest.mark.netns
 TOOL = str(Path(sys.executable).with_name("istio-iptables"))
-STATUS = json.dumps({"containers": ["istio-proxy"], "initContainers": ["istio-validation"]})
 # What Istio 1.6's plugin passes for a pod with only the status annotation (reference §3.2).
 PLUGIN_DEFAULT_FLAGS = ["-p", "15001", "-u", "1337", "-m", "REDIRECT", "-i", "*", "-b", "*",
                         "-d", "15020,15021,15090", "-o", "15020", "-x", "", "-k", ""]
@@ -34,12 +32,8 @@ ANNOTATED_FLAGS = ["-p", "15001", "-u", "1337", "-m", "TPROXY", "-i", "10.0.0.0/
 
 
 @pytest.fixture
-def lab():
-    lab = Lab()
-    try:
-        yield lab
-    finally:
-        lab.close()
+def lab(netns_lab):
+    return netns_lab
 
 
 def tool(ns: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -48,12 +42,7 @@ def tool(ns: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def plugin_add(ns: str, annotations: dict[str, str]) -> None:
-    conf = {
-        "cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "istio-cni", "extensions": ["tproxy", "kubevirt"],
-        "runtimeConfig": {"io.kubernetes.cri.pod-annotations": {"sidecar.istio.io/status": STATUS, **annotations}},
-        "prevResult": {"cniVersion": "1.0.0", "ips": [{"address": "192.0.2.9/24"}]},
-    }
-    proc = cni("ADD", ns, conf)
+    proc = cni("ADD", ns, mesh_netconf(annotations))
     assert proc.returncode == 0, proc.stdout
 
 

@@ -17,32 +17,16 @@ import subprocess
 import pytest
 
 from meshcni_core import netns
-from meshcni_core.devtools.netlab import Lab, cni, run
+from meshcni_core.devtools.netlab import Lab, cni, mesh_netconf, run
 
 pytestmark = pytest.mark.netns
 
-STATUS = json.dumps({"containers": ["istio-proxy"], "initContainers": ["istio-validation"]})
 REMOTE4, REMOTE6 = "198.51.100.10", "2001:db8:2::10"
 POD4, POD6 = "192.0.2.2", "2001:db8:1::2"
 
 
 def netconf(annotations: dict[str, str] | None = None, mesh: bool = True, **extra) -> dict:
-    pod_annotations = {"sidecar.istio.io/status": STATUS} if mesh else {}
-    pod_annotations.update(annotations or {})
-    return {
-        "cniVersion": "1.0.0",
-        "name": "k8s-pod-network",
-        "type": "istio-cni",
-        "extensions": ["tproxy", "kubevirt"],
-        "kubernetes": {"exclude_namespaces": ["istio-system"]},
-        "runtimeConfig": {"io.kubernetes.cri.pod-annotations": pod_annotations},
-        "prevResult": {
-            "cniVersion": "1.0.0",
-            "interfaces": [{"name": "eth0", "sandbox": "/run/netns/x"}],
-            "ips": [{"address": f"{POD4}/24", "interface": 0}],
-        },
-        **extra,
-    }
+    return mesh_netconf(annotations, mesh=mesh, **extra)
 
 
 @pytest.fixture
@@ -221,3 +205,15 @@ def test_tproxy_routes_are_installed_and_removed(lab):
     assert run("ip", "-n", name, "rule", "show").stdout.count("fwmark 0x539") == 1
     assert cni("DEL", lab.pod, conf).returncode == 0
     assert "fwmark" not in run("ip", "-n", name, "rule", "show").stdout
+
+
+def test_del_without_annotations_still_removes_tproxy_routes(lab):
+    """The API-lookup path: DEL carries no annotations, yet the pod's policy routes go."""
+    conf = netconf({"sidecar.istio.io/interceptionMode": "TPROXY"})
+    add(lab, conf)
+    bare = {k: v for k, v in conf.items() if k != "runtimeConfig"}
+    assert cni("DEL", lab.pod, bare).returncode == 0
+    name = lab.name_of(lab.pod)
+    assert "fwmark" not in run("ip", "-n", name, "rule", "show").stdout
+    assert run("ip", "-n", name, "route", "show", "table", "133").stdout == ""
+    assert lab.save(lab.pod) == "" and lab.save(lab.pod, 6) == ""

@@ -1,40 +1,22 @@
-"""Enter a pod's network namespace on the current thread, and read facts from inside it.
+"""A pod's network namespace: check it, enter it (see meshcni_hooks.netns), read facts from it.
 
-Python 3.11 has no ``os.setns``; libc's ``setns(2)`` is called through ctypes. ``setns`` moves
-only the calling thread, so the node agent's worker threads can each enter a different pod, and
-child processes started inside the ``with`` block (iptables-restore, ip) inherit the namespace.
+Facts are read from ``/proc/thread-self/net`` after ``setns``: the kernel's own view of the
+namespace the thread is in, at no import cost (pyroute2's import alone is ~170 ms, and its
+NetNS helper forks a process per namespace).
 """
 
 from __future__ import annotations
 
-import ctypes
 import itertools
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 
-from meshcni_hooks.errors import MeshcniError
+from meshcni_hooks.netns import SELF_NETNS, NetnsError, entered
 from meshcni_hooks.types import NetnsFacts
 
-CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(None, use_errno=True)
-SELF_NETNS = "/proc/thread-self/ns/net"
+__all__ = ["NetnsError", "check_target", "entered", "is_current", "read_facts"]
 
 # /proc/net/if_inet6 scope column: 00 global, 20 link, 10 host.
 IPV6_GLOBAL_SCOPE = "00"
-
-
-class NetnsError(MeshcniError):
-    """CNI_NETNS cannot be entered (missing, not a netns, or the plugin's own namespace)."""
-
-    code = 7
-    stage = "netns"
-
-
-def _setns(fd: int) -> None:
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise NetnsError(f"setns failed: {os.strerror(err)}")
 
 
 def is_current(path: str) -> bool:
@@ -55,30 +37,6 @@ def check_target(path: str) -> None:
         raise NetnsError(f"CNI_NETNS {path} does not exist") from None
     except PermissionError as exc:
         raise NetnsError(f"CNI_NETNS {path} cannot be read: {exc}") from None
-
-
-@contextmanager
-def entered(path: str) -> Iterator[None]:
-    """Run the block with this thread inside netns ``path`` (``""`` = stay where we are)."""
-    if not path:
-        yield
-        return
-    home = os.open(SELF_NETNS, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        try:
-            target = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError as exc:
-            raise NetnsError(f"cannot open CNI_NETNS {path}: {exc.strerror}") from None
-        try:
-            _setns(target)
-        finally:
-            os.close(target)
-        try:
-            yield
-        finally:
-            _setns(home)
-    finally:
-        os.close(home)
 
 
 def read_facts(path: str) -> NetnsFacts:

@@ -166,7 +166,7 @@ class Pipeline:
         started = time.perf_counter()
         try:
             netns.check_target(target.netns)
-            self.backend().teardown(target, None)
+            self.backend().teardown(target, self.teardown_hints(target, pod))
         except MeshcniError as exc:
             log.warning("DEL: leaving the pod's rules to the runtime's netns removal: %s %s", exc.msg, exc.details)
         for impl in self.pm.hook.meshcni_teardown.get_hookimpls():
@@ -176,6 +176,24 @@ class Pipeline:
                 log.warning("DEL: teardown of extension %s failed: %s", impl.plugin_name, exc)
         if pod is not None:
             self.report("DEL", Decision(pod=pod), started)
+
+    def teardown_hints(self, target: Target, pod: PodInfo | None) -> RulePlan | None:
+        """What ADD probably programmed, so backends can recognise rules that carry no ISTIO_
+        marker (kubevirt RETURNs, the IPv6 lock-down): the pod's own plan when its annotations
+        came with the request, otherwise the plan of Istio's defaults - in TPROXY mode when that
+        mode is registered, which adds its policy routes to what is undone. DEL must never depend
+        on the API server, so nothing is looked up."""
+        try:
+            facts = netns.read_facts(target.netns)
+            if pod is not None and pod.annotations:
+                decision = self.decide(pod, facts)
+                if decision.plan is not None:
+                    return decision.plan
+            mode = "TPROXY" if "TPROXY" in self.modes else "REDIRECT"
+            return build_plan(RedirectSpec(mode=mode), facts, self.modes)
+        except MeshcniError as exc:
+            log.debug("DEL: no teardown hints (%s); backends fall back to markers", exc.msg)
+            return None
 
     def report(self, command: str, decision: Decision, started: float, error: str = "") -> None:
         outcome = Outcome(

@@ -6,6 +6,7 @@ Fixtures:
   core's built-ins, the named installed extensions and your plugin objects registered, with a
   recording backend selected; returns a :class:`Harness`.
 * ``pod_factory(**overrides)`` - a PodInfo that the seed rules redirect, unless you override.
+* ``netns_lab`` - throwaway network namespaces for backend authors (root; see devtools.netlab).
 
 Nothing touches the kernel: the recording backend keeps the plans it was asked to apply.
 """
@@ -13,7 +14,7 @@ Nothing touches the kernel: the recording backend keeps the plans it was asked t
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -103,3 +104,16 @@ def meshcni_pipeline() -> Callable[..., Harness]:
 @pytest.fixture
 def pod_factory() -> Callable[..., PodInfo]:
     return make_pod
+
+
+@pytest.fixture
+def netns_lab() -> Iterator[Any]:
+    """A :class:`meshcni_core.devtools.netlab.Lab` (needs root): throwaway network namespaces,
+    veth pairs and listeners, all removed afterwards even when the test fails."""
+    from meshcni_core.devtools.netlab import Lab
+
+    lab = Lab()
+    try:
+        yield lab
+    finally:
+        lab.close()

@@ -7,6 +7,7 @@ Only namespaces this module created are touched, only documentation ranges are u
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import socket
@@ -17,6 +18,7 @@ import threading
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from meshcni_core import netns
 
@@ -187,11 +189,35 @@ class Lab:
         self.namespaces.clear()
 
 
-def cni(command: str, netns_path: str, netconf: dict, pod: str = "app-1", namespace: str = "default",
+MESH_STATUS = json.dumps({"containers": ["istio-proxy"], "initContainers": ["istio-validation"]})
+
+
+def mesh_netconf(annotations: dict[str, str] | None = None, *, mesh: bool = True, **extra: Any) -> dict[str, Any]:
+    """A chained istio-cni netconf as containerd sends it for an injected pod: the pod's
+    annotations in runtimeConfig (plus ``sidecar.istio.io/status`` when ``mesh``), a prevResult,
+    the first-party extensions enabled. ``extra`` adds or overrides top-level keys."""
+    pod_annotations = {"sidecar.istio.io/status": MESH_STATUS} if mesh else {}
+    pod_annotations.update(annotations or {})
+    conf: dict[str, Any] = {
+        "cniVersion": "1.0.0",
+        "name": "k8s-pod-network",
+        "type": "istio-cni",
+        "extensions": ["tproxy", "kubevirt"],
+        "kubernetes": {"exclude_namespaces": ["istio-system"]},
+        "runtimeConfig": {"io.kubernetes.cri.pod-annotations": pod_annotations},
+        "prevResult": {
+            "cniVersion": "1.0.0",
+            "interfaces": [{"name": "eth0", "sandbox": "/run/netns/x"}],
+            "ips": [{"address": "192.0.2.2/24", "interface": 0}],
+        },
+    }
+    conf.update(extra)
+    return conf
+
+
+def cni(command: str, netns_path: str, netconf: dict[str, Any], pod: str = "app-1", namespace: str = "default",
         container_id: str = "c0ffee") -> subprocess.CompletedProcess[str]:
     """Run the installed ``istio-cni`` executable as a runtime would."""
-    import json
-
     env = {
         **os.environ,
         "CNI_COMMAND": command,
