@@ -6,7 +6,7 @@ PACKAGES := hooks core extensions/redirect_tproxy extensions/kubevirt extensions
 PYPROJECTS := $(addsuffix /pyproject.toml,$(PACKAGES)) pyproject.toml
 DEV_TOOLS := pytest hypothesis ruff mypy
 
-.PHONY: install system-deps test lint typecheck demo bench clean
+.PHONY: install system-deps e2e-tools test lint typecheck demo bench clean
 
 install: $(VENV)/.stamp-install
 
@@ -19,7 +19,12 @@ $(VENV)/.stamp-install: $(PYPROJECTS) Makefile
 	$(BIN)/pip install -q --disable-pip-version-check $(DEV_TOOLS) $(addprefix -e ./,$(PACKAGES))
 	@touch $@
 
-test: install
+# Real CNI clients for the end-to-end tests (tests/e2e): cnitool built offline from Debian's
+# source package; containerd and runc from Debian, the CRI client from PyPI.
+e2e-tools: install
+	@scripts/build-cnitool.sh
+
+test: install e2e-tools
 	$(BIN)/ruff check .
 	$(BIN)/mypy hooks/src core/src extensions/*/src examples/*/src
 	$(BIN)/pytest
