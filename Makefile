@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PACKAGES := hooks core extensions/redirect_tproxy extensions/kubevirt extensions/backend_iptc examples/meshcni-example-extension
 PYPROJECTS := $(addsuffix /pyproject.toml,$(PACKAGES)) pyproject.toml
-DEV_TOOLS := pytest hypothesis ruff mypy
+DEV_TOOLS := pytest hypothesis ruff mypy container-runtime-interface-api==2.0.1
 
 .PHONY: install system-deps e2e-tools test lint typecheck demo bench clean
 
@@ -19,10 +19,11 @@ $(VENV)/.stamp-install: $(PYPROJECTS) Makefile
 	$(BIN)/pip install -q --disable-pip-version-check $(DEV_TOOLS) $(addprefix -e ./,$(PACKAGES))
 	@touch $@
 
-# Real CNI clients for the end-to-end tests (tests/e2e): cnitool built offline from Debian's
-# source package; containerd and runc from Debian, the CRI client from PyPI.
+# Real CNI clients for the end-to-end tests (tests/e2e): containerd, runc and a static busybox
+# (the pause image) from Debian, cnitool built offline from Debian's source package; the CRI
+# client (container-runtime-interface-api) comes with DEV_TOOLS.
 e2e-tools: install
-	@scripts/build-cnitool.sh
+	@scripts/install-e2e-tools.sh
 
 test: install e2e-tools
 	$(BIN)/ruff check .

@@ -111,3 +111,12 @@ def test_del_does_not_need_a_netns():
 
 def test_supported_versions_are_the_issue_list():
     assert SUPPORTED_VERSIONS == ("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
+
+
+def test_null_pod_annotations_mean_none():
+    """containerd marshals a pod without annotations as null (seen in the containerd e2e test)."""
+    request = parse_request(
+        {**ENV, "CNI_ARGS": "IgnoreUnknown=1"},
+        b'{"cniVersion":"1.0.0","name":"n","runtimeConfig":{"io.kubernetes.cri.pod-annotations":null}}',
+    )
+    assert request.runtime_annotations == {}

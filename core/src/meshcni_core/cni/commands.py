@@ -120,7 +120,8 @@ class CniCommands:
         if prev is not None:
             convert_result(prev, request.cni_version)  # a malformed prevResult is still an error
         if not request.netns or not os.path.exists(request.netns):
-            return  # the netns, and every rule in it, is gone already
+            _debug(request, "no network namespace (any more): nothing to remove")
+            return
         if request.pod_namespace in excluded_namespaces(request.netconf):
             return
         pipeline = self.pipeline_factory(request.netconf, env)

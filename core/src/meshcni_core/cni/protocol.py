@@ -84,6 +84,8 @@ class CniRequest:
         if not isinstance(runtime, dict) or POD_ANNOTATIONS_CAPABILITY not in runtime:
             return None
         annotations = runtime[POD_ANNOTATIONS_CAPABILITY]
+        if annotations is None:  # containerd sends a Go nil map - null - for a pod without annotations
+            return {}
         if not isinstance(annotations, dict):
             raise CniError(f"runtimeConfig.{POD_ANNOTATIONS_CAPABILITY} must be an object", code=7)
         return {str(k): str(v) for k, v in annotations.items()}
