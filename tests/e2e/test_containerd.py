@@ -7,8 +7,8 @@ import subprocess
 
 import grpc
 import pytest
-from cri_api.v1 import api_pb2
 from containerd_node import ContainerdNode
+from cri_api.v1 import api_pb2
 
 from meshcni_core.devtools.netlab import MESH_STATUS
 
