@@ -101,3 +101,22 @@ def test_incompatible_hooks_requirement_is_refused(fake_distribution):
 def test_every_manager_is_fresh():
     first, second = extensions.new_manager(["tproxy"]), extensions.new_manager([])
     assert first is not second and "tproxy" not in dict(second.list_name_plugin())
+
+
+def test_a_crashing_extension_is_named_with_its_distribution(fake_distribution):
+    source = """
+        from meshcni_hooks import hookimpl
+        class Crash:
+            @hookimpl
+            def meshcni_pod_verdict(self, pod, config):
+                raise KeyError("oops")
+    """
+    fake_distribution("acme-crash", "acme_crash", source, {"acme-crash": "acme_crash:Crash"})
+    from meshcni_core.testing import build_harness, make_pod
+    from meshcni_hooks.errors import MeshcniError
+
+    harness = build_harness(extensions=("acme-crash",))
+    with pytest.raises(MeshcniError) as info:
+        harness.add(make_pod())
+    assert info.value.stage == "eligibility"
+    assert "extension acme-crash (acme-crash 1.0)" in info.value.msg and "KeyError" in info.value.msg

@@ -148,7 +148,8 @@ class Pipeline:
                 netns.check_target(target.netns)
                 facts = netns.read_facts(target.netns)
             decision.plan = self.plan(pod, decision.spec, facts)
-            self.backend().apply(decision.plan, target)
+            plan = decision.plan
+            guarded(self.pm, "apply", lambda: self.backend().apply(plan, target))
         self.report("ADD", decision, started)
         return decision
 
@@ -160,13 +161,14 @@ class Pipeline:
         netns.check_target(target.netns)
         facts = netns.read_facts(target.netns)
         plan = self.plan(pod, decision.spec, facts)
-        return list(self.backend().missing(plan, target))
+        return list(guarded(self.pm, "check", lambda: self.backend().missing(plan, target)))
 
     def delete(self, target: Target, pod: PodInfo | None) -> None:
         started = time.perf_counter()
         try:
             netns.check_target(target.netns)
-            self.backend().teardown(target, self.teardown_hints(target, pod))
+            hints = self.teardown_hints(target, pod)
+            guarded(self.pm, "teardown", lambda: self.backend().teardown(target, hints))
         except MeshcniError as exc:
             log.warning("DEL: leaving the pod's rules to the runtime's netns removal: %s %s", exc.msg, exc.details)
         for impl in self.pm.hook.meshcni_teardown.get_hookimpls():

@@ -1,0 +1,31 @@
+"""Kubevirt interface rules through the extension-author harness (no kernel involved)."""
+
+import pytest
+
+from meshcni_hooks.errors import AnnotationError
+
+VMS = {"traffic.sidecar.istio.io/kubevirtInterfaces": "net1,net2"}
+
+
+def prerouting(plan, family=4):
+    return [r.text for r in plan.chain_rules(family, "nat", "PREROUTING")]
+
+
+def test_rules_sit_above_the_inbound_jump_in_istios_order(meshcni_pipeline, pod_factory):
+    plan = meshcni_pipeline(extensions=("kubevirt",)).add(pod_factory(annotations=VMS)).plan
+    assert prerouting(plan) == [
+        "-i net2 -j ISTIO_REDIRECT", "-i net1 -j ISTIO_REDIRECT", "-i net2 -j RETURN", "-i net1 -j RETURN",
+        "-p tcp -j ISTIO_INBOUND",
+    ]
+    assert {r.source for r in plan.rules if r.chain == "PREROUTING" and "-i" in r.args} == {"kubevirt"}
+
+
+def test_empty_include_list_keeps_only_the_returns(meshcni_pipeline, pod_factory):
+    annotations = {**VMS, "traffic.sidecar.istio.io/includeOutboundIPRanges": ""}
+    plan = meshcni_pipeline(extensions=("kubevirt",)).add(pod_factory(annotations=annotations)).plan
+    assert prerouting(plan)[:2] == ["-i net2 -j RETURN", "-i net1 -j RETURN"]
+
+
+def test_annotation_without_the_extension_fails_instead_of_being_ignored(meshcni_pipeline, pod_factory):
+    with pytest.raises(AnnotationError, match="enable the 'kubevirt' extension"):
+        meshcni_pipeline().add(pod_factory(annotations=VMS))
