@@ -120,3 +120,18 @@ def test_a_crashing_extension_is_named_with_its_distribution(fake_distribution):
         harness.add(make_pod())
     assert info.value.stage == "eligibility"
     assert "extension acme-crash (acme-crash 1.0)" in info.value.msg and "KeyError" in info.value.msg
+
+
+def test_a_failing_builtin_is_named_precisely(monkeypatch):
+    from meshcni_core.builtin import annotations
+    from meshcni_core.testing import build_harness, make_pod
+    from meshcni_hooks.errors import MeshcniError
+
+    def broken(_annotations):
+        raise RuntimeError("parser bug")
+
+    monkeypatch.setattr(annotations, "redirect_spec_from_annotations", broken)
+    with pytest.raises(MeshcniError) as info:
+        build_harness().add(make_pod())
+    assert info.value.stage == "redirect-spec"
+    assert "built-in plugin builtin:annotations" in info.value.msg

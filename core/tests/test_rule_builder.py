@@ -222,3 +222,11 @@ def test_cidrs_are_normalised_like_iptables_save(modes):
     plan = plan_for({"traffic.sidecar.istio.io/excludeOutboundIPRanges": "10.1.2.3/8"}, modes)
     assert "-d 10.0.0.0/8 -j RETURN" in [r.text for r in plan.chain_rules(4, "nat", "ISTIO_OUTPUT")]
     assert ipaddress.ip_network("10.1.2.3/8", strict=False) == ipaddress.ip_network("10.0.0.0/8")
+
+
+def test_kernel_without_ipv6_gets_no_ipv6_rules_at_all(modes):
+    """Istio ignored its lock-down's failures there; we do not try (ip6tables would fail every ADD)."""
+    facts = NetnsFacts(interfaces=("lo", "eth0"), ipv4_addresses=("192.0.2.5",), ipv6_stack=False)
+    plan = plan_for({}, modes, facts=facts)
+    assert plan.families() == (4,)
+    assert save_text(plan, 4, "nat") == ISTIO_DEFAULT_NAT

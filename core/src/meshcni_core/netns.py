@@ -15,7 +15,9 @@ from meshcni_hooks.types import NetnsFacts
 
 __all__ = ["NetnsError", "check_target", "entered", "is_current", "read_facts"]
 
-# /proc/net/if_inet6 scope column: 00 global, 20 link, 10 host.
+# /proc/net/if_inet6 scope column: 00 global, 20 link, 10 host. The file is absent when the
+# kernel has no IPv6 stack.
+IF_INET6 = "/proc/thread-self/net/if_inet6"
 IPV6_GLOBAL_SCOPE = "00"
 
 
@@ -46,7 +48,8 @@ def read_facts(path: str) -> NetnsFacts:
         interfaces = _interfaces()
         ipv6 = _ipv6_global_addresses()
         ipv4 = _ipv4_local_addresses()
-    return NetnsFacts(interfaces=interfaces, ipv4_addresses=ipv4, ipv6_addresses=ipv6)
+        ipv6_stack = os.path.exists(IF_INET6)
+    return NetnsFacts(interfaces=interfaces, ipv4_addresses=ipv4, ipv6_addresses=ipv6, ipv6_stack=ipv6_stack)
 
 
 def _interfaces() -> tuple[str, ...]:
@@ -57,7 +60,7 @@ def _interfaces() -> tuple[str, ...]:
 
 def _ipv6_global_addresses() -> tuple[str, ...]:
     try:
-        with open("/proc/thread-self/net/if_inet6") as f:
+        with open(IF_INET6) as f:
             rows = [line.split() for line in f]
     except FileNotFoundError:  # IPv6 disabled in the kernel
         return ()

@@ -22,7 +22,7 @@ from meshcni_core.builtin.annotations import INTERCEPTION_MODE, KUBEVIRT_INTERFA
 from meshcni_core.builtin.eligibility import needs_container_list
 from meshcni_core.pods.lookup import ApiClients, fetch_pod, pod_from_annotations
 from meshcni_core.rules.builder import build_plan
-from meshcni_hooks.errors import AnnotationError, MeshcniError, RuleBuildError
+from meshcni_hooks.errors import AnnotationError, ConfigError, MeshcniError
 from meshcni_hooks.types import (
     Backend,
     NetnsFacts,
@@ -44,7 +44,7 @@ T = TypeVar("T")
 
 @dataclass
 class Decision:
-    """Everything decided for one pod, before anything is applied (also what `explain` shows)."""
+    """Everything decided for one pod: the votes, the redirect parameters and the rule plan."""
 
     pod: PodInfo
     verdicts: list[Verdict] = field(default_factory=list)
@@ -69,8 +69,6 @@ class Pipeline:
     def from_netconf(cls, netconf: Mapping[str, object], env: Mapping[str, str]) -> Pipeline:
         enabled = netconf.get("extensions") or []
         if not isinstance(enabled, list) or not all(isinstance(n, str) for n in enabled):
-            from meshcni_hooks.errors import ConfigError
-
             raise ConfigError(f"netconf key extensions must be a list of extension names, got {enabled!r}")
         pm = extensions.new_manager(enabled)
         config = guarded(pm, "config", lambda: pm.hook.meshcni_load_config(netconf=netconf, env=env))
@@ -82,8 +80,6 @@ class Pipeline:
             return self._backend
         info = self._backends.get(self.config.backend)
         if info is None:
-            from meshcni_hooks.errors import ConfigError
-
             known = ", ".join(sorted(self._backends))
             raise ConfigError(f"netconf key backend={self.config.backend!r} is not registered (registered: {known})")
         self._backend = info.factory()
@@ -228,22 +224,27 @@ def guarded(pm: pluggy.PluginManager, stage: str, call: Callable[[], T]) -> T:
 
 
 def culprit(pm: pluggy.PluginManager, exc: BaseException) -> str:
-    """The registered plugin (name, distribution, version) whose code raised ``exc``."""
-    modules: dict[str, str] = {}
+    """The registered plugin (name, distribution, version) whose code raised ``exc``: the
+    innermost traceback frame inside an extension's package, or inside a built-in's module."""
+    places: list[tuple[str, str]] = []  # (file or package directory prefix, plugin name)
     for name, plugin in pm.list_name_plugin():
-        module = getattr(plugin, "__name__", None) or type(plugin).__module__
-        modules[module.split(".")[0]] = name
-    frames = traceback.extract_tb(exc.__traceback__)
-    for frame in reversed(frames):
-        for root, name in modules.items():
-            module_file = getattr(sys.modules.get(root), "__file__", None) or ""
-            package_dir = module_file.rsplit("/", 1)[0]
-            if package_dir and frame.filename.startswith(package_dir):
-                return describe_plugin(pm, name)
+        module_name = getattr(plugin, "__name__", None) or type(plugin).__module__
+        if name.startswith("builtin:"):
+            module_file = getattr(sys.modules.get(module_name), "__file__", None)
+            if module_file:
+                places.append((module_file, name))
+        else:
+            root_file = getattr(sys.modules.get(module_name.split(".")[0]), "__file__", None)
+            if root_file:
+                places.append((root_file.rsplit("/", 1)[0] + "/", name))
+    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+        for prefix, name in places:
+            if frame.filename.startswith(prefix):
+                return describe_plugin(name)
     return "meshcni core"
 
 
-def describe_plugin(pm: pluggy.PluginManager, name: str) -> str:
+def describe_plugin(name: str) -> str:
     if name.startswith("builtin:"):
         return f"built-in plugin {name}"
     for ext in extensions.installed_extensions():
@@ -252,4 +253,4 @@ def describe_plugin(pm: pluggy.PluginManager, name: str) -> str:
     return f"plugin {name}"
 
 
-__all__ = ["AnnotationError", "Decision", "Pipeline", "RuleBuildError"]
+__all__ = ["Decision", "Pipeline", "guarded"]

@@ -129,6 +129,7 @@ class NetnsFacts:
     interfaces: tuple[str, ...] = ()
     ipv4_addresses: tuple[str, ...] = ()
     ipv6_addresses: tuple[str, ...] = ()  # global-scope only (link-local is ignored)
+    ipv6_stack: bool = True  # False when the kernel has no IPv6 at all (booted with ipv6.disable=1)
 
     @property
     def ipv6(self) -> bool:

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from meshcni_core import netns
+from meshcni_core.netns import IF_INET6
 from meshcni_core.rules.restore import missing_rules, parse_save, render_fresh_transaction, render_transaction
 from meshcni_hooks.errors import ApplyError
 from meshcni_hooks.types import RouteStep, RulePlan, Target
@@ -111,8 +112,9 @@ class IptablesRestoreBackend:
         return {f: p.stdout for f, p in done.items()}
 
     def _reconcile(self, plan: RulePlan | None, tools: Tools) -> None:
-        saved = self.snapshot(tools, FAMILIES)
-        transactions = {f: render_transaction(plan, f, parse_save(saved[f])) for f in FAMILIES}
+        families = available_families()
+        saved = self.snapshot(tools, families)
+        transactions = {f: render_transaction(plan, f, parse_save(saved[f])) for f in families}
         commands = {
             f: ([tools.restore[f], "--noflush", "--wait", LOCK_WAIT_SECONDS], text)
             for f, text in transactions.items()
@@ -188,6 +190,11 @@ class IptablesRestoreBackend:
                 if step.show and step.expect not in _ip(step.show).stdout:
                     problems.append(f"ip {' '.join(step.show)}: {step.expect!r} is missing")
         return problems
+
+
+def available_families() -> tuple[int, ...]:
+    """The address families of the current netns's kernel (no IPv6 when booted without it)."""
+    return FAMILIES if os.path.exists(IF_INET6) else (4,)
 
 
 def default_route_undo(hints: RulePlan | None) -> list[tuple[str, ...]]:

@@ -136,7 +136,8 @@ def build_plan(
     extra: Sequence[Rule | RouteStep] = (),
 ) -> RulePlan:
     """The whole plan: IPv4 always; IPv6 redirection when the pod has a global IPv6 address,
-    otherwise Istio's IPv6 lock-down. ``extra`` (from ``meshcni_extra_rules``) is appended."""
+    otherwise Istio's IPv6 lock-down (unless the kernel has no IPv6 at all). ``extra`` (from
+    ``meshcni_extra_rules``) is appended."""
     mode = modes.get(spec.mode)
     if mode is None:
         known = ", ".join(sorted(modes)) or "none"
@@ -157,7 +158,7 @@ def build_plan(
         routes += in_routes
     if facts.ipv6:
         routes.insert(0, ipv6_self_address())
-    else:
+    elif facts.ipv6_stack:  # a kernel without IPv6 has nothing to lock down (and no ip6tables)
         lock_flush, lock_rules = ipv6_lockdown()
         flushes += lock_flush
         rules += lock_rules

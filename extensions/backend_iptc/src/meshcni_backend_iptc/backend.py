@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from typing import Any
@@ -115,7 +116,9 @@ class IptcBackend:
         table.commit()
 
     def _reconcile(self, plan: RulePlan | None, hints: RulePlan | None = None) -> None:
-        for family in (4, 6):
+        # A kernel booted without IPv6 has no ip6tables tables to reconcile.
+        families = (4, 6) if os.path.exists("/proc/thread-self/net/if_inet6") else (4,)
+        for family in families:
             for name in BUILTIN:
                 try:
                     self._reconcile_table(plan, family, name, hints)
