@@ -15,7 +15,8 @@ from meshcni_core.devtools.netlab import PLUGIN
 
 pytestmark = pytest.mark.netns
 STATUS = json.dumps({"containers": ["istio-proxy"], "initContainers": ["istio-validation"]})
-VERSIONS = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]
+VERSIONS = ["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]
+NEW_LAYOUT_VERSIONS = VERSIONS[2:]
 PREV = {
     "interfaces": [{"name": "veth9", "mac": "02:00:00:00:00:01"}, {"name": "eth0", "sandbox": "/run/netns/x"}],
     "ips": [{"address": "192.0.2.9/24", "gateway": "192.0.2.1", "interface": 1},
@@ -99,7 +100,7 @@ def test_version_does_not_block_on_an_open_stdin():
     ("DEL", "{not json", (), 6),
     ("CHECK", "{not json", (), 6),
     ("ADD", '{"cniVersion":"1.0.0","type":"istio-cni"}', (), 7),
-    ("ADD", conf("0.2.0"), (), 1),
+    ("ADD", conf("0.2.1"), (), 1),
     ("ADD", conf("2.0.0"), (), 1),
     ("CHECK", conf("0.3.1"), (), 1),
     ("STATUS", conf("1.0.0"), (), 1),
@@ -139,7 +140,7 @@ def test_missing_netns_is_an_error_object():
 
 # -- ADD ---------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("version", NEW_LAYOUT_VERSIONS)
 @pytest.mark.parametrize("mesh", [True, False], ids=["mesh", "non-mesh"])
 def test_add_prints_prev_result_unchanged_in_the_request_version(lab, version, mesh):
     ns = lab.netns("pod")
@@ -152,6 +153,22 @@ def test_add_prints_prev_result_unchanged_in_the_request_version(lab, version, m
         assert [ip["version"] for ip in result["ips"]] == ["4", "6"]
     assert result == expected
     assert ("ISTIO_OUTPUT" in lab.save(ns)) is mesh
+
+
+@pytest.mark.parametrize("version", ["0.1.0", "0.2.0", None])
+def test_old_versions_pass_the_old_layout_through(lab, version):
+    """A .conf without cniVersion, chained as is, runs the list at 0.1.0 (libcni's assumption)."""
+    ns = lab.netns("pod")
+    prev = {"ip4": {"ip": "198.51.100.7/24", "gateway": "198.51.100.1"}}
+    body = json.loads(conf(prev=False))
+    body.pop("cniVersion")
+    if version:
+        body["cniVersion"] = version
+        prev["cniVersion"] = version
+    body["prevResult"] = prev
+    result = one_json(invoke("ADD", json.dumps(body), netns=ns))
+    assert result["ip4"] == prev["ip4"] and result["cniVersion"] == (version or "0.1.0")
+    assert "ISTIO_OUTPUT" in lab.save(ns)
 
 
 def test_add_tolerates_runtime_extras(lab):

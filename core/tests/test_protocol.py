@@ -92,8 +92,8 @@ ENV = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c1", "CNI_NETNS": "/run/netns/x
         (ENV, b"{not json", 6),
         (ENV, b"[1]", 6),
         (ENV, b'{"cniVersion":"1.0.0"}', 7),
-        (ENV, b'{"cniVersion":"0.2.0","name":"n"}', 1),
-        (ENV, b'{"name":"n"}', 1),
+        (ENV, b'{"cniVersion":"0.2.1","name":"n"}', 1),
+        (ENV, b'{"cniVersion":"1.2.0","name":"n"}', 1),
         ({**ENV, "CNI_COMMAND": "CHECK"}, b'{"cniVersion":"0.3.1","name":"n"}', 1),
         ({**ENV, "CNI_COMMAND": "STATUS"}, b'{"cniVersion":"1.0.0","name":"n"}', 1),
     ],
@@ -109,8 +109,33 @@ def test_del_does_not_need_a_netns():
     assert request.netns == ""
 
 
-def test_supported_versions_are_the_issue_list():
-    assert SUPPORTED_VERSIONS == ("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
+def test_supported_versions():
+    assert SUPPORTED_VERSIONS == ("0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
+
+
+def test_missing_cni_version_means_0_1_0_as_in_libcni():
+    request = parse_request({**ENV, "CNI_ARGS": ""}, b'{"name":"n"}')
+    assert request.cni_version == "0.1.0"
+
+
+@pytest.mark.parametrize("version", ["0.1.0", "0.2.0"])
+def test_old_layout_round_trips_and_newer_results_are_downgraded(version):
+    old = {"cniVersion": version, "ip4": {"ip": "192.0.2.5/24", "gateway": "192.0.2.1",
+                                          "routes": [{"dst": "0.0.0.0/0", "gw": "192.0.2.1"}]},
+           "dns": {"nameservers": ["192.0.2.53"]}}
+    assert convert_result(old, version) == old
+    down = convert_result(PREV_040, version)
+    assert down == {
+        "cniVersion": version,
+        "ip4": {"ip": "192.0.2.5/24", "gateway": "192.0.2.1", "routes": [{"dst": "0.0.0.0/0"}]},
+        "ip6": {"ip": "2001:db8::5/64"},
+        "dns": PREV_040["dns"],
+    }
+
+
+def test_a_result_without_addresses_cannot_go_below_0_3_0():
+    with pytest.raises(CniError, match="cannot convert prevResult to cniVersion 0.2.0"):
+        convert_result({"cniVersion": "0.4.0", "interfaces": [{"name": "eth0"}], "ips": []}, "0.2.0")
 
 
 def test_null_pod_annotations_mean_none():

@@ -18,7 +18,9 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
     from typing import Any
 
-SUPPORTED_VERSIONS = ("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
+SUPPORTED_VERSIONS = ("0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
+OLD_LAYOUT_VERSIONS = ("0.1.0", "0.2.0")  # results as ip4/ip6 blocks
+VERSION_WHEN_MISSING = "0.1.0"  # what libcni assumes for a configuration without cniVersion
 COMMANDS = ("ADD", "DEL", "CHECK", "VERSION", "STATUS", "GC")
 REQUIRED_ENV = {
     "ADD": ("CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME"),
@@ -67,7 +69,7 @@ class CniRequest:
 
     @property
     def cni_version(self) -> str:
-        return str(self.netconf.get("cniVersion", ""))
+        return str(self.netconf.get("cniVersion") or VERSION_WHEN_MISSING)
 
     @property
     def pod_namespace(self) -> str:
@@ -184,7 +186,7 @@ def _check_version(command: str, version: str) -> None:
     if version not in SUPPORTED_VERSIONS:
         raise CniError(
             "incompatible CNI versions",
-            f'config is "{version or "(none)"}", plugin supports {list(SUPPORTED_VERSIONS)}',
+            f'config is "{version}", plugin supports {list(SUPPORTED_VERSIONS)}',
             code=1,
         )
     minimum = {"CHECK": "0.4.0", "STATUS": "1.1.0", "GC": "1.1.0"}.get(command)
@@ -204,10 +206,9 @@ def convert_result(result: Mapping[str, Any], to_version: str) -> dict[str, Any]
     interfaces, ips with their interface indices, routes and dns are preserved)."""
     if not isinstance(result, dict):
         raise CniError("could not parse prevResult: not a JSON object", code=6)
-    source = str(result.get("cniVersion") or to_version)
     out = dict(result)
     try:
-        if source in ("0.1.0", "0.2.0") or (("ip4" in out or "ip6" in out) and "ips" not in out):
+        if ("ip4" in out or "ip6" in out) and "ips" not in out:  # the 0.1.0/0.2.0 layout
             out = _upgrade_020(out)
         ips = out.get("ips", [])
         if not isinstance(ips, list) or not all(isinstance(ip, dict) and "address" in ip for ip in ips):
@@ -223,17 +224,47 @@ def convert_result(result: Mapping[str, Any], to_version: str) -> dict[str, Any]
                 ]
         if "ips" not in result and not out["ips"]:
             out.pop("ips")
-    except (ValueError, TypeError, AttributeError) as exc:
+    except (ValueError, TypeError, AttributeError, KeyError) as exc:
         raise CniError("could not parse prevResult", str(exc), code=6) from None
+    if to_version in OLD_LAYOUT_VERSIONS:
+        out = _downgrade_to_020(out, to_version)
     out["cniVersion"] = to_version
     return out
+
+
+def _downgrade_to_020(result: dict[str, Any], version: str) -> dict[str, Any]:
+    """The 0.1.0/0.2.0 layout, as libcni converts: the first IPv4 and the first IPv6 address with
+    their gateways, routes assigned by destination family, dns; interfaces are dropped."""
+    out: dict[str, Any] = {}
+    for key, family in (("ip4", "4"), ("ip6", "6")):
+        ip = next((i for i in result.get("ips", []) if _family(str(i["address"])) == family), None)
+        if ip is None:
+            continue
+        block: dict[str, Any] = {"ip": ip["address"]}
+        if ip.get("gateway"):
+            block["gateway"] = ip["gateway"]
+        routes = [
+            {k: v for k, v in r.items() if k in ("dst", "gw")}
+            for r in result.get("routes", []) if _family(str(r.get("dst", ""))) == family
+        ]
+        if routes:
+            block["routes"] = routes
+        out[key] = block
+    if not out:
+        raise CniError(f"cannot convert prevResult to cniVersion {version}", "no valid IP addresses", code=6)
+    if result.get("dns"):
+        out["dns"] = result["dns"]
+    return out
+
+
+def _family(address: str) -> str:
+    return "6" if ":" in address else "4"
 
 
 def _with_version(ip: dict[str, Any]) -> dict[str, Any]:
     if "version" in ip:
         return ip
-    address = str(ip["address"]).split("/")[0]
-    return {"version": "6" if ":" in address else "4", **ip}
+    return {"version": _family(str(ip["address"])), **ip}
 
 
 def _upgrade_020(result: dict[str, Any]) -> dict[str, Any]:
@@ -257,6 +288,12 @@ def _upgrade_020(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def empty_result(version: str) -> dict[str, Any]:
+    if version in OLD_LAYOUT_VERSIONS:
+        raise CniError(
+            f"cniVersion {version} cannot express a result without addresses",
+            "a secondary attachment (no prevResult) needs cniVersion 0.3.0 or newer",
+            code=7,
+        )
     return {"cniVersion": version, "dns": {}}
 
 
