@@ -1,0 +1,101 @@
+"""Put our entry into a primary CNI's configuration, and take it out again - pure functions.
+
+Chained: every earlier ``istio-cni`` entry is removed and ours appended last, everything else is
+kept as it was. A single-plugin ``.conf``/``.json`` becomes ``<same base>.conflist`` built as
+libcni builds it (the list keeps the original ``name`` and ``cniVersion``; the original object,
+verbatim, is ``plugins[0]``); Istio instead renamed the network ``k8s-pod-network`` and forced
+``cniVersion`` 0.3.0, which orphans the runtime's cached results (keyed by network name).
+
+What uninstall needs to restore the original travels inside our own entry (``meshcni``), so no
+state file is written anywhere.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+from meshcni_core.cni.protocol import SUPPORTED_VERSIONS, VERSION_WHEN_MISSING
+
+PLUGIN_TYPE = "istio-cni"
+MARKER = "meshcni"  # our entry's own key: {"converted_from": "<name>.conf"} after a conversion
+
+
+class ChainError(ValueError):
+    """The file cannot be chained safely; the message says why."""
+
+
+@dataclass(frozen=True)
+class Chained:
+    name: str  # file name to write
+    content: dict[str, Any]
+    replaces: str | None = None  # a .conf/.json to remove once ``name`` is written
+
+
+def versions_the_runtime_may_pick(doc: dict[str, Any]) -> list[str]:
+    versions = [str(doc.get("cniVersion") or VERSION_WHEN_MISSING)]
+    extra = doc.get("cniVersions")
+    if isinstance(extra, list):
+        versions += [str(v) for v in extra]
+    return versions
+
+
+def check_versions(doc: dict[str, Any], name: str) -> None:
+    unsupported = [v for v in versions_the_runtime_may_pick(doc) if v not in SUPPORTED_VERSIONS]
+    if unsupported:
+        raise ChainError(
+            f"{name}: cniVersion {', '.join(unsupported)} is not supported by istio-cni "
+            f"(supported: {', '.join(SUPPORTED_VERSIONS)}); chaining would fail every pod's ADD"
+        )
+
+
+def is_ours(plugin: Any) -> bool:
+    return isinstance(plugin, dict) and plugin.get("type") == PLUGIN_TYPE
+
+
+def chain(name: str, doc: dict[str, Any], entry: dict[str, Any]) -> Chained:
+    """The file content with our entry last. ``doc`` must be valid for its extension."""
+    ours = copy.deepcopy(entry)
+    ours.pop(MARKER, None)
+    if name.endswith(".conflist"):
+        check_versions(doc, name)
+        previous = next((p for p in doc["plugins"] if is_ours(p)), None)
+        if previous is not None and isinstance(previous.get(MARKER), dict):
+            ours[MARKER] = previous[MARKER]  # keep what uninstall must restore
+        patched = dict(doc)
+        patched["plugins"] = [p for p in doc["plugins"] if not is_ours(p)] + [ours]
+        return Chained(name, patched)
+    if is_ours(doc):
+        raise ChainError(f"{name} is istio-cni's own standalone file, not a primary CNI configuration")
+    if not isinstance(doc.get("name"), str) or not doc["name"]:
+        raise ChainError(f"{name} has no 'name'; a list made from it would be invalid")
+    check_versions(doc, name)
+    base = name.rsplit(".", 1)[0]
+    ours[MARKER] = {"converted_from": name}
+    result: dict[str, Any] = {}
+    if "cniVersion" in doc:
+        result["cniVersion"] = doc["cniVersion"]
+    result["name"] = doc["name"]
+    result["plugins"] = [copy.deepcopy(doc), ours]
+    return Chained(f"{base}.conflist", result, replaces=name)
+
+
+def unchain(name: str, doc: dict[str, Any]) -> Chained | None:
+    """The file as it was before us, or None when it holds nothing of ours. A list we made from
+    a ``.conf`` becomes that ``.conf`` again (``replaces`` is then the ``.conflist``)."""
+    if not name.endswith(".conflist") or not any(is_ours(p) for p in doc.get("plugins", [])):
+        return None
+    ours = [p for p in doc["plugins"] if is_ours(p)]
+    others = [p for p in doc["plugins"] if not is_ours(p)]
+    converted = next((p[MARKER].get("converted_from") for p in ours if isinstance(p.get(MARKER), dict)), None)
+    if converted and len(others) == 1:
+        return Chained(str(converted), copy.deepcopy(others[0]), replaces=name)
+    result = dict(doc)
+    result["plugins"] = others
+    return Chained(name, result)
+
+
+def has_our_entry_last(doc: dict[str, Any]) -> bool:
+    plugins = doc.get("plugins")
+    return isinstance(plugins, list) and bool(plugins) and is_ours(plugins[-1]) and sum(map(is_ours, plugins)) == 1

@@ -1,0 +1,49 @@
+"""Atomic writes into directories a container runtime is watching.
+
+The temporary file is created in the target's own directory - a file moved in from elsewhere
+yields only a CREATE event, which containerd 1.6 ignores - under a dot-name that does not end in
+``.conf``, ``.conflist`` or ``.json``, so no runtime ever reads it half-written; it is fsynced,
+then renamed over the target.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from typing import Any
+
+
+def write_atomic(path: str, data: bytes, mode: int = 0o644) -> None:
+    directory, name = os.path.split(path)
+    fd, temp = tempfile.mkstemp(prefix=f".{name}.", suffix=".meshcni-tmp", dir=directory or ".")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fchmod(f.fileno(), mode)
+            os.fsync(f.fileno())
+        os.rename(temp, path)
+    except BaseException:
+        try:
+            os.unlink(temp)
+        except FileNotFoundError:
+            pass
+        raise
+    dir_fd = os.open(directory or ".", os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def render_json(doc: Any) -> bytes:
+    return (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode()
+
+
+def remove_quietly(path: str) -> bool:
+    try:
+        os.unlink(path)
+        return True
+    except FileNotFoundError:
+        return False

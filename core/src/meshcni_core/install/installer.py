@@ -1,0 +1,341 @@
+"""Make the node right, keep it right, and undo it.
+
+``reconcile()`` puts the plugin binaries into the host's CNI bin dirs, writes the plugin's
+kubeconfig, and chains our entry into the configuration the runtime uses (or writes our own file
+in standalone mode), changing only what differs. ``watch()`` re-runs it on every change in the
+conf dir, the bin dirs and the service-account dir, and backs off when another agent keeps undoing
+our edit. ``uninstall()`` leaves every conf file as it was before us.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from meshcni_core.install import chaining, confdir, kubeconfig
+from meshcni_core.install.files import remove_quietly, render_json, write_atomic
+from meshcni_core.install.settings import InstallSettings
+from meshcni_core.install.template import TemplateError, render_entry
+
+log = logging.getLogger("meshcni.install")
+EDIT_WAR_WINDOW_SECONDS = 30.0
+EDIT_WAR_REWRITES = 5  # more re-patches of one file than this within the window is an edit war
+MAX_BACKOFF_SECONDS = 60.0
+RESYNC_SECONDS = 60.0  # also re-check without any event (missed events, token expiry)
+
+
+@dataclass
+class Status:
+    problems: list[str] = field(default_factory=list)
+    actions: list[str] = field(default_factory=list)
+    conf_file: str = ""
+
+    @property
+    def ready(self) -> bool:
+        return not self.problems
+
+
+@dataclass
+class Counters:
+    installs: int = 0  # conf entry written where it was missing
+    config_repairs: int = 0  # re-written after somebody else changed the file
+    binary_copies: int = 0
+    kubeconfig_writes: int = 0
+    edit_wars: int = 0
+
+
+class Installer:
+    def __init__(self, settings: InstallSettings):
+        self.settings = settings
+        self.counters = Counters()
+        self.status = Status(problems=["not reconciled yet"])
+        self.edit_war = False
+        self._writes: dict[str, deque[float]] = {}
+        self._written: set[str] = set()
+        self._lock = threading.Lock()
+
+    # -- the pieces -----------------------------------------------------------------------------
+
+    def template_text(self) -> tuple[str, str]:
+        s = self.settings
+        if s.network_config_file and os.path.exists(s.network_config_file):
+            with open(s.network_config_file) as f:
+                return f.read(), s.network_config_file
+        if s.network_config:
+            return s.network_config, "CNI_NETWORK_CONFIG"
+        raise TemplateError("no netconf template: set CNI_NETWORK_CONFIG or CNI_NETWORK_CONFIG_FILE")
+
+    def entry(self) -> dict[str, Any]:
+        s = self.settings
+        text, source = self.template_text()
+        entry = render_entry(text, {
+            "__KUBECONFIG_FILEPATH__": s.kubeconfig_host_path,
+            "__KUBECONFIG_FILENAME__": s.kubeconfig_file_name,
+            "__KUBERNETES_SERVICE_HOST__": s.service_host,
+            "__KUBERNETES_SERVICE_PORT__": s.service_port,
+            "__KUBERNETES_NODE_NAME__": s.node_name,
+            "__LOG_LEVEL__": s.log_level,
+        }, source)
+        if not s.chained:
+            entry.setdefault("attachment", "secondary")  # its own network (Multus): no prevResult
+        return entry
+
+    def install_binaries(self, status: Status) -> None:
+        s = self.settings
+        try:
+            names = sorted(n for n in os.listdir(s.plugin_source_dir)
+                           if os.path.isfile(os.path.join(s.plugin_source_dir, n)))
+        except FileNotFoundError:
+            status.problems.append(f"plugin source dir {s.plugin_source_dir} does not exist")
+            return
+        for directory in s.bin_dirs():
+            if not os.path.isdir(directory):
+                if directory == s.mounted_cni_bin_dir:
+                    status.problems.append(f"CNI bin dir {directory} does not exist")
+                continue
+            if not os.access(directory, os.W_OK):
+                status.problems.append(f"CNI bin dir {directory} is not writable (read-only mount or SELinux?)")
+                continue
+            for name in names:
+                if name in s.skip_binaries:
+                    continue
+                target = os.path.join(directory, name)
+                if os.path.exists(target) and not s.update_binaries:
+                    continue
+                with open(os.path.join(s.plugin_source_dir, name), "rb") as f:
+                    data = f.read()
+                if _same_bytes(target, data):
+                    continue
+                try:
+                    write_atomic(target, data, mode=0o755)
+                except OSError as exc:
+                    status.problems.append(f"cannot write {target}: {exc.strerror}")
+                    continue
+                self.counters.binary_copies += 1
+                status.actions.append(f"installed {target}")
+
+    def write_kubeconfig(self, status: Status) -> None:
+        s = self.settings
+        try:
+            with open(s.token_file) as f:
+                token = f.read().strip()
+        except OSError as exc:
+            status.problems.append(f"no service account token at {s.token_file}: {exc.strerror}")
+            return
+        if not s.service_host or not s.service_port:
+            status.problems.append("KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT must be set")
+            return
+        ca = None
+        if not s.skip_tls_verify:
+            try:
+                with open(s.kube_ca_file, "rb") as f:
+                    ca = f.read()
+            except OSError as exc:
+                status.problems.append(f"CA file {s.kube_ca_file} unreadable ({exc.strerror}); "
+                                       "set KUBE_CA_FILE, or SKIP_TLS_VERIFY=true")
+                return
+        server = kubeconfig.server_url(s.service_protocol, s.service_host, s.service_port)
+        data = kubeconfig.render(server, token, ca, s.skip_tls_verify)
+        path = s.kubeconfig_mounted_path
+        if _same_bytes(path, data) and os.stat(path).st_mode & 0o777 == s.kubeconfig_mode:
+            return
+        write_atomic(path, data, mode=s.kubeconfig_mode)
+        self.counters.kubeconfig_writes += 1
+        status.actions.append(f"wrote kubeconfig {path}")  # never its content: it holds the token
+
+    def chain_config(self, status: Status) -> None:
+        s = self.settings
+        try:
+            entry = self.entry()
+        except TemplateError as exc:
+            status.problems.append(str(exc))
+            return
+        if not s.chained:
+            self._write_if_changed(s.standalone_conf_name, entry, status)
+            status.conf_file = s.standalone_conf_name
+            return
+        target = self._chained_target(status)
+        if target is None:
+            return
+        try:
+            result = chaining.chain(target.name, target.content or {}, entry)
+        except chaining.ChainError as exc:
+            status.problems.append(str(exc))
+            return
+        status.conf_file = result.name
+        self._write_if_changed(result.name, result.content, status)
+        if result.replaces and result.replaces != result.name:
+            remove_quietly(os.path.join(s.mounted_cni_net_dir, result.replaces))  # only once the list exists
+
+    def _chained_target(self, status: Status) -> confdir.ConfFile | None:
+        s = self.settings
+        directory = s.mounted_cni_net_dir
+        if s.cni_conf_name:
+            name = s.cni_conf_name
+            # Istio's rule: a configured .conf that became a .conflist (our own conversion) is that list.
+            if name.endswith(".conf") and not os.path.exists(os.path.join(directory, name)):
+                if os.path.exists(os.path.join(directory, name + "list")):
+                    name += "list"
+            if not os.path.exists(os.path.join(directory, name)):
+                status.problems.append(f"waiting for {name} (CNI_CONF_NAME) in {directory}")
+                return None
+            conf = confdir.read_conf(directory, name)
+            if not conf.valid:
+                status.problems.append(f"{name} is not a valid CNI configuration: {conf.problem}")
+                return None
+            first = confdir.discover(directory).chosen
+            if first is not None and first.name != conf.name:
+                log.warning("CNI_CONF_NAME %s is not the file the runtime uses (%s)", conf.name, first.name)
+            return conf
+        found = confdir.discover(directory)
+        for warning in found.warnings():
+            status.problems.append(warning)
+        if found.chosen is None:
+            status.problems.append(f"waiting for the primary CNI to write its configuration into {directory}")
+            return None
+        if chaining.is_ours(found.chosen.content) and not found.chosen.is_list:
+            status.problems.append(f"{found.chosen.name} is a standalone istio-cni file; nothing to chain into")
+            return None
+        return found.chosen
+
+    def _write_if_changed(self, name: str, content: dict[str, Any], status: Status) -> None:
+        path = os.path.join(self.settings.mounted_cni_net_dir, name)
+        current = confdir.read_conf(self.settings.mounted_cni_net_dir, name) if os.path.exists(path) else None
+        if current is not None and current.content == content:
+            return
+        if self._edit_war(path):
+            status.problems.append(f"edit war over {name}: another agent keeps removing our entry; backing off")
+            return
+        write_atomic(path, render_json(content))
+        if path in self._written:
+            self.counters.config_repairs += 1  # we had put it there: somebody changed it since
+        else:
+            self.counters.installs += 1
+        self._written.add(path)
+        status.actions.append(f"wrote {path}")
+
+    def _edit_war(self, path: str) -> bool:
+        """True while we are re-patching one file too often (someone keeps undoing us)."""
+        now = time.monotonic()
+        writes = self._writes.setdefault(path, deque())
+        while writes and now - writes[0] > EDIT_WAR_WINDOW_SECONDS:
+            writes.popleft()
+        if len(writes) >= EDIT_WAR_REWRITES:
+            if not self.edit_war:
+                self.counters.edit_wars += 1
+                log.warning("edit war over %s: %d rewrites in %.0fs; backing off", path, len(writes),
+                            EDIT_WAR_WINDOW_SECONDS)
+            self.edit_war = True
+            return True
+        writes.append(now)
+        self.edit_war = False
+        return False
+
+    # -- whole operations -----------------------------------------------------------------------
+
+    def reconcile(self) -> Status:
+        """Binaries first (a config must never name a missing plugin), then kubeconfig, then config."""
+        with self._lock:
+            status = Status()
+            try:
+                self.install_binaries(status)
+                if not any("bin dir" in p or "source dir" in p for p in status.problems):
+                    self.write_kubeconfig(status)
+                    self.chain_config(status)
+            except OSError as exc:
+                status.problems.append(f"{type(exc).__name__}: {exc}")
+            for action in status.actions:
+                log.info("%s", action)
+            for problem in status.problems:
+                log.warning("not ready: %s", problem)
+            self.status = status
+            return status
+
+    def uninstall(self) -> list[str]:
+        """Remove our entry from every conf file (restoring converted .conf files), our standalone
+        file, the kubeconfig and the binaries. Returns what was done."""
+        s = self.settings
+        done: list[str] = []
+        with self._lock:
+            for name in confdir.conf_files(s.mounted_cni_net_dir):
+                conf = confdir.read_conf(s.mounted_cni_net_dir, name)
+                if conf.content is None:
+                    continue
+                if not conf.is_list and chaining.is_ours(conf.content):
+                    remove_quietly(conf.path)
+                    done.append(f"removed {conf.path}")
+                    continue
+                restored = chaining.unchain(name, conf.content)
+                if restored is None:
+                    continue
+                path = os.path.join(s.mounted_cni_net_dir, restored.name)
+                if restored.name.endswith(".conflist") and not restored.content.get("plugins"):
+                    remove_quietly(path)
+                else:
+                    write_atomic(path, render_json(restored.content))
+                if restored.replaces and restored.replaces != restored.name:
+                    remove_quietly(os.path.join(s.mounted_cni_net_dir, restored.replaces))
+                done.append(f"restored {path}")
+            if remove_quietly(s.kubeconfig_mounted_path):
+                done.append(f"removed {s.kubeconfig_mounted_path}")
+            for directory in s.bin_dirs():
+                for name in _names_or_empty(s.plugin_source_dir):
+                    target = os.path.join(directory, name)
+                    if name not in s.skip_binaries and remove_quietly(target):
+                        done.append(f"removed {target}")
+        return done
+
+    # -- watching -------------------------------------------------------------------------------
+
+    def watch(self, stop: threading.Event) -> None:
+        """Reconcile now and on every relevant change until ``stop`` is set."""
+        from inotify_simple import INotify
+        from inotify_simple import flags as f
+
+        inotify = INotify()
+        mask = f.CREATE | f.DELETE | f.MODIFY | f.MOVED_TO | f.MOVED_FROM | f.CLOSE_WRITE | f.ATTRIB | f.DELETE_SELF
+        s = self.settings
+        watched = [d for d in [s.mounted_cni_net_dir, *s.bin_dirs(), s.service_account_dir] if os.path.isdir(d)]
+        for directory in watched:
+            inotify.add_watch(directory, mask)
+        backoff = 0.0
+        try:
+            while not stop.is_set():
+                self.reconcile()
+                backoff = min(max(backoff * 2, 0.5), MAX_BACKOFF_SECONDS) if self.edit_war else 0.0
+                if backoff:
+                    stop.wait(backoff)
+                deadline = time.monotonic() + RESYNC_SECONDS
+                while not stop.is_set() and time.monotonic() < deadline:
+                    events = inotify.read(timeout=200)
+                    if events:
+                        stop.wait(0.02)  # let a burst of writes settle, then reconcile once
+                        inotify.read(timeout=0)
+                        break
+        finally:
+            inotify.close()
+
+
+def _same_bytes(path: str, data: bytes) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read() == data
+    except OSError:
+        return False
+
+
+def _names_or_empty(directory: str) -> list[str]:
+    try:
+        return sorted(n for n in os.listdir(directory) if os.path.isfile(os.path.join(directory, n)))
+    except FileNotFoundError:
+        return []
+
+
+def describe(status: Status) -> str:
+    return json.dumps({"ready": status.ready, "problems": status.problems, "conf_file": status.conf_file})
