@@ -15,8 +15,9 @@ import socket
 import socketserver
 import stat
 import threading
-from collections.abc import Mapping
-from typing import Any
+import time
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from meshcni_core.agent.wire import recv_frame, send_frame
 from meshcni_core.cni.commands import CniCommands, config_key
@@ -24,16 +25,24 @@ from meshcni_core.cni.plugin import handle
 from meshcni_core.pipeline import Pipeline
 from meshcni_core.pods.lookup import ApiClients
 
+if TYPE_CHECKING:
+    from meshcni_core.install.monitoring import RequestMetrics
+
 log = logging.getLogger("meshcni.agent")
 
 
 class Agent:
-    def __init__(self, socket_path: str):
+    """``readiness`` (problems that make STATUS answer "not available") and ``metrics`` come
+    from ``meshcni install-cni``; a bare ``meshcni agent`` has neither."""
+
+    def __init__(self, socket_path: str, readiness: Callable[[], list[str]] | None = None,
+                 metrics: RequestMetrics | None = None):
         self.socket_path = socket_path
         self.api_clients = ApiClients()
         self._pipelines: dict[str, Pipeline] = {}
         self._lock = threading.Lock()
-        self.commands = CniCommands(self.pipeline)
+        self.commands = CniCommands(self.pipeline, readiness=readiness)
+        self.metrics = metrics
         self.server: socketserver.ThreadingUnixStreamServer | None = None
 
     def pipeline(self, netconf: Mapping[str, Any], env: Mapping[str, str]) -> Pipeline:
@@ -49,7 +58,10 @@ class Agent:
     def serve_request(self, request: Mapping[str, Any]) -> dict[str, Any]:
         env = {str(k): str(v) for k, v in dict(request.get("env", {})).items()}
         stdin = str(request.get("stdin", "")).encode("utf-8", "surrogateescape")
+        started = time.perf_counter()
         code, stdout = handle(env, stdin, self.commands)
+        if self.metrics is not None:
+            self.metrics.record(env.get("CNI_COMMAND", ""), code, stdout, time.perf_counter() - started)
         return {"code": code, "stdout": stdout}
 
     def listen(self) -> socketserver.ThreadingUnixStreamServer:
@@ -79,9 +91,10 @@ class Agent:
         self.server = server
         return server
 
-    def run(self) -> None:
+    def run(self, stop: threading.Event | None = None) -> None:
+        """Serve until SIGTERM/SIGINT; ``stop`` is set then too (for threads beside the agent)."""
         server = self.listen()
-        stop = threading.Event()
+        stop = stop or threading.Event()
 
         def on_signal(signum: int, frame: object) -> None:
             stop.set()

@@ -2,8 +2,13 @@
 
 Subcommands available in this release:
 
-* ``meshcni agent`` - the node agent serving ``istio-cni`` requests over a Unix socket;
+* ``meshcni install-cni`` - the DaemonSet's main process: installs the plugin on the host, keeps
+  it chained into the node's CNI configuration, and serves it as the node agent;
+* ``meshcni uninstall-cni`` - removes everything install-cni put on the host;
+* ``meshcni agent`` - the node agent alone, serving ``istio-cni`` requests over a Unix socket;
 * ``meshcni extensions`` - installed extensions beside the enabled ones.
+
+install-cni and uninstall-cni read Istio's install-cni environment variables (docs/installer.md).
 """
 
 from __future__ import annotations
@@ -12,8 +17,12 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from meshcni_hooks.errors import MeshcniError
+
+if TYPE_CHECKING:
+    from meshcni_core.install.installer import Installer
 
 DEFAULT_SOCKET = "/var/run/meshcni/cni.sock"
 
@@ -26,6 +35,18 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--socket", default=DEFAULT_SOCKET, help=f"socket path (default {DEFAULT_SOCKET}); "
                        "istio-cni uses the netconf key agent_socket, with the same default")
     agent.add_argument("--log-level", default="info", choices=["debug", "info", "warn", "error"])
+
+    install = sub.add_parser("install-cni", help="install and keep the plugin on this node, and serve it",
+                             description="Configured by Istio's install-cni environment variables.")
+    install.add_argument("--socket", default=DEFAULT_SOCKET, help=f"agent socket (default {DEFAULT_SOCKET})")
+    install.add_argument("--monitoring-address", default="0.0.0.0", help="address for /readyz, /healthz, /metrics")
+    install.add_argument("--monitoring-port", type=int, default=8000, help="port for /readyz, /healthz, /metrics "
+                         "(default 8000; 0 picks a free one)")
+    install.add_argument("--once", action="store_true", help="reconcile once and exit: 0 when ready, 1 when not")
+    install.add_argument("--log-level", default="info", choices=["debug", "info", "warn", "error"])
+
+    sub.add_parser("uninstall-cni", help="remove everything install-cni put on this node",
+                   description="Configured by the same environment variables as install-cni.")
 
     ext = sub.add_parser("extensions", help="list installed extensions and which are enabled")
     source = ext.add_mutually_exclusive_group()
@@ -40,6 +61,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "agent":
             return run_agent(args.socket, args.log_level)
+        if args.command == "install-cni":
+            return run_install(args)
+        if args.command == "uninstall-cni":
+            return run_uninstall()
         return list_extensions(args)
     except MeshcniError as exc:
         print(f"meshcni: {exc.msg}", file=sys.stderr)
@@ -55,6 +80,55 @@ def run_agent(socket_path: str, log_level: str) -> int:
     configure_logging(log_level)
     preload()
     Agent(socket_path).run()
+    return 0
+
+
+def _installer() -> Installer:
+    from meshcni_core.install.installer import Installer
+    from meshcni_core.install.settings import SettingsError, from_env
+
+    try:
+        return Installer(from_env())
+    except SettingsError as exc:
+        raise MeshcniError(f"invalid setting: {exc}") from None
+
+
+def run_install(args: argparse.Namespace) -> int:
+    import threading
+
+    from prometheus_client import CollectorRegistry
+
+    from meshcni_core.agent.server import Agent, preload
+    from meshcni_core.install import monitoring
+    from meshcni_core.logs import configure_logging
+
+    configure_logging(args.log_level)
+    installer = _installer()
+    if args.once:
+        status = installer.reconcile()
+        print(json.dumps({"ready": status.ready, "problems": status.problems, "conf_file": status.conf_file}))
+        return 0 if status.ready else 1
+    preload()
+    registry = CollectorRegistry()
+    agent = Agent(args.socket, readiness=lambda: list(installer.status.problems),
+                  metrics=monitoring.RequestMetrics(registry))
+    server = monitoring.serve(installer, registry, args.monitoring_address, args.monitoring_port)
+    print(f"monitoring on port {server.server_address[1]}", file=sys.stderr, flush=True)
+    stop = threading.Event()
+    watcher = threading.Thread(target=installer.watch, args=(stop,), daemon=True, name="meshcni-install-watch")
+    watcher.start()
+    try:
+        agent.run(stop)  # until SIGTERM: the plugin and its entry stay, so new pods stay redirected
+    finally:
+        stop.set()
+        server.shutdown()
+        watcher.join(timeout=5)
+    return 0
+
+
+def run_uninstall() -> int:
+    for action in _installer().uninstall():
+        print(action)
     return 0
 
 

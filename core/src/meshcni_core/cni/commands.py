@@ -82,8 +82,10 @@ def result_for(request: CniRequest) -> Mapping[str, Any]:
 
 
 class CniCommands:
-    def __init__(self, pipeline_factory: PipelineFactory | None = None):
+    def __init__(self, pipeline_factory: PipelineFactory | None = None,
+                 readiness: Callable[[], list[str]] | None = None):
         self.pipeline_factory = pipeline_factory or fresh_pipeline
+        self.readiness = readiness  # the node agent's: problems that make STATUS "not available"
 
     def dispatch(self, request: CniRequest, env: Mapping[str, str]) -> Mapping[str, Any] | None:
         handlers: dict[str, Callable[[CniRequest, Mapping[str, str]], Mapping[str, Any] | None]] = {
@@ -154,7 +156,11 @@ class CniCommands:
             )
 
     def status(self, request: CniRequest, env: Mapping[str, str]) -> None:
-        """Ready when the configuration, the extensions and the backend's tools are all usable."""
+        """Ready when the configuration, the extensions and the backend's tools are all usable
+        and - when served by the node agent - the agent's installation is complete."""
+        problems = self.readiness() if self.readiness is not None else []
+        if problems:
+            raise CniError("istio-cni is not ready on this node", "; ".join(problems), code=50)
         try:
             pipeline = self.pipeline_factory(request.netconf, env)
             backend = pipeline.backend()

@@ -65,7 +65,8 @@ def handle(env: Mapping[str, str], stdin: bytes, commands: CniCommands | None = 
 def forward_to_agent(env: Mapping[str, str], stdin: bytes) -> tuple[int, str] | None:
     """The agent's answer, or None when this process must serve the request (no agent listening,
     VERSION/STATUS/GC, undecodable input, or a pod passed through without any work)."""
-    if env.get("CNI_COMMAND") not in ("ADD", "DEL", "CHECK"):
+    command = env.get("CNI_COMMAND")
+    if command not in ("ADD", "DEL", "CHECK", "STATUS"):
         return None
     try:
         netconf = fastjson.loads(stdin)
@@ -73,14 +74,23 @@ def forward_to_agent(env: Mapping[str, str], stdin: bytes) -> tuple[int, str] | 
         return None
     if not isinstance(netconf, dict):
         return None
+    if command == "STATUS" and netconf.get("require_agent") is not True:
+        return None
     socket_path = netconf.get("agent_socket", DEFAULT_AGENT_SOCKET)
     if not isinstance(socket_path, str) or not socket_path or not os.path.exists(socket_path):
+        if command == "STATUS":  # require_agent: without the agent the node is not ready
+            return 1, render_error(CniError(f"node agent is not running (no socket at {socket_path})", code=50),
+                                   str(netconf.get("cniVersion", "")))
         return None
-    if env.get("CNI_COMMAND") == "ADD" and _passed_through(env, netconf):
+    if command == "ADD" and _passed_through(env, netconf):
         return None
     from meshcni_core.agent.client import call_agent
 
-    return call_agent(socket_path, env, stdin)
+    answer = call_agent(socket_path, env, stdin)
+    if answer is None and command == "STATUS":
+        return 1, render_error(CniError(f"node agent at {socket_path} did not answer", code=50),
+                               str(netconf.get("cniVersion", "")))
+    return answer
 
 
 def _passed_through(env: Mapping[str, str], netconf: dict[str, Any]) -> bool:

@@ -13,10 +13,12 @@ import os
 import tempfile
 from typing import Any
 
+TEMP_SUFFIX = ".meshcni-tmp"
+
 
 def write_atomic(path: str, data: bytes, mode: int = 0o644) -> None:
     directory, name = os.path.split(path)
-    fd, temp = tempfile.mkstemp(prefix=f".{name}.", suffix=".meshcni-tmp", dir=directory or ".")
+    fd, temp = tempfile.mkstemp(prefix=f".{name}.", suffix=TEMP_SUFFIX, dir=directory or ".")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -35,6 +37,20 @@ def write_atomic(path: str, data: bytes, mode: int = 0o644) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def remove_stale_temp_files(directory: str) -> list[str]:
+    """Temp files a killed predecessor left behind (never read by runtimes: wrong extension)."""
+    removed = []
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return removed
+    for name in names:
+        if name.startswith(".") and name.endswith(TEMP_SUFFIX):
+            remove_quietly(os.path.join(directory, name))
+            removed.append(name)
+    return removed
 
 
 def render_json(doc: Any) -> bytes:

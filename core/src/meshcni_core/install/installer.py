@@ -19,13 +19,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from meshcni_core.install import chaining, confdir, kubeconfig
-from meshcni_core.install.files import remove_quietly, render_json, write_atomic
+from meshcni_core.install.files import remove_quietly, remove_stale_temp_files, render_json, write_atomic
 from meshcni_core.install.settings import InstallSettings
 from meshcni_core.install.template import TemplateError, render_entry
 
 log = logging.getLogger("meshcni.install")
-EDIT_WAR_WINDOW_SECONDS = 30.0
-EDIT_WAR_REWRITES = 5  # more re-patches of one file than this within the window is an edit war
 MAX_BACKOFF_SECONDS = 60.0
 RESYNC_SECONDS = 60.0  # also re-check without any event (missed events, token expiry)
 
@@ -84,6 +82,8 @@ class Installer:
         }, source)
         if not s.chained:
             entry.setdefault("attachment", "secondary")  # its own network (Multus): no prevResult
+        if s.require_agent:
+            entry.setdefault("require_agent", True)  # CNI 1.1 STATUS: not ready without the agent
         return entry
 
     def install_binaries(self, status: Status) -> None:
@@ -224,13 +224,13 @@ class Installer:
         """True while we are re-patching one file too often (someone keeps undoing us)."""
         now = time.monotonic()
         writes = self._writes.setdefault(path, deque())
-        while writes and now - writes[0] > EDIT_WAR_WINDOW_SECONDS:
+        window, limit = self.settings.edit_war_window, self.settings.edit_war_rewrites
+        while writes and now - writes[0] > window:
             writes.popleft()
-        if len(writes) >= EDIT_WAR_REWRITES:
+        if len(writes) >= limit:
             if not self.edit_war:
                 self.counters.edit_wars += 1
-                log.warning("edit war over %s: %d rewrites in %.0fs; backing off", path, len(writes),
-                            EDIT_WAR_WINDOW_SECONDS)
+                log.warning("edit war over %s: %d rewrites in %.0fs; backing off", path, len(writes), window)
             self.edit_war = True
             return True
         writes.append(now)
@@ -295,6 +295,9 @@ class Installer:
 
     def watch(self, stop: threading.Event) -> None:
         """Reconcile now and on every relevant change until ``stop`` is set."""
+        for directory in [self.settings.mounted_cni_net_dir, *self.settings.bin_dirs()]:
+            for name in remove_stale_temp_files(directory):
+                log.info("removed %s left by an earlier run in %s", name, directory)
         from inotify_simple import INotify
         from inotify_simple import flags as f
 

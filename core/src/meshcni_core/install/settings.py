@@ -10,6 +10,7 @@ import os
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 TRUE, FALSE = {"true", "1", "yes"}, {"false", "0", "no"}
@@ -42,6 +43,9 @@ class InstallSettings:
     secondary_bin_dir: str = "/host/secondary-bin-dir"
     service_account_dir: str = SERVICE_ACCOUNT_DIR
     plugin_source_dir: str = "/opt/meshcni/bin"  # what is copied into the host's bin dirs
+    require_agent: bool = True  # our entry's STATUS reports "not available" while the agent is not ready
+    edit_war_rewrites: int = 5  # more re-patches of one file than this within the window: an edit war
+    edit_war_window: float = 30.0
 
     @property
     def standalone_conf_name(self) -> str:
@@ -110,4 +114,20 @@ def from_env(env: Mapping[str, str] | None = None) -> InstallSettings:
         secondary_bin_dir=env.get("SECONDARY_BIN_DIR", defaults.secondary_bin_dir),
         service_account_dir=service_account_dir,
         plugin_source_dir=env.get("MESHCNI_PLUGIN_SOURCE_DIR") or defaults.plugin_source_dir,
+        require_agent=_bool(env, "MESHCNI_REQUIRE_AGENT", True),
+        edit_war_rewrites=_number(env, "MESHCNI_EDIT_WAR_REWRITES", 5, int),
+        edit_war_window=_number(env, "MESHCNI_EDIT_WAR_WINDOW", 30.0, float),
     )
+
+
+def _number(env: Mapping[str, str], name: str, default: float, kind: type) -> Any:
+    raw = env.get(name)
+    if not raw:
+        return kind(default)
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a number") from None
+    if value <= 0:
+        raise SettingsError(f"{name}={raw!r} must be positive")
+    return value

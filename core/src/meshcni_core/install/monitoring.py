@@ -1,0 +1,99 @@
+"""``/healthz``, ``/readyz`` and ``/metrics`` for the node agent.
+
+Ready only while the plugin binary, our conf entry and the kubeconfig are all in place (the
+installer's last reconcile found no problem). Metrics: the installer's counters, and - for the
+requests the agent served - counts by command, failures by CNI error code and an ADD latency
+histogram.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from meshcni_core.install.installer import Installer
+
+ADD_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class RequestMetrics:
+    """What the agent records about the CNI requests it served."""
+
+    def __init__(self, registry: CollectorRegistry):
+        self.requests = Counter("meshcni_cni_requests", "CNI requests served by the agent", ["command"],
+                                registry=registry)
+        self.failures = Counter("meshcni_cni_failures", "failed CNI requests, by CNI error code",
+                                ["command", "code"], registry=registry)
+        self.add_seconds = Histogram("meshcni_cni_add_seconds", "time the agent spent on one ADD",
+                                     buckets=ADD_BUCKETS, registry=registry)
+
+    def record(self, command: str, exit_code: int, stdout: str, seconds: float) -> None:
+        self.requests.labels(command).inc()
+        if command == "ADD":
+            self.add_seconds.observe(seconds)
+        if exit_code != 0:
+            try:
+                code = str(json.loads(stdout).get("code", "unknown"))
+            except (ValueError, AttributeError):
+                code = "unknown"
+            self.failures.labels(command, code).inc()
+
+
+class InstallerCollector(Collector):
+    def __init__(self, installer: Installer):
+        self.installer = installer
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        c = self.installer.counters
+        for name, value, text in (
+            ("meshcni_install_config_writes", c.installs, "our entry written into a conf file"),
+            ("meshcni_install_config_repairs", c.config_repairs, "our entry re-written after someone changed it"),
+            ("meshcni_install_binary_copies", c.binary_copies, "plugin binaries copied to the host"),
+            ("meshcni_install_kubeconfig_writes", c.kubeconfig_writes, "kubeconfig (re)written"),
+            ("meshcni_install_edit_wars", c.edit_wars, "times another agent kept undoing our entry"),
+        ):
+            yield CounterMetricFamily(name, text, value=value)
+        yield GaugeMetricFamily("meshcni_ready", "1 while binary, conf entry and kubeconfig are in place",
+                                value=1.0 if self.installer.status.ready else 0.0)
+        yield GaugeMetricFamily("meshcni_edit_war", "1 while backing off from an edit war",
+                                value=1.0 if self.installer.edit_war else 0.0)
+
+
+def serve(installer: Installer, registry: CollectorRegistry, address: str, port: int,
+          extra_problems: Callable[[], list[str]] = list) -> ThreadingHTTPServer:
+    """Start the HTTP server on a daemon thread; returns it (``shutdown()`` to stop)."""
+    registry.register(InstallerCollector(installer))
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path == "/healthz":
+                self._send(200, "text/plain", b"ok\n")
+            elif self.path == "/readyz":
+                problems = installer.status.problems + extra_problems()
+                body = json.dumps({"ready": not problems, "problems": problems}).encode() + b"\n"
+                self._send(503 if problems else 200, "application/json", body)
+            elif self.path == "/metrics":
+                self._send(200, "text/plain; version=0.0.4", generate_latest(registry))
+            else:
+                self._send(404, "text/plain", b"not found\n")
+
+        def _send(self, status: int, content_type: str, body: bytes) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer((address, port), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True, name="meshcni-monitoring").start()
+    return server
