@@ -127,7 +127,8 @@ def test_waits_for_the_primary_then_chains_heals_and_stays_on_sigterm(host, runn
         heal_times.append(time.monotonic() - started)
         time.sleep(0.5)  # slower than an edit war
     assert max(heal_times) < 1.0, heal_times
-    code, metrics = running.get("/metrics")
+    status, metrics = running.get("/metrics")
+    assert status == 200
     assert "meshcni_install_config_repairs_total 4.0" in metrics and "meshcni_ready 1.0" in metrics
     # SIGTERM (rolling update): the entry, the binary and the kubeconfig stay
     assert running.stop() == 0

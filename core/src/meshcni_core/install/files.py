@@ -41,7 +41,7 @@ def write_atomic(path: str, data: bytes, mode: int = 0o644) -> None:
 
 def remove_stale_temp_files(directory: str) -> list[str]:
     """Temp files a killed predecessor left behind (never read by runtimes: wrong extension)."""
-    removed = []
+    removed: list[str] = []
     try:
         names = os.listdir(directory)
     except FileNotFoundError:
