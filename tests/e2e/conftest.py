@@ -24,6 +24,12 @@ class Node:
     network: str
     ipam_dir: str
 
+    def primary_conflist(self, version: str = "1.0.0") -> dict:
+        """What the primary CNI writes: ptp + host-local only."""
+        conflist = self.write_conflist(version)
+        conflist["plugins"] = conflist["plugins"][:1]
+        return conflist
+
     def write_conflist(self, version: str = "1.0.0", **istio_extra: object) -> dict:
         conflist = {
             "cniVersion": version,
