@@ -41,6 +41,7 @@ demo: install
 
 bench: install
 	$(BIN)/python bench/add_latency.py
+	$(BIN)/python bench/heal_latency.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -136,3 +136,38 @@ def test_standalone_writes_only_its_own_file(host):
 def test_standalone_multus_name(host):
     status = host.installer(chained=False, cni_conf_name="istio-cni.conf").reconcile()
     assert status.ready and (host.conf_dir / "istio-cni.conf").exists()
+
+
+def test_kubeconfig_server_url_is_parseable_by_python_and_go():
+    from urllib.parse import urlsplit
+
+    from meshcni_core.install.kubeconfig import server_url
+
+    assert server_url("https", "10.110.0.1", "443") == "https://10.110.0.1:443"  # Istio: https://[10.110.0.1]:443
+    assert server_url("https", "fd00::1", "443") == "https://[fd00::1]:443"
+    assert server_url("https", "api.example.com", "6443") == "https://api.example.com:6443"
+    for url in ("https://10.110.0.1:443", "https://[fd00::1]:443"):
+        assert urlsplit(url).port == 443
+
+
+def test_kubeconfig_works_with_the_real_client(host):
+    """Token and CA from the service account; the real kubernetes client reads a pod with it."""
+    import shutil as sh
+
+    from meshcni_core.devtools.apiserver import FakeApiServer
+    from meshcni_core.pods.lookup import fetch_pod
+
+    with FakeApiServer() as api:
+        api.add_pod("default", "app-1", containers=["app", "istio-proxy"])
+        sa = host.root / "serviceaccount"
+        (sa / "token").write_text(api.token + "\n")
+        sh.copy(api.certs.ca, sa / "ca.crt")
+        port = api.url.rsplit(":", 1)[1]
+        (host.conf_dir / "10-ptp.conflist").write_text(json.dumps(
+            {"cniVersion": "0.4.0", "name": "n", "plugins": [{"type": "ptp"}]}))
+        status = host.installer(service_host="127.0.0.1", service_port=port).reconcile()
+        assert status.ready, status.problems
+        kubeconfig = host.conf_dir / "ZZZ-istio-cni-kubeconfig"
+        assert api.token not in " ".join(status.actions)  # the token is never logged
+        pod = fetch_pod(str(kubeconfig), "default", "app-1", timeout=5)
+    assert pod.containers == ("app", "istio-proxy")
