@@ -4,9 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 PACKAGES := hooks core extensions/redirect_tproxy extensions/kubevirt extensions/backend_iptc examples/meshcni-example-extension
 PYPROJECTS := $(addsuffix /pyproject.toml,$(PACKAGES)) pyproject.toml
-DEV_TOOLS := pytest hypothesis ruff mypy container-runtime-interface-api==2.0.1
+DEV_TOOLS := pytest hypothesis ruff mypy container-runtime-interface-api==2.0.1 pyinstaller
 
-.PHONY: install system-deps e2e-tools test lint typecheck demo bench clean
+.PHONY: install system-deps e2e-tools plugin-bundle test lint typecheck demo bench clean
 
 install: $(VENV)/.stamp-install
 
@@ -22,8 +22,16 @@ $(VENV)/.stamp-install: $(PYPROJECTS) Makefile
 # Real CNI clients for the end-to-end tests (tests/e2e): containerd, runc and a static busybox
 # (the pause image) from Debian, cnitool built offline from Debian's source package; the CRI
 # client (container-runtime-interface-api) comes with DEV_TOOLS.
-e2e-tools: install
+e2e-tools: install build/plugin-bundle/.stamp
 	@scripts/install-e2e-tools.sh
+
+# The self-contained istio-cni (PyInstaller one-folder build) that install-cni copies to hosts.
+PLUGIN_SOURCES := $(shell find hooks/src core/src core/bin extensions/*/src -type f -name '*.py' -o -name istio-cni)
+build/plugin-bundle/.stamp: $(PLUGIN_SOURCES) scripts/build-plugin-bundle.sh $(VENV)/.stamp-install
+	@scripts/build-plugin-bundle.sh
+	@touch $@
+
+plugin-bundle: build/plugin-bundle/.stamp
 
 test: install e2e-tools
 	$(BIN)/ruff check .

@@ -14,3 +14,4 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 scripts/build-cnitool.sh
+scripts/make-nopython-root.sh

@@ -18,7 +18,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from meshcni_core.install import chaining, confdir, kubeconfig
+from meshcni_core.install import binaries, chaining, confdir, kubeconfig
 from meshcni_core.install.files import remove_quietly, remove_stale_temp_files, render_json, write_atomic
 from meshcni_core.install.settings import InstallSettings
 from meshcni_core.install.template import TemplateError, render_entry
@@ -88,10 +88,7 @@ class Installer:
 
     def install_binaries(self, status: Status) -> None:
         s = self.settings
-        try:
-            names = sorted(n for n in os.listdir(s.plugin_source_dir)
-                           if os.path.isfile(os.path.join(s.plugin_source_dir, n)))
-        except FileNotFoundError:
+        if not os.path.isdir(s.plugin_source_dir):
             status.problems.append(f"plugin source dir {s.plugin_source_dir} does not exist")
             return
         for directory in s.bin_dirs():
@@ -102,23 +99,14 @@ class Installer:
             if not os.access(directory, os.W_OK):
                 status.problems.append(f"CNI bin dir {directory} is not writable (read-only mount or SELinux?)")
                 continue
-            for name in names:
-                if name in s.skip_binaries:
-                    continue
-                target = os.path.join(directory, name)
-                if os.path.exists(target) and not s.update_binaries:
-                    continue
-                with open(os.path.join(s.plugin_source_dir, name), "rb") as f:
-                    data = f.read()
-                if _same_bytes(target, data):
-                    continue
-                try:
-                    write_atomic(target, data, mode=0o755)
-                except OSError as exc:
-                    status.problems.append(f"cannot write {target}: {exc.strerror}")
-                    continue
-                self.counters.binary_copies += 1
-                status.actions.append(f"installed {target}")
+            try:
+                report = binaries.install_into(s.plugin_source_dir, directory, s.skip_binaries, s.update_binaries)
+            except OSError as exc:
+                status.problems.append(f"cannot install the plugin into {directory}: {exc}")
+                continue
+            status.problems += report.problems
+            status.actions += report.actions
+            self.counters.binary_copies += len(report.actions)
 
     def write_kubeconfig(self, status: Status) -> None:
         s = self.settings
@@ -285,10 +273,8 @@ class Installer:
             if remove_quietly(s.kubeconfig_mounted_path):
                 done.append(f"removed {s.kubeconfig_mounted_path}")
             for directory in s.bin_dirs():
-                for name in _names_or_empty(s.plugin_source_dir):
-                    target = os.path.join(directory, name)
-                    if name not in s.skip_binaries and remove_quietly(target):
-                        done.append(f"removed {target}")
+                if os.path.isdir(directory):
+                    done += binaries.remove_from(s.plugin_source_dir, directory, s.skip_binaries)
         return done
 
     # -- watching -------------------------------------------------------------------------------
@@ -331,13 +317,6 @@ def _same_bytes(path: str, data: bytes) -> bool:
             return f.read() == data
     except OSError:
         return False
-
-
-def _names_or_empty(directory: str) -> list[str]:
-    try:
-        return sorted(n for n in os.listdir(directory) if os.path.isfile(os.path.join(directory, n)))
-    except FileNotFoundError:
-        return []
 
 
 def describe(status: Status) -> str:

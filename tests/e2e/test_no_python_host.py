@@ -1,0 +1,51 @@
+"""The installed istio-cni runs ADD on a host that has no Python at all."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from meshcni_core.devtools.netlab import mesh_netconf
+from meshcni_core.install import binaries
+
+pytestmark = [pytest.mark.netns, pytest.mark.e2e]
+BUILD = Path(__file__).resolve().parents[2] / "build"
+ROOT = BUILD / "nopython-root"
+BUNDLE = BUILD / "plugin-bundle"
+
+
+@pytest.fixture
+def host_bin_dir():
+    assert (ROOT / "usr/sbin/iptables-nft-restore").exists(), "run scripts/make-nopython-root.sh (make test does)"
+    assert (BUNDLE / "istio-cni").is_symlink(), "run scripts/build-plugin-bundle.sh (make test does)"
+    assert not list((ROOT / "usr/bin").glob("python*")) and not list((ROOT / "usr/local/bin").glob("python*"))
+    bin_dir = ROOT / "opt" / "cni" / "bin"
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        yield bin_dir
+    finally:
+        binaries.remove_from(str(BUNDLE), str(bin_dir), ())
+
+
+def test_add_in_a_root_without_python(host_bin_dir, netns_lab):
+    report = binaries.install_into(str(BUNDLE), str(host_bin_dir), (), update=True)
+    assert not report.problems
+    pod = netns_lab.netns("pod")
+    (ROOT / "run" / "netns").mkdir(parents=True, exist_ok=True)
+    conf = mesh_netconf({"sidecar.istio.io/interceptionMode": "TPROXY"}, agent_socket="")
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c0ffee",
+           "CNI_NETNS": pod, "CNI_IFNAME": "eth0", "CNI_PATH": "/opt/cni/bin",
+           "CNI_ARGS": "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=app-1"}
+    script = (f"mount -t proc proc {ROOT}/proc && mount --rbind /run/netns {ROOT}/run/netns && "
+              f"exec chroot {ROOT} /opt/cni/bin/istio-cni")
+    proc = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+                          input=json.dumps(conf), env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert json.loads(proc.stdout)["ips"] == conf["prevResult"]["ips"]
+    rules = netns_lab.save(pod)
+    assert "-A ISTIO_INBOUND -p tcp -j ISTIO_TPROXY" in rules and "-A ISTIO_OUTPUT -j ISTIO_REDIRECT" in rules
+    assert not os.path.ismount(ROOT / "proc")
