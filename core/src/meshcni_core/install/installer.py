@@ -86,14 +86,17 @@ class Installer:
             entry.setdefault("require_agent", True)  # CNI 1.1 STATUS: not ready without the agent
         return entry
 
-    def install_binaries(self, status: Status) -> None:
+    def install_binaries(self, status: Status) -> bool:
+        """Copy the plugin into every bin dir; True when it is in place in the main one."""
         s = self.settings
         if not os.path.isdir(s.plugin_source_dir):
             status.problems.append(f"plugin source dir {s.plugin_source_dir} does not exist")
-            return
+            return False
+        in_place = False
         for directory in s.bin_dirs():
+            main = directory == s.mounted_cni_bin_dir
             if not os.path.isdir(directory):
-                if directory == s.mounted_cni_bin_dir:
+                if main:
                     status.problems.append(f"CNI bin dir {directory} does not exist")
                 continue
             if not os.access(directory, os.W_OK):
@@ -106,7 +109,9 @@ class Installer:
                 continue
             status.problems += report.problems
             status.actions += report.actions
-            self.counters.binary_copies += len(report.actions)
+            self.counters.binary_copies += sum(a.startswith("installed") for a in report.actions)
+            in_place = in_place or (main and not report.problems)
+        return in_place
 
     def write_kubeconfig(self, status: Status) -> None:
         s = self.settings
@@ -232,8 +237,7 @@ class Installer:
         with self._lock:
             status = Status()
             try:
-                self.install_binaries(status)
-                if not any("bin dir" in p or "source dir" in p for p in status.problems):
+                if self.install_binaries(status):
                     self.write_kubeconfig(status)
                     self.chain_config(status)
             except OSError as exc:
