@@ -9,7 +9,7 @@ from __future__ import annotations
 import _socket
 import sys
 
-from meshcni_core.cni import fastjson
+from meshcni_core.agent.wire import recv_frame, send_frame
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -18,7 +18,6 @@ if TYPE_CHECKING:
 # Longer than the pod lookup's own deadline (30 s by default) so the agent's answer, not this
 # timeout, reports a slow API server.
 AGENT_TIMEOUT_SECONDS = 120.0
-HEADER_SIZE = 4  # big-endian length; int.to_bytes spares importing struct (~2 ms)
 
 
 def call_agent(socket_path: str, env: Mapping[str, str], stdin: bytes) -> tuple[int, str] | None:
@@ -36,24 +35,11 @@ def call_agent(socket_path: str, env: Mapping[str, str], stdin: bytes) -> tuple[
             "stdin": stdin.decode("utf-8", "surrogateescape"),
         }
         try:
-            data = fastjson.dumps(request).encode()
-            sock.sendall(len(data).to_bytes(HEADER_SIZE, "big") + data)
-            size = int.from_bytes(_recv_exactly(sock, HEADER_SIZE), "big")
-            reply = fastjson.loads(_recv_exactly(sock, size))
+            send_frame(sock, request)
+            reply = recv_frame(sock)
         except (OSError, ValueError) as exc:
             sys.stderr.write(f"istio-cni: node agent at {socket_path} failed ({exc}); serving in-process\n")
             return None
         return int(reply["code"]), str(reply["stdout"])
     finally:
         sock.close()
-
-
-def _recv_exactly(sock: _socket.socket, size: int) -> bytes:
-    chunks, remaining = [], size
-    while remaining:
-        chunk = sock.recv(min(remaining, 65536))
-        if not chunk:
-            raise ConnectionError("agent closed the connection mid-reply")
-        chunks.append(chunk)
-        remaining -= len(chunk)
-    return b"".join(chunks)

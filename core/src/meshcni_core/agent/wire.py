@@ -1,29 +1,35 @@
-"""Framing between ``istio-cni`` and the agent: a 4-byte big-endian length, then UTF-8 JSON."""
+"""Framing between ``istio-cni`` and the agent: a 4-byte big-endian length, then UTF-8 JSON.
+
+Import-light on purpose (it runs in the plugin on every pod start): no ``socket``, ``struct`` or
+``json`` - ``int.to_bytes`` and fastjson do the work.
+"""
 
 from __future__ import annotations
 
-import json
-import socket
-import struct
-from typing import Any
+from meshcni_core.cni import fastjson
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import _socket
+    from typing import Any
 
 MAX_FRAME = 16 * 1024 * 1024
-HEADER = struct.Struct("!I")
+HEADER_SIZE = 4
 
 
-def send_frame(sock: socket.socket, obj: Any) -> None:
-    data = json.dumps(obj).encode()
-    sock.sendall(HEADER.pack(len(data)) + data)
+def send_frame(sock: _socket.socket, obj: Any) -> None:
+    data = fastjson.dumps(obj).encode()
+    sock.sendall(len(data).to_bytes(HEADER_SIZE, "big") + data)
 
 
-def recv_frame(sock: socket.socket) -> Any:
-    (size,) = HEADER.unpack(_recv_exactly(sock, HEADER.size))
+def recv_frame(sock: _socket.socket) -> Any:
+    size = int.from_bytes(_recv_exactly(sock, HEADER_SIZE), "big")
     if size > MAX_FRAME:
         raise ValueError(f"frame of {size} bytes is larger than {MAX_FRAME}")
-    return json.loads(_recv_exactly(sock, size))
+    return fastjson.loads(_recv_exactly(sock, size))
 
 
-def _recv_exactly(sock: socket.socket, size: int) -> bytes:
+def _recv_exactly(sock: _socket.socket, size: int) -> bytes:
     chunks, remaining = [], size
     while remaining:
         chunk = sock.recv(min(remaining, 65536))

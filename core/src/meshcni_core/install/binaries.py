@@ -18,7 +18,7 @@ import os
 import shutil
 from dataclasses import dataclass, field
 
-from meshcni_core.install.files import TEMP_SUFFIX, write_atomic
+from meshcni_core.install.files import TEMP_SUFFIX, same_bytes, write_atomic
 
 
 @dataclass
@@ -40,14 +40,6 @@ def tree_hash(directory: str) -> str:
                 with open(path, "rb") as f:
                     digest.update(f.read())
     return digest.hexdigest()[:12]
-
-
-def _same_bytes(path: str, data: bytes) -> bool:
-    try:
-        with open(path, "rb") as f:
-            return f.read() == data
-    except OSError:
-        return False
 
 
 def install_into(source: str, target_dir: str, skip: tuple[str, ...], update: bool) -> CopyReport:
@@ -90,7 +82,7 @@ def install_into(source: str, target_dir: str, skip: tuple[str, ...], update: bo
         elif os.path.isfile(path):
             with open(path, "rb") as f:
                 data = f.read()
-            if not _same_bytes(target, data) or os.path.islink(target):
+            if not same_bytes(target, data) or os.path.islink(target):
                 write_atomic(target, data, mode=0o755)
                 report.actions.append(f"installed {target}")
     for stale in _stale_bundles(target_dir, bundles):

@@ -57,6 +57,15 @@ def render_json(doc: Any) -> bytes:
     return (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode()
 
 
+def same_bytes(path: str, data: bytes) -> bool:
+    """True when ``path`` already holds exactly ``data`` (so rewriting it would be a no-op)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read() == data
+    except OSError:
+        return False
+
+
 def remove_quietly(path: str) -> bool:
     try:
         os.unlink(path)

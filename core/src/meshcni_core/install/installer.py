@@ -19,7 +19,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from meshcni_core.install import binaries, chaining, confdir, kubeconfig
-from meshcni_core.install.files import remove_quietly, remove_stale_temp_files, render_json, write_atomic
+from meshcni_core.install.files import (
+    remove_quietly,
+    remove_stale_temp_files,
+    render_json,
+    same_bytes,
+    write_atomic,
+)
 from meshcni_core.install.settings import InstallSettings
 from meshcni_core.install.template import TemplateError, render_entry
 
@@ -136,7 +142,7 @@ class Installer:
         server = kubeconfig.server_url(s.service_protocol, s.service_host, s.service_port)
         data = kubeconfig.render(server, token, ca, s.skip_tls_verify)
         path = s.kubeconfig_mounted_path
-        if _same_bytes(path, data) and os.stat(path).st_mode & 0o777 == s.kubeconfig_mode:
+        if same_bytes(path, data) and os.stat(path).st_mode & 0o777 == s.kubeconfig_mode:
             return
         write_atomic(path, data, mode=s.kubeconfig_mode)
         self.counters.kubeconfig_writes += 1
@@ -313,14 +319,6 @@ class Installer:
                         break
         finally:
             inotify.close()
-
-
-def _same_bytes(path: str, data: bytes) -> bool:
-    try:
-        with open(path, "rb") as f:
-            return f.read() == data
-    except OSError:
-        return False
 
 
 def describe(status: Status) -> str:
