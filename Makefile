@@ -50,6 +50,7 @@ demo: install
 bench: install
 	$(BIN)/python bench/add_latency.py
 	$(BIN)/python bench/heal_latency.py
+	$(BIN)/python bench/agent_memory.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

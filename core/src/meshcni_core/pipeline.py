@@ -20,6 +20,7 @@ import pluggy
 from meshcni_core import extensions, netns
 from meshcni_core.builtin.annotations import INTERCEPTION_MODE, KUBEVIRT_INTERFACES
 from meshcni_core.builtin.eligibility import needs_container_list
+from meshcni_core.pods.cache import PodCache
 from meshcni_core.pods.lookup import ApiClients, fetch_pod, pod_from_annotations
 from meshcni_core.rules.builder import build_plan
 from meshcni_hooks.errors import AnnotationError, ConfigError, MeshcniError
@@ -64,6 +65,7 @@ class Pipeline:
         self._backends = extensions.backends(pm)
         self._backend: Backend | None = None
         self.api_clients: ApiClients | None = None  # shared, warm clients when run by the agent
+        self.pod_cache: PodCache | None = None  # the agent's watched pods of this node
 
     @classmethod
     def from_netconf(cls, netconf: Mapping[str, object], env: Mapping[str, str]) -> Pipeline:
@@ -92,6 +94,10 @@ class Pipeline:
             pod = pod_from_annotations(namespace, name, uid, annotations)
             if not needs_container_list(pod, self.config):
                 return pod
+        if self.pod_cache is not None:
+            cached = self.pod_cache.get(namespace, name, uid)
+            if cached is not None:
+                return cached
         return fetch_pod(
             self.config.kubeconfig, namespace, name, self.config.pod_lookup_timeout, clients=self.api_clients
         )

@@ -23,6 +23,7 @@ from meshcni_core.agent.wire import recv_frame, send_frame
 from meshcni_core.cni.commands import CniCommands, config_key
 from meshcni_core.cni.plugin import handle
 from meshcni_core.pipeline import Pipeline
+from meshcni_core.pods.cache import PodCache
 from meshcni_core.pods.lookup import ApiClients
 
 if TYPE_CHECKING:
@@ -43,6 +44,7 @@ class Agent:
         self._lock = threading.Lock()
         self.commands = CniCommands(self.pipeline, readiness=readiness)
         self.metrics = metrics
+        self.pod_cache: PodCache | None = None  # set by install-cni once its kubeconfig exists
         self.server: socketserver.ThreadingUnixStreamServer | None = None
 
     def pipeline(self, netconf: Mapping[str, Any], env: Mapping[str, str]) -> Pipeline:
@@ -53,6 +55,7 @@ class Agent:
                 cached = Pipeline.from_netconf(netconf, env)  # logging stays the agent's own
                 cached.api_clients = self.api_clients
                 self._pipelines[key] = cached
+            cached.pod_cache = self.pod_cache
         return cached
 
     def serve_request(self, request: Mapping[str, Any]) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from meshcni_hooks.errors import MeshcniError
 
@@ -117,6 +117,8 @@ def run_install(args: argparse.Namespace) -> int:
     stop = threading.Event()
     watcher = threading.Thread(target=installer.watch, args=(stop,), daemon=True, name="meshcni-install-watch")
     watcher.start()
+    threading.Thread(target=start_pod_cache, args=(agent, installer, registry, stop), daemon=True,
+                     name="meshcni-pod-cache-start").start()
     try:
         agent.run(stop)  # until SIGTERM: the plugin and its entry stay, so new pods stay redirected
     finally:
@@ -124,6 +126,26 @@ def run_install(args: argparse.Namespace) -> int:
         server.shutdown()
         watcher.join(timeout=5)
     return 0
+
+
+def start_pod_cache(agent: Any, installer: Installer, registry: Any, stop: Any) -> None:
+    """Watch this node's pods through the kubeconfig install-cni writes, once it exists."""
+    import os
+
+    from prometheus_client import Gauge
+
+    from meshcni_core.pods.cache import PodCache
+
+    path = installer.settings.kubeconfig_mounted_path
+    while not os.path.exists(path):
+        if stop.wait(0.5):
+            return
+    cache = PodCache(lambda: agent.api_clients.get(path), installer.settings.node_name).start()
+    agent.pod_cache = cache
+    gauge = Gauge("meshcni_pod_cache_pods", "pods of this node in the agent's cache", registry=registry)
+    gauge.set_function(lambda: len(cache))
+    stop.wait()
+    cache.stop()
 
 
 def run_uninstall() -> int:

@@ -1,9 +1,10 @@
 """A small HTTPS stand-in for the Kubernetes API server, for tests, benchmarks and the demo.
 
 No API server can run on the machines this project is built on, so the real ``kubernetes``
-client is pointed at this instead. It serves pods (GET, LIST with field/label selectors) with
-resource versions, checks bearer tokens or client certificates, and injects faults: a pod that
-becomes visible only after a while, fixed error statuses, slowness.
+client is pointed at this instead. It serves pods (GET, LIST and WATCH with field/label
+selectors) with resource versions, checks bearer tokens or client certificates, and injects
+faults: a pod that becomes visible only after a while, fixed error statuses, slowness, dropped
+watches, and a compacted history (a watch from an old resourceVersion gets 410 Gone).
 
 Certificates are made with the ``openssl`` command into a private directory.
 """
@@ -18,6 +19,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -31,6 +33,7 @@ class Faults:
     hidden_until: dict[tuple[str, str], float] = field(default_factory=dict)  # (ns, name) -> monotonic time
     fail_next: list[int] = field(default_factory=list)  # HTTP statuses for the next requests, in order
     delay_seconds: float = 0.0
+    watch_generation: int = 0  # bump (drop_watches) to end every open watch stream
 
 
 @dataclass
@@ -77,6 +80,9 @@ class FakeApiServer:
         self.requests: list[tuple[str, str, int]] = []  # (method, path, status)
         self._rv = 0
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self.events: list[tuple[int, str, dict[str, Any]]] = []  # (resourceVersion, type, pod)
+        self.oldest_watchable_rv = 0  # watches from an older resourceVersion get 410 Gone
         self._tmp = tempfile.TemporaryDirectory(prefix="meshcni-apiserver-")
         os.chmod(self._tmp.name, 0o700)
         self.certs = make_certificates(self._tmp.name)
@@ -142,7 +148,46 @@ class FakeApiServer:
             self.pods[(namespace, name)] = pod
             if hidden_for:
                 self.faults.hidden_until[(namespace, name)] = time.monotonic() + hidden_for
+            self._record("ADDED", pod)
             return copy.deepcopy(pod)
+
+    def update_pod(self, namespace: str, name: str, *, annotations: dict[str, str] | None = None,
+                   status: dict[str, Any] | None = None) -> dict[str, Any]:
+        with self._lock:
+            pod = self.pods[(namespace, name)]
+            if annotations is not None:
+                pod["metadata"]["annotations"] = dict(annotations)
+            if status is not None:
+                pod["status"] = copy.deepcopy(status)
+            self._rv += 1
+            pod["metadata"]["resourceVersion"] = str(self._rv)
+            self._record("MODIFIED", pod)
+            return copy.deepcopy(pod)
+
+    def delete_pod(self, namespace: str, name: str) -> None:
+        with self._lock:
+            pod = self.pods.pop((namespace, name))
+            self._rv += 1
+            pod["metadata"]["resourceVersion"] = str(self._rv)
+            self._record("DELETED", pod)
+
+    def drop_watches(self) -> None:
+        """End every open watch stream, as an API server restart or a load balancer would."""
+        with self._lock:
+            self.faults.watch_generation += 1
+            self._changed.notify_all()
+
+    def compact(self) -> None:
+        """Forget the event history: watches from any resourceVersion before now get 410 Gone
+        (a list made afterwards returns the new, watchable version)."""
+        with self._lock:
+            self.events.clear()
+            self._rv += 1
+            self.oldest_watchable_rv = self._rv
+
+    def _record(self, kind: str, pod: dict[str, Any]) -> None:
+        self.events.append((self._rv, kind, copy.deepcopy(pod)))
+        self._changed.notify_all()
 
     def write_kubeconfig(self, path: str, *, token: str | None = None, client_cert: bool = False) -> str:
         """A kubeconfig for this server: bearer token (default) or client certificate."""
@@ -166,6 +211,41 @@ class FakeApiServer:
 
     # -- request handling ---------------------------------------------------------------------
 
+    def authorized(self, headers: Any, peer_cert: bool) -> bool:
+        return peer_cert or headers.get("Authorization", "") == f"Bearer {self.token}"
+
+    def watch_events(self, raw_path: str) -> Iterator[dict[str, Any]]:
+        """Events after the requested resourceVersion, then new ones as they happen, until the
+        timeout, a dropped watch, or - for a compacted resourceVersion - one 410 ERROR event."""
+        url = urlsplit(raw_path)
+        query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+        parts = [p for p in url.path.split("/") if p]
+        namespace = parts[3] if len(parts) == 5 else None
+        fields, labels = _selector(query.get("fieldSelector", "")), _selector(query.get("labelSelector", ""))
+        since = int(query.get("resourceVersion") or 0)
+        deadline = time.monotonic() + float(query.get("timeoutSeconds") or 300)
+        with self._lock:
+            generation = self.faults.watch_generation
+            if since < self.oldest_watchable_rv:
+                yield {"type": "ERROR", "object": _status(410, f"too old resource version: {since}", "Expired")}
+                return
+        while True:
+            with self._lock:
+                pending = [e for e in self.events if e[0] > since]
+                while not pending and self.faults.watch_generation == generation:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0 or not self._changed.wait(timeout=remaining):
+                        break
+                    pending = [e for e in self.events if e[0] > since]
+                if self.faults.watch_generation != generation or (not pending and time.monotonic() >= deadline):
+                    return
+            for rv, kind, pod in pending:
+                since = rv
+                if (namespace is None or pod["metadata"]["namespace"] == namespace) and all(
+                    _field(pod, k) == v for k, v in fields.items()
+                ) and all(pod["metadata"]["labels"].get(k) == v for k, v in labels.items()):
+                    yield {"type": kind, "object": pod}
+
     def respond(self, method: str, raw_path: str, headers: Any, peer_cert: bool) -> tuple[int, dict[str, Any]]:
         if self.faults.delay_seconds:
             time.sleep(self.faults.delay_seconds)
@@ -173,8 +253,7 @@ class FakeApiServer:
             if self.faults.fail_next:
                 status = self.faults.fail_next.pop(0)
                 return status, _status(status, "injected fault")
-        authorized = peer_cert or headers.get("Authorization", "") == f"Bearer {self.token}"
-        if not authorized:
+        if not self.authorized(headers, peer_cert):
             return 401, _status(401, "Unauthorized")
         url = urlsplit(raw_path)
         parts = [p for p in url.path.split("/") if p]
@@ -248,6 +327,11 @@ def _handler_for(api: FakeApiServer) -> type[BaseHTTPRequestHandler]:
 
         def _serve(self, method: str) -> None:
             peer_cert = bool(getattr(self.connection, "getpeercert", lambda: None)())
+            query = parse_qs(urlsplit(self.path).query)
+            if method == "GET" and query.get("watch", ["false"])[-1] in ("1", "true") and \
+                    api.authorized(self.headers, peer_cert) and not api.faults.fail_next:
+                self._stream(api.watch_events(self.path))
+                return
             status, body = api.respond(method, self.path, self.headers, peer_cert)
             data = json.dumps(body).encode()
             api.requests.append((method, self.path, status))
@@ -256,6 +340,22 @@ def _handler_for(api: FakeApiServer) -> type[BaseHTTPRequestHandler]:
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
+
+        def _stream(self, events: Iterator[dict[str, Any]]) -> None:
+            api.requests.append(("WATCH", self.path, 200))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            try:
+                for event in events:
+                    data = json.dumps(event).encode() + b"\n"
+                    self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+                    self.wfile.flush()
+                self.wfile.write(b"0\r\n\r\n")
+            except OSError:
+                pass  # the client went away
+            self.close_connection = True
 
         def log_message(self, format: str, *args: object) -> None:
             pass

@@ -1,0 +1,69 @@
+"""Resident memory of install-cni (installer + node agent + pod cache) idle on a node with 110 pods.
+
+The API stand-in holds 110 pods on this node and 50 elsewhere; memory is read once the agent's
+cache holds this node's 110 pods and a few seconds have passed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from meshcni_core.devtools.apiserver import FakeApiServer
+
+MESHCNI = str(Path(sys.executable).with_name("meshcni"))
+STATUS = json.dumps({"containers": ["istio-proxy"], "initContainers": ["istio-validation"]})
+
+
+def main() -> int:
+    with tempfile.TemporaryDirectory(prefix="meshcni-mem-") as tmp, FakeApiServer() as api:
+        root = Path(tmp)
+        conf, bins, source, sa = (root / d for d in ("net.d", "bin", "plugin", "sa"))
+        for d in (conf, bins, source, sa):
+            d.mkdir()
+        (source / "istio-cni").write_text("#!/bin/sh\n")
+        (conf / "10-ptp.conflist").write_text(json.dumps({"cniVersion": "1.0.0", "name": "n", "plugins": [{"type": "ptp"}]}))
+        for i in range(160):
+            api.add_pod(f"ns-{i % 7}", f"pod-{i}", containers=["app", "istio-proxy"], init_containers=["istio-validation"],
+                        node="node-1" if i < 110 else "node-2", annotations={"sidecar.istio.io/status": STATUS},
+                        labels={"app": f"app-{i}"})
+        (sa / "token").write_text(api.token)
+        shutil.copy(api.certs.ca, sa / "ca.crt")
+        env = {**os.environ, "MOUNTED_CNI_NET_DIR": str(conf), "MOUNTED_CNI_BIN_DIR": str(bins), "SECONDARY_BIN_DIR": "",
+               "MESHCNI_PLUGIN_SOURCE_DIR": str(source), "SERVICE_ACCOUNT_DIR": str(sa),
+               "KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": api.url.rsplit(":", 1)[1],
+               "KUBERNETES_NODE_NAME": "node-1",
+               "CNI_NETWORK_CONFIG": json.dumps({"type": "istio-cni", "kubernetes": {"kubeconfig": "__KUBECONFIG_FILEPATH__"}})}
+        proc = subprocess.Popen([MESHCNI, "install-cni", "--socket", str(root / "cni.sock"), "--monitoring-port", "0",
+                                 "--monitoring-address", "127.0.0.1", "--log-level", "error"],
+                                env=env, stderr=subprocess.PIPE, text=True)
+        try:
+            line = proc.stderr.readline()
+            port = line.rsplit(" ", 1)[1].strip()
+            deadline = time.monotonic() + 60
+            while True:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+                    if "meshcni_pod_cache_pods 110.0" in r.read().decode():
+                        break
+                assert time.monotonic() < deadline, "the cache never held the node's 110 pods"
+                time.sleep(0.1)
+            time.sleep(5)
+            with open(f"/proc/{proc.pid}/status") as f:
+                rss = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=15)
+    print(json.dumps({"pods_watched": 110, "install_cni_idle_rss_mib": round(rss / 1024, 1)}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
