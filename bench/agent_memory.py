@@ -7,8 +7,6 @@ cache holds this node's 110 pods and a few seconds have passed.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -18,6 +16,7 @@ import urllib.request
 from pathlib import Path
 
 from meshcni_core.devtools.apiserver import FakeApiServer
+from meshcni_core.devtools.hostlayout import make_host
 
 MESHCNI = str(Path(sys.executable).with_name("meshcni"))
 STATUS = json.dumps({"containers": ["istio-proxy"], "initContainers": ["istio-validation"]})
@@ -26,22 +25,12 @@ STATUS = json.dumps({"containers": ["istio-proxy"], "initContainers": ["istio-va
 def main() -> int:
     with tempfile.TemporaryDirectory(prefix="meshcni-mem-") as tmp, FakeApiServer() as api:
         root = Path(tmp)
-        conf, bins, source, sa = (root / d for d in ("net.d", "bin", "plugin", "sa"))
-        for d in (conf, bins, source, sa):
-            d.mkdir()
-        (source / "istio-cni").write_text("#!/bin/sh\n")
-        (conf / "10-ptp.conflist").write_text(json.dumps({"cniVersion": "1.0.0", "name": "n", "plugins": [{"type": "ptp"}]}))
         for i in range(160):
-            api.add_pod(f"ns-{i % 7}", f"pod-{i}", containers=["app", "istio-proxy"], init_containers=["istio-validation"],
-                        node="node-1" if i < 110 else "node-2", annotations={"sidecar.istio.io/status": STATUS},
-                        labels={"app": f"app-{i}"})
-        (sa / "token").write_text(api.token)
-        shutil.copy(api.certs.ca, sa / "ca.crt")
-        env = {**os.environ, "MOUNTED_CNI_NET_DIR": str(conf), "MOUNTED_CNI_BIN_DIR": str(bins), "SECONDARY_BIN_DIR": "",
-               "MESHCNI_PLUGIN_SOURCE_DIR": str(source), "SERVICE_ACCOUNT_DIR": str(sa),
-               "KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": api.url.rsplit(":", 1)[1],
-               "KUBERNETES_NODE_NAME": "node-1",
-               "CNI_NETWORK_CONFIG": json.dumps({"type": "istio-cni", "kubernetes": {"kubeconfig": "__KUBECONFIG_FILEPATH__"}})}
+            api.add_pod(f"ns-{i % 7}", f"pod-{i}", containers=["app", "istio-proxy"],
+                        init_containers=["istio-validation"], node="node-1" if i < 110 else "node-2",
+                        annotations={"sidecar.istio.io/status": STATUS}, labels={"app": f"app-{i}"})
+        with open(api.certs.ca, "rb") as f:
+            env = make_host(root, token=api.token, ca_pem=f.read(), api_port=api.url.rsplit(":", 1)[1])
         proc = subprocess.Popen([MESHCNI, "install-cni", "--socket", str(root / "cni.sock"), "--monitoring-port", "0",
                                  "--monitoring-address", "127.0.0.1", "--log-level", "error"],
                                 env=env, stderr=subprocess.PIPE, text=True)

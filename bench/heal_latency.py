@@ -18,9 +18,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from meshcni_core.devtools.apiserver import FakeApiServer
+from meshcni_core.devtools.hostlayout import PRIMARY, make_host
+
 MESHCNI = str(Path(sys.executable).with_name("meshcni"))
-PRIMARY = {"cniVersion": "1.0.0", "name": "k8s-pod-network", "plugins": [{"type": "ptp"}, {"type": "portmap"}]}
-TEMPLATE = json.dumps({"type": "istio-cni", "kubernetes": {"kubeconfig": "__KUBECONFIG_FILEPATH__"}})
 
 
 def ours_last(path: Path) -> bool:
@@ -34,25 +35,19 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=100)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="meshcni-heal-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="meshcni-heal-") as tmp, FakeApiServer() as api:
         root = Path(tmp)
-        conf, bins, source, sa = (root / d for d in ("net.d", "bin", "plugin", "sa"))
-        for d in (conf, bins, source, sa):
-            d.mkdir()
-        (source / "istio-cni").write_text("#!/bin/sh\n")
-        (sa / "token").write_text("t")
-        (sa / "ca.crt").write_text("ca")
-        env = {**os.environ, "MOUNTED_CNI_NET_DIR": str(conf), "MOUNTED_CNI_BIN_DIR": str(bins),
-               "SECONDARY_BIN_DIR": "", "MESHCNI_PLUGIN_SOURCE_DIR": str(source), "SERVICE_ACCOUNT_DIR": str(sa),
-               "KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": "6443",
-               "CNI_NETWORK_CONFIG": TEMPLATE, "MESHCNI_EDIT_WAR_REWRITES": "1000000"}
+        with open(api.certs.ca, "rb") as f:  # a reachable API server, so the agent's pod cache is healthy
+            env = make_host(root, token=api.token, ca_pem=f.read(), api_port=api.url.rsplit(":", 1)[1],
+                            MESHCNI_EDIT_WAR_REWRITES="1000000")
+        conf = root / "net.d"
         target = conf / "10-ptp.conflist"
-        target.write_text(json.dumps(PRIMARY))
         proc = subprocess.Popen([MESHCNI, "install-cni", "--socket", str(root / "cni.sock"), "--monitoring-port", "0",
                                  "--log-level", "error"], env=env, stderr=subprocess.DEVNULL)
         try:
             while not ours_last(target):
                 time.sleep(0.01)
+            time.sleep(3)  # steady state: the agent's pod cache has listed and is watching
             samples = []
             for i in range(args.rounds):
                 temp = conf / f".10-ptp.conflist.{i}"

@@ -141,8 +141,17 @@ def _unlink_quietly(path: str) -> None:
 
 
 def preload() -> None:
-    """Import what requests will need, so the first pod does not pay for it."""
-    import kubernetes.client
-    import kubernetes.config  # noqa: F401
+    """Import what requests will need, so the first pod does not pay for it; then move every
+    object made so far out of the garbage collector's scans (gc.freeze), as long-running Python
+    servers do: the kubernetes client alone brings a large, permanent object graph."""
+    import gc
 
-    import meshcni_core.backends.iptables_restore  # noqa: F401
+    import kubernetes.client
+    import kubernetes.config
+    import kubernetes.watch  # noqa: F401
+
+    import meshcni_core.backends.iptables_restore
+    import meshcni_core.pipeline  # noqa: F401
+
+    gc.collect()
+    gc.freeze()
