@@ -112,8 +112,12 @@ def test_32_concurrent_adds_each_get_their_own_rules(through_agent, lab, tmp_pat
     sock = request.getfixturevalue("agent")[0] if through_agent else str(tmp_path / "none.sock")
     namespaces = [lab.netns(f"p{i}") for i in range(32)]
     conf = netconf(sock)
+    # Through the agent, no plugin may fall back to in-process work (no iptables on its PATH):
+    # a listen backlog of 5 once made a third of them do exactly that.
+    path = "/nonexistent" if through_agent else None
     with ThreadPoolExecutor(max_workers=32) as pool:
-        results = list(pool.map(lambda i: run_plugin("ADD", namespaces[i], conf, pod=f"app-{i}"), range(32)))
+        results = list(pool.map(lambda i: run_plugin("ADD", namespaces[i], conf, path=path, pod=f"app-{i}"),
+                                range(32)))
     assert [r.returncode for r in results] == [0] * 32, [r.stdout for r in results if r.returncode]
     expected = lab.save(namespaces[0])
     assert expected.count("\n") == 18

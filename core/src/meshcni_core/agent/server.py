@@ -87,10 +87,9 @@ class Agent:
 
         old_umask = os.umask(0o177)  # the socket is created 0600: root's plugin only
         try:
-            server = socketserver.ThreadingUnixStreamServer(self.socket_path, Handler)
+            server = AgentSocketServer(self.socket_path, Handler)
         finally:
             os.umask(old_umask)
-        server.daemon_threads = True
         self.server = server
         return server
 
@@ -112,6 +111,14 @@ class Agent:
             server.server_close()
             _unlink_quietly(self.socket_path)
             log.info("stopped")
+
+
+class AgentSocketServer(socketserver.ThreadingUnixStreamServer):
+    # socketserver's default backlog is 5. A plugin's connect() on a full Unix-socket backlog fails
+    # at once (it has a timeout set), and it then does the whole ADD in-process (~800 ms): with 32
+    # pods starting together, p99 went from 0.3 s to 3.5 s (measured).
+    request_queue_size = 512
+    daemon_threads = True
 
 
 def _remove_stale_socket(path: str) -> None:
