@@ -273,11 +273,49 @@ class BackendInfo:
 
 
 @dataclass(frozen=True)
+class BrokenPod:
+    """A pod the repair controller found started without its redirect rules."""
+
+    namespace: str
+    name: str
+    uid: str
+    resource_version: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RepairSettings:
+    broken_pod_label_key: str = "cni.istio.io/uninitialized"
+    broken_pod_label_value: str = "true"
+
+
+class RepairActions(Protocol):
+    """What a repair policy may do to a pod; the core implements it against the API server."""
+
+    def label(self, pod: BrokenPod, labels: Mapping[str, str]) -> None:
+        """Merge-patch these labels onto the pod (nothing else of it is written)."""
+
+    def delete(self, pod: BrokenPod) -> None:
+        """Delete the pod only if its UID and resourceVersion are still ``pod``'s, so that a
+        replacement created under the same name is never hit."""
+
+    def event(self, pod: BrokenPod, reason: str, message: str) -> None:
+        """Record a Kubernetes Event on the pod."""
+
+
+class RepairAct(Protocol):
+    def __call__(self, pod: BrokenPod, actions: RepairActions, settings: RepairSettings) -> str: ...
+
+
+@dataclass(frozen=True)
 class RepairPolicy:
-    """A repair action for pods that started without redirection (used by ``meshcni repair``)."""
+    """A repair action for pods that started without redirection (``meshcni repair``).
+
+    ``act`` returns a short description of what it did, e.g. ``"labelled"`` or ``"deleted"``.
+    """
 
     name: str
-    act: Callable[[Mapping[str, object]], str]
+    act: RepairAct
     description: str = ""
     provider: str = "builtin"
 

@@ -7,6 +7,7 @@ from meshcni_core.builtin.backends import BuiltinBackends
 from meshcni_core.builtin.config import NetconfLoader
 from meshcni_core.builtin.eligibility import SeedEligibility
 from meshcni_core.builtin.modes import RedirectModePlugin
+from meshcni_core.builtin.repair_label import LabelPolicy
 from meshcni_core.builtin.report import LogReport
 
 
@@ -18,4 +19,5 @@ def builtin_plugins() -> list[tuple[str, object]]:
         ("builtin:redirect", RedirectModePlugin()),
         ("builtin:backends", BuiltinBackends()),
         ("builtin:report", LogReport()),
+        ("builtin:repair-label", LabelPolicy()),
     ]

@@ -5,6 +5,8 @@ Subcommands available in this release:
 * ``meshcni install-cni`` - the DaemonSet's main process: installs the plugin on the host, keeps
   it chained into the node's CNI configuration, and serves it as the node agent;
 * ``meshcni uninstall-cni`` - removes everything install-cni put on the host;
+* ``meshcni repair`` - find pods that started without redirection and label or delete them
+  (Istio 1.6's istio-cni-repair flags and REPAIR_* variables; ``meshcni repair --help``);
 * ``meshcni agent`` - the node agent alone, serving ``istio-cni`` requests over a Unix socket;
 * ``meshcni extensions`` - installed extensions beside the enabled ones.
 
@@ -47,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("uninstall-cni", help="remove everything install-cni put on this node",
                    description="Configured by the same environment variables as install-cni.")
+    sub.add_parser("repair", help="label or delete pods that started without redirection (see meshcni repair --help)",
+                   add_help=False)
 
     ext = sub.add_parser("extensions", help="list installed extensions and which are enabled")
     source = ext.add_mutually_exclusive_group()
@@ -57,6 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["repair"]:
+        from meshcni_core.cli import repair
+
+        return repair.main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         if args.command == "agent":

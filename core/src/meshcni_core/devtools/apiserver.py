@@ -2,7 +2,8 @@
 
 No API server can run on the machines this project is built on, so the real ``kubernetes``
 client is pointed at this instead. It serves pods (GET, LIST and WATCH with field/label
-selectors) with resource versions, checks bearer tokens or client certificates, and injects
+selectors, merge-PATCH, DELETE with preconditions) and Events, with resource versions, checks
+bearer tokens or client certificates, and injects
 faults: a pod that becomes visible only after a while, fixed error statuses, slowness, dropped
 watches, and a compacted history (a watch from an old resourceVersion gets 410 Gone).
 
@@ -82,6 +83,8 @@ class FakeApiServer:
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self.events: list[tuple[int, str, dict[str, Any]]] = []  # (resourceVersion, type, pod)
+        self.k8s_events: list[dict[str, Any]] = []  # Kubernetes Event objects that were created
+        self.patches: list[tuple[str, str, str, dict[str, Any]]] = []  # (ns, name, content type, body)
         self.oldest_watchable_rv = 0  # watches from an older resourceVersion get 410 Gone
         self._tmp = tempfile.TemporaryDirectory(prefix="meshcni-apiserver-")
         os.chmod(self._tmp.name, 0o700)
@@ -246,7 +249,8 @@ class FakeApiServer:
                 ) and all(pod["metadata"]["labels"].get(k) == v for k, v in labels.items()):
                     yield {"type": kind, "object": pod}
 
-    def respond(self, method: str, raw_path: str, headers: Any, peer_cert: bool) -> tuple[int, dict[str, Any]]:
+    def respond(self, method: str, raw_path: str, headers: Any, peer_cert: bool,
+                body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
         if self.faults.delay_seconds:
             time.sleep(self.faults.delay_seconds)
         with self._lock:
@@ -258,13 +262,59 @@ class FakeApiServer:
         url = urlsplit(raw_path)
         parts = [p for p in url.path.split("/") if p]
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
-        if method != "GET" or parts[:2] != ["api", "v1"]:
+        if parts[:2] != ["api", "v1"]:
+            return 404, _status(404, f"{url.path} not found")
+        if method == "POST" and len(parts) == 5 and parts[2] == "namespaces" and parts[4] == "events":
+            with self._lock:
+                self.k8s_events.append(copy.deepcopy(body or {}))
+            return 201, body or {}
+        if len(parts) == 6 and parts[2] == "namespaces" and parts[4] == "pods":
+            if method == "PATCH":
+                return self._patch_pod(parts[3], parts[5], headers.get("Content-Type", ""), body or {})
+            if method == "DELETE":
+                return self._delete_pod(parts[3], parts[5], body or {})
+        if method != "GET":
             return 405, _status(405, f"{method} {url.path} is not served by this stand-in")
         if len(parts) == 6 and parts[2] == "namespaces" and parts[4] == "pods":
             return self._get_pod(parts[3], parts[5])
         if parts[2:] == ["pods"] or (len(parts) == 5 and parts[2] == "namespaces" and parts[4] == "pods"):
             return self._list_pods(parts[3] if len(parts) == 5 else None, query)
         return 404, _status(404, f"{url.path} not found")
+
+    def _patch_pod(
+        self, namespace: str, name: str, content_type: str, body: dict[str, Any]
+    ) -> tuple[int, dict[str, Any]]:
+        if "merge-patch" not in content_type:
+            return 415, _status(415, f"this stand-in applies merge patches only, got {content_type!r}")
+        with self._lock:
+            pod = self.pods.get((namespace, name))
+            if pod is None:
+                return 404, _status(404, f'pods "{name}" not found', reason="NotFound")
+            self.patches.append((namespace, name, content_type, copy.deepcopy(body)))
+            for key, value in (body.get("metadata") or {}).get("labels", {}).items():
+                if value is None:
+                    pod["metadata"]["labels"].pop(key, None)
+                else:
+                    pod["metadata"]["labels"][key] = value
+            self._rv += 1
+            pod["metadata"]["resourceVersion"] = str(self._rv)
+            self._record("MODIFIED", pod)
+            return 200, copy.deepcopy(pod)
+
+    def _delete_pod(self, namespace: str, name: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        preconditions = body.get("preconditions") or {}
+        with self._lock:
+            pod = self.pods.get((namespace, name))
+            if pod is None:
+                return 404, _status(404, f'pods "{name}" not found', reason="NotFound")
+            for field_name, key in (("uid", "uid"), ("resourceVersion", "resourceVersion")):
+                wanted = preconditions.get(field_name)
+                if wanted is not None and wanted != pod["metadata"][key]:
+                    return 409, _status(409, f"Precondition failed: {field_name} in precondition: {wanted}, "
+                                             f"{field_name} in object meta: {pod['metadata'][key]}", "Conflict")
+            deleted = copy.deepcopy(pod)
+        self.delete_pod(namespace, name)
+        return 200, deleted  # the API server answers a pod DELETE with the pod
 
     def _visible(self, key: tuple[str, str]) -> bool:
         return time.monotonic() >= self.faults.hidden_until.get(key, 0.0)
@@ -312,9 +362,12 @@ def _field(pod: dict[str, Any], path: str) -> str:
     return str(value)
 
 
+REASONS = {401: "Unauthorized", 404: "NotFound", 409: "Conflict", 429: "TooManyRequests"}
+
+
 def _status(code: int, message: str, reason: str = "") -> dict[str, Any]:
     return {"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": message,
-            "reason": reason or {401: "Unauthorized", 404: "NotFound", 429: "TooManyRequests"}.get(code, "Error"),
+            "reason": reason or REASONS.get(code, "Error"),
             "code": code}
 
 
@@ -332,6 +385,12 @@ def _handler_for(api: FakeApiServer) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:
             self._serve("POST")
 
+        def do_PATCH(self) -> None:
+            self._serve("PATCH")
+
+        def do_DELETE(self) -> None:
+            self._serve("DELETE")
+
         def _serve(self, method: str) -> None:
             peer_cert = bool(getattr(self.connection, "getpeercert", lambda: None)())
             query = parse_qs(urlsplit(self.path).query)
@@ -339,7 +398,9 @@ def _handler_for(api: FakeApiServer) -> type[BaseHTTPRequestHandler]:
                     api.authorized(self.headers, peer_cert) and not api.faults.fail_next:
                 self._stream(api.watch_events(self.path))
                 return
-            status, body = api.respond(method, self.path, self.headers, peer_cert)
+            length = int(self.headers.get("Content-Length") or 0)
+            request_body = json.loads(self.rfile.read(length)) if length else None
+            status, body = api.respond(method, self.path, self.headers, peer_cert, request_body)
             data = json.dumps(body).encode()
             api.requests.append((method, self.path, status))
             self.send_response(status)

@@ -1,0 +1,26 @@
+"""Built-in plugin: the ``label`` repair policy (Istio's --label-pods), done safely.
+
+Only the label is merge-patched (Istio 1.6 updated the whole object and hit conflicts); a pod that
+already carries the label key is left alone; an Event says what happened.
+"""
+
+from __future__ import annotations
+
+from meshcni_hooks import hookimpl
+from meshcni_hooks.types import BrokenPod, RepairActions, RepairPolicy, RepairSettings
+
+
+def label_broken_pod(pod: BrokenPod, actions: RepairActions, settings: RepairSettings) -> str:
+    key, value = settings.broken_pod_label_key, settings.broken_pod_label_value
+    if key in pod.labels:
+        return "already labelled"
+    message = f"istio-cni did not program this pod's traffic redirection; labelled {key}={value}"
+    actions.event(pod, "LabelBrokenPod", message)
+    actions.label(pod, {key: value})
+    return "labelled"
+
+
+class LabelPolicy:
+    @hookimpl(trylast=True)
+    def meshcni_register_repair_policies(self) -> list[RepairPolicy]:
+        return [RepairPolicy("label", label_broken_pod, "label broken pods (merge-patch of the label only)")]

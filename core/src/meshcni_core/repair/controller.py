@@ -1,0 +1,267 @@
+"""The repair controller: find pods that started without redirection and hand them to a policy.
+
+Fixes Istio 1.6's defects (istio-cni-behavior.md §6, §8 D13): the work queue is keyed by
+namespace/name, so repeated updates of a pod coalesce and the policy always sees its latest
+state (re-checked before acting); failures back off per key (exponentially) under a global rate
+limit; a pod is given up after ``max_attempts``; a replaced or vanished pod (409 on the delete's
+preconditions, 404) is dropped, never retried against its successor. The watch is node-scoped,
+resumed from the last resourceVersion, and relisted on 410 Gone.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from meshcni_core.repair.predicate import BrokenPodFilter, is_broken
+from meshcni_hooks.types import BrokenPod, RepairPolicy, RepairSettings
+
+log = logging.getLogger("meshcni.repair")
+WATCH_TIMEOUT_SECONDS = 300
+FIRST_BACKOFF_SECONDS = 0.1
+MAX_BACKOFF_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class RepairOptions:
+    node_name: str = ""
+    label_selectors: str = ""
+    field_selectors: str = ""
+    filter: BrokenPodFilter = field(default_factory=BrokenPodFilter)
+    settings: RepairSettings = field(default_factory=RepairSettings)
+    dry_run: bool = False
+    max_attempts: int = 5
+    rate_per_second: float = 10.0
+    burst: int = 100
+
+    def field_selector(self) -> str:
+        terms = [f"spec.nodeName={self.node_name}"] if self.node_name else []
+        terms += [t for t in self.field_selectors.split(",") if t]
+        return ",".join(terms)
+
+
+@dataclass
+class RepairStats:
+    broken_seen: int = 0
+    repaired: dict[str, int] = field(default_factory=dict)  # "<policy>:<result>" -> count
+    failures: int = 0
+    given_up: int = 0
+
+
+def broken_pod(pod: Mapping[str, Any]) -> BrokenPod:
+    meta = pod.get("metadata") or {}
+    return BrokenPod(
+        namespace=str(meta.get("namespace", "")), name=str(meta.get("name", "")), uid=str(meta.get("uid", "")),
+        resource_version=str(meta.get("resourceVersion", "")), labels=dict(meta.get("labels") or {}),
+    )
+
+
+class TokenBucket:
+    def __init__(self, rate: float, burst: int):
+        self.rate, self.capacity = rate, float(burst)
+        self.tokens, self.updated = float(burst), time.monotonic()
+
+    def wait_time(self) -> float:
+        now = time.monotonic()
+        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return 0.0
+        return (1 - self.tokens) / self.rate
+
+
+class RepairController:
+    def __init__(self, client_factory: Callable[[], Any], options: RepairOptions, policy: RepairPolicy,
+                 actions_factory: Callable[[Any], Any]):
+        self.client_factory = client_factory
+        self.options = options
+        self.policy = policy
+        self.actions_factory = actions_factory
+        self.stats = RepairStats()
+        self._latest: dict[tuple[str, str], Mapping[str, Any]] = {}
+        self._attempts: dict[tuple[str, str], int] = {}
+        self._handled: dict[tuple[str, str], str] = {}  # key -> UID repaired (its own update re-queues nothing)
+        self._due: list[tuple[float, tuple[str, str]]] = []
+        self._queued: set[tuple[str, str]] = set()
+        self._cond = threading.Condition()
+        self._bucket = TokenBucket(options.rate_per_second, options.burst)
+
+    # -- one pod ----------------------------------------------------------------------------------
+
+    def repair(self, pod: Mapping[str, Any], api_client: Any) -> str:
+        """Re-check ``pod`` and apply the policy; returns what happened."""
+        if not is_broken(pod, self.options.filter):
+            return "not broken"
+        target = broken_pod(pod)
+        if self.options.dry_run:
+            log.info("dry run: would %s %s/%s", self.policy.name, target.namespace, target.name)
+            return "dry run"
+        result = self.policy.act(target, self.actions_factory(api_client), self.options.settings)
+        key = f"{self.policy.name}:{result}"
+        self.stats.repaired[key] = self.stats.repaired.get(key, 0) + 1
+        log.info("%s %s/%s: %s", self.policy.name, target.namespace, target.name, result)
+        return result
+
+    # -- one-shot mode ------------------------------------------------------------------------------
+
+    def run_once(self) -> dict[str, str]:
+        """List, repair every broken pod, and report: {namespace/name: outcome}. Errors are
+        reported per pod; the caller decides the exit status."""
+        from kubernetes import client
+
+        api_client = self.client_factory()
+        api: Any = client.CoreV1Api(api_client)
+        listed = api.list_pod_for_all_namespaces(
+            field_selector=self.options.field_selector(), label_selector=self.options.label_selectors
+        )
+        outcomes: dict[str, str] = {}
+        for item in listed.items:
+            pod = api_client.sanitize_for_serialization(item)
+            if not is_broken(pod, self.options.filter):
+                continue
+            self.stats.broken_seen += 1
+            target = broken_pod(pod)
+            name = f"{target.namespace}/{target.name}"
+            try:
+                outcomes[name] = self.repair(pod, api_client)
+            except Exception as exc:  # noqa: BLE001 - reported per pod
+                self.stats.failures += 1
+                outcomes[name] = f"failed: {_describe(exc)}"
+        return outcomes
+
+    # -- daemon mode --------------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        worker = threading.Thread(target=self._work, args=(stop,), daemon=True, name="meshcni-repair-worker")
+        worker.start()
+        try:
+            self._watch(stop)
+        finally:
+            with self._cond:
+                self._cond.notify_all()
+            worker.join(timeout=5)
+
+    def observe(self, pod: Mapping[str, Any], deleted: bool = False) -> None:
+        """Feed a pod's latest state (from a list or a watch event) to the queue."""
+        meta = pod.get("metadata") or {}
+        key = (str(meta.get("namespace", "")), str(meta.get("name", "")))
+        with self._cond:
+            if deleted:
+                self._latest.pop(key, None)
+                self._attempts.pop(key, None)
+                self._handled.pop(key, None)
+                return
+            self._latest[key] = pod
+            if self._handled.get(key) == meta.get("uid"):
+                return  # repaired already (e.g. our own label patch coming back as an update)
+            if is_broken(pod, self.options.filter) and key not in self._queued:
+                self.stats.broken_seen += 1
+                self._enqueue(key, 0.0)
+
+    def queue_depth(self) -> int:
+        with self._cond:
+            return len(self._queued)
+
+    def _enqueue(self, key: tuple[str, str], delay: float) -> None:
+        self._queued.add(key)
+        heapq.heappush(self._due, (time.monotonic() + delay, key))
+        self._cond.notify_all()
+
+    def _work(self, stop: threading.Event) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        while not stop.is_set():
+            with self._cond:
+                while not stop.is_set() and (not self._due or self._due[0][0] > time.monotonic()):
+                    timeout = (self._due[0][0] - time.monotonic()) if self._due else 0.5
+                    self._cond.wait(timeout=max(0.01, min(timeout, 0.5)))
+                if stop.is_set():
+                    return
+                _, key = heapq.heappop(self._due)
+                self._queued.discard(key)
+                pod = self._latest.get(key)
+                if pod is not None:  # in flight: its own update must not queue it again
+                    self._handled[key] = str((pod.get("metadata") or {}).get("uid", ""))
+            if pod is None:
+                continue  # deleted meanwhile
+            wait = self._bucket.wait_time()
+            if wait and stop.wait(wait):
+                return
+            try:
+                result = self.repair(pod, self.client_factory())
+                with self._cond:
+                    self._attempts.pop(key, None)
+                    if result in ("not broken", "dry run"):
+                        self._handled.pop(key, None)
+            except ApiException as exc:
+                if exc.status in (404, 409):
+                    log.info("%s/%s changed or vanished before %s (HTTP %s): dropped", *key, self.policy.name,
+                             exc.status)
+                    continue
+                self._retry(key, _describe(exc))
+            except Exception as exc:  # noqa: BLE001 - network and other failures: retry with back-off
+                self._retry(key, _describe(exc))
+
+    def _retry(self, key: tuple[str, str], reason: str) -> None:
+        self.stats.failures += 1
+        with self._cond:
+            self._handled.pop(key, None)
+            attempts = self._attempts.get(key, 0) + 1
+            self._attempts[key] = attempts
+            if attempts >= self.options.max_attempts:
+                self.stats.given_up += 1
+                log.warning("giving up on %s/%s after %d attempts: %s", *key, attempts, reason)
+                self._attempts.pop(key, None)
+                return
+            delay = min(FIRST_BACKOFF_SECONDS * 2 ** (attempts - 1), MAX_BACKOFF_SECONDS)
+            log.info("%s/%s: %s; retrying in %.1fs", *key, reason, delay)
+            self._enqueue(key, delay)
+
+    def _watch(self, stop: threading.Event) -> None:
+        from kubernetes import client, watch
+        from kubernetes.client.exceptions import ApiException
+
+        resource_version = ""
+        failures = 0
+        while not stop.is_set():
+            try:
+                api_client = self.client_factory()
+                api: Any = client.CoreV1Api(api_client)
+                selectors = {"field_selector": self.options.field_selector(),
+                             "label_selector": self.options.label_selectors}
+                if not resource_version:
+                    listed = api.list_pod_for_all_namespaces(**selectors)
+                    for item in listed.items:
+                        self.observe(api_client.sanitize_for_serialization(item))
+                    resource_version = str(listed.metadata.resource_version)
+                stream = watch.Watch()
+                for event in stream.stream(api.list_pod_for_all_namespaces, resource_version=resource_version,
+                                           timeout_seconds=WATCH_TIMEOUT_SECONDS, **selectors):
+                    pod = api_client.sanitize_for_serialization(event["object"])
+                    self.observe(pod, deleted=event["type"] == "DELETED")
+                    resource_version = str(pod["metadata"].get("resourceVersion") or resource_version)
+                    failures = 0
+                    if stop.is_set():
+                        stream.stop()
+            except ApiException as exc:
+                if exc.status == 410:
+                    resource_version = ""
+                    continue
+                failures += 1
+                log.warning("repair watch failed (HTTP %s); retrying", exc.status)
+            except Exception as exc:  # noqa: BLE001 - connection errors: retry
+                failures += 1
+                log.warning("repair watch failed (%s); retrying", exc)
+            if failures:
+                stop.wait(min(FIRST_BACKOFF_SECONDS * 2 ** failures, 5.0))
+
+
+def _describe(exc: BaseException) -> str:
+    status = getattr(exc, "status", None)
+    return f"HTTP {status} {getattr(exc, 'reason', '')}".strip() if status else f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,20 @@
+"""The ``delete`` repair policy."""
+
+from __future__ import annotations
+
+from meshcni_hooks import hookimpl
+from meshcni_hooks.types import BrokenPod, RepairActions, RepairPolicy, RepairSettings
+
+
+def delete_broken_pod(pod: BrokenPod, actions: RepairActions, settings: RepairSettings) -> str:
+    actions.event(pod, "DeleteBrokenPod",
+                  "istio-cni did not program this pod's traffic redirection; deleting it so it is recreated")
+    actions.delete(pod)  # preconditions: this UID and resourceVersion only
+    return "deleted"
+
+
+class DeletePolicy:
+    @hookimpl
+    def meshcni_register_repair_policies(self) -> list[RepairPolicy]:
+        return [RepairPolicy("delete", delete_broken_pod, "delete broken pods (UID and resourceVersion preconditions)",
+                             provider="meshcni-repair-delete")]

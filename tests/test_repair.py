@@ -1,0 +1,164 @@
+"""The repair controller against the API stand-in: label, delete with preconditions, daemon mode."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from kubernetes.client.exceptions import ApiException
+
+from meshcni_core import extensions
+from meshcni_core.devtools.apiserver import FakeApiServer
+from meshcni_core.pods.lookup import ApiClients
+from meshcni_core.repair.actions import ApiRepairActions
+from meshcni_core.repair.controller import RepairController, RepairOptions
+
+MESHCNI = str(Path(sys.executable).with_name("meshcni"))
+STATUS = {"sidecar.istio.io/status": "{}"}
+# As an API server reports them (image, imageID, ready and restartCount are always there).
+CONTAINER = {"name": "istio-validation", "image": "istio/proxyv2:1.6.0", "imageID": "sha256:1", "ready": False}
+BROKEN = {"initContainerStatuses": [{**CONTAINER, "restartCount": 1, "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                                     "lastState": {"terminated": {"exitCode": 126, "reason": "Error"}}}]}
+HEALTHY = {"initContainerStatuses": [{**CONTAINER, "restartCount": 0,
+                                      "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}]}
+
+
+@pytest.fixture
+def api(tmp_path):
+    with FakeApiServer() as server:
+        server.kubeconfig = server.write_kubeconfig(str(tmp_path / "kubeconfig"))
+        yield server
+
+
+def pod(api, name, status, node="node-1", annotations=STATUS):
+    api.add_pod("default", name, containers=["app", "istio-proxy"], init_containers=["istio-validation"],
+                node=node, annotations=annotations)
+    return api.update_pod("default", name, status=status)
+
+
+def repair_cli(api, *args, env=None):
+    proc = subprocess.run([MESHCNI, "repair", "--kubeconfig", api.kubeconfig, *args], capture_output=True, text=True,
+                          timeout=60, env=env)
+    return proc.returncode, json.loads(proc.stdout) if proc.stdout.strip().startswith("{") else proc.stdout, proc.stderr
+
+
+def test_one_shot_labels_only_broken_pods_of_the_node(api):
+    pod(api, "broken", BROKEN)
+    pod(api, "healthy", HEALTHY)
+    pod(api, "not-meshed", BROKEN, annotations={})
+    pod(api, "other-node", BROKEN, node="node-2")
+    code, outcomes, _ = repair_cli(api, "--node-name", "node-1", "--label-pods")
+    assert code == 0 and outcomes == {"default/broken": "labelled"}
+    assert api.pods[("default", "broken")]["metadata"]["labels"] == {"cni.istio.io/uninitialized": "true"}
+    namespace, name, content_type, body = api.patches[-1]
+    assert (namespace, name) == ("default", "broken") and content_type.startswith("application/merge-patch+json") and body == {
+        "metadata": {"labels": {"cni.istio.io/uninitialized": "true"}}}  # the label only
+    assert [e["reason"] for e in api.k8s_events] == ["LabelBrokenPod"]
+    assert api.k8s_events[0]["involvedObject"]["uid"] == "uid-default-broken"
+    code, outcomes, _ = repair_cli(api, "--node-name", "node-1", "--label-pods")
+    assert outcomes == {"default/broken": "already labelled"} and len(api.patches) == 1
+
+
+def test_istio_chart_environment_variables(api):
+    pod(api, "broken", BROKEN)
+    env = {**os.environ, "REPAIR_NODE-NAME": "node-1", "REPAIR_LABEL-PODS": "true",
+           "REPAIR_BROKEN-POD-LABEL-KEY": "example.com/broken", "REPAIR_BROKEN-POD-LABEL-VALUE": "yes"}
+    code, outcomes, _ = repair_cli(api, env=env)
+    assert code == 0 and outcomes == {"default/broken": "labelled"}
+    assert api.pods[("default", "broken")]["metadata"]["labels"] == {"example.com/broken": "yes"}
+
+
+def test_without_a_policy_broken_pods_are_only_reported(api):
+    pod(api, "broken", BROKEN)
+    code, outcomes, _ = repair_cli(api, "--node-name", "node-1")
+    assert code == 0 and outcomes == {"default/broken": "dry run"} and api.patches == []
+
+
+def test_one_shot_delete_with_preconditions(api):
+    pod(api, "broken", BROKEN)
+    code, outcomes, _ = repair_cli(api, "--node-name", "node-1", "--delete-pods", "--label-pods")
+    assert code == 0 and outcomes == {"default/broken": "deleted"}
+    assert ("default", "broken") not in api.pods
+    assert [e["reason"] for e in api.k8s_events] == ["DeleteBrokenPod"]
+
+
+def test_bad_environment_value_is_a_clear_error(api):
+    env = {**os.environ, "REPAIR_DELETE-PODS": "perhaps"}
+    code, _, stderr = repair_cli(api, env=env)
+    assert code == 2 and "REPAIR_DELETE-PODS='perhaps'" in stderr
+
+
+def controller(api, policy_name="label", **options):
+    clients = ApiClients()
+    enabled = ["repair-delete"] if policy_name == "delete" else []
+    policy = extensions.repair_policies(extensions.new_manager(enabled))[policy_name]
+    return RepairController(lambda: clients.get(api.kubeconfig), RepairOptions(node_name="node-1", **options),
+                            policy, ApiRepairActions)
+
+
+def test_a_replacement_under_the_same_name_is_never_deleted(api):
+    stale = pod(api, "web-0", BROKEN)
+    api.delete_pod("default", "web-0")
+    pod(api, "web-0", HEALTHY)  # the StatefulSet's replacement: same name, new UID
+    api.pods[("default", "web-0")]["metadata"]["uid"] = "uid-replacement"
+    repair = controller(api, "delete")
+    with pytest.raises(ApiException) as info:
+        repair.repair(stale, ApiClients().get(api.kubeconfig))
+    assert info.value.status == 409
+    assert ("default", "web-0") in api.pods
+
+
+def eventually(predicate, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_daemon_follows_the_node_backs_off_on_429_and_survives_dropped_watches(api):
+    pod(api, "early", BROKEN)
+    repair = controller(api)
+    stop = threading.Event()
+    thread = threading.Thread(target=repair.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        labelled = lambda name: "cni.istio.io/uninitialized" in api.pods[("default", name)]["metadata"]["labels"]  # noqa: E731
+        eventually(lambda: labelled("early"))
+        api.faults.fail_next = [429, 429]  # the API server is throttling
+        pod(api, "late", BROKEN)
+        eventually(lambda: labelled("late"))
+        assert repair.stats.failures >= 1 and repair.stats.given_up == 0
+        api.drop_watches()
+        pod(api, "after-drop", {"initContainerStatuses": []})
+        api.update_pod("default", "after-drop", status=BROKEN)  # becomes broken later
+        eventually(lambda: labelled("after-drop"))
+        pod(api, "fine", HEALTHY)
+        time.sleep(0.5)
+        assert not labelled("fine")
+        assert repair.stats.repaired == {"label:labelled": 3}
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+
+
+def test_gives_up_after_max_attempts(api):
+    repair = controller(api, max_attempts=3)
+    stop = threading.Event()
+    thread = threading.Thread(target=repair.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        eventually(lambda: any(method == "WATCH" for method, _, _ in api.requests))  # listed and watching
+        api.faults.fail_next = [500] * 10
+        pod(api, "doomed", BROKEN)
+        eventually(lambda: repair.stats.given_up == 1)
+        assert repair.queue_depth() == 0
+    finally:
+        api.faults.fail_next = []
+        stop.set()
+        thread.join(timeout=10)
