@@ -51,6 +51,7 @@ bench: install
 	$(BIN)/python bench/add_latency.py
 	$(BIN)/python bench/heal_latency.py
 	$(BIN)/python bench/agent_memory.py
+	$(BIN)/python bench/repair_scale.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

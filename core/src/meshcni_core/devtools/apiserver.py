@@ -20,7 +20,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -173,6 +173,11 @@ class FakeApiServer:
             self._rv += 1
             pod["metadata"]["resourceVersion"] = str(self._rv)
             self._record("DELETED", pod)
+
+    def count_pods(self, predicate: Callable[[dict[str, Any]], bool]) -> int:
+        """How many stored pods satisfy ``predicate`` (read under the lock, nothing copied)."""
+        with self._lock:
+            return sum(1 for pod in self.pods.values() if predicate(pod))
 
     def drop_watches(self) -> None:
         """End every open watch stream, as an API server restart or a load balancer would."""
