@@ -162,3 +162,47 @@ def test_gives_up_after_max_attempts(api):
         api.faults.fail_next = []
         stop.set()
         thread.join(timeout=10)
+
+
+def test_daemon_metrics(api):
+    import socket
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    pod(api, "broken", BROKEN)
+    proc = subprocess.Popen([MESHCNI, "repair", "--kubeconfig", api.kubeconfig, "--node-name", "node-1",
+                             "--label-pods", "--run-as-daemon", "--monitoring-port", str(port)])
+    try:
+        def metrics() -> str:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+                    return r.read().decode()
+            except OSError:
+                return ""
+
+        eventually(lambda: 'meshcni_repair_actions_total{policy="label",result="labelled"} 1.0' in metrics())
+        assert "meshcni_repair_broken_pods_total 1.0" in metrics() and "meshcni_repair_queue_depth 0.0" in metrics()
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=10) == 0  # SIGTERM ends the daemon promptly
+
+
+def test_repair_runs_inside_install_cni_when_enabled(api, tmp_path):
+    from meshcni_core.devtools.hostlayout import make_host
+
+    pod(api, "broken", BROKEN)
+    pod(api, "elsewhere", BROKEN, node="node-2")
+    with open(api.certs.ca, "rb") as f:
+        env = make_host(tmp_path / "host", token=api.token, ca_pem=f.read(), api_port=api.url.rsplit(":", 1)[1],
+                        REPAIR_ENABLED="true", **{"REPAIR_LABEL-PODS": "true"}, KUBECONFIG=api.kubeconfig)
+    proc = subprocess.Popen([MESHCNI, "install-cni", "--socket", str(tmp_path / "cni.sock"), "--monitoring-port", "0"],
+                            env=env, stderr=subprocess.DEVNULL)
+    try:
+        eventually(lambda: "cni.istio.io/uninitialized" in api.pods[("default", "broken")]["metadata"]["labels"])
+        time.sleep(0.3)
+        assert not api.pods[("default", "elsewhere")]["metadata"]["labels"]  # scoped to this node (node-1)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)

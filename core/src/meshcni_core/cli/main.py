@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -128,6 +129,13 @@ def run_install(args: argparse.Namespace) -> int:
     watcher.start()
     threading.Thread(target=start_pod_cache, args=(agent, installer, registry, stop), daemon=True,
                      name="meshcni-pod-cache-start").start()
+    if _repair_enabled():
+        from meshcni_core.cli.repair import controller_from_env
+        from meshcni_core.repair.metrics import RepairCollector
+
+        repair = controller_from_env(os.environ, installer.settings.node_name)
+        registry.register(RepairCollector(repair))
+        threading.Thread(target=repair.run, args=(stop,), daemon=True, name="meshcni-repair").start()
     try:
         agent.run(stop)  # until SIGTERM: the plugin and its entry stay, so new pods stay redirected
     finally:
@@ -139,8 +147,6 @@ def run_install(args: argparse.Namespace) -> int:
 
 def start_pod_cache(agent: Any, installer: Installer, registry: Any, stop: Any) -> None:
     """Watch this node's pods through the kubeconfig install-cni writes, once it exists."""
-    import os
-
     from prometheus_client import Gauge
 
     from meshcni_core.pods.cache import PodCache
@@ -155,6 +161,13 @@ def start_pod_cache(agent: Any, installer: Installer, registry: Any, stop: Any) 
     gauge.set_function(lambda: len(cache))
     stop.wait()
     cache.stop()
+
+
+def _repair_enabled() -> bool:
+    raw = os.environ.get("REPAIR_ENABLED", "false").strip().lower()
+    if raw not in ("true", "false", "1", "0", ""):
+        raise MeshcniError(f"REPAIR_ENABLED={raw!r} is not a boolean")
+    return raw in ("true", "1")
 
 
 def run_uninstall() -> int:

@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also act on the validation container's first failure, without waiting for a restart")
     p.add_argument("--dry-run", action="store_true", help="report what would be done, change nothing")
     p.add_argument("--max-attempts", type=int, default=5, help="attempts per pod before giving up (default 5)")
+    p.add_argument("--monitoring-port", type=int, default=0,
+                   help="serve Prometheus metrics on this port in daemon mode (default: off)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warn", "error"])
     return p
 
@@ -108,6 +110,27 @@ def choose_policy(values: Mapping[str, Any]) -> RepairPolicy | None:
     return policies["delete" if values["delete-pods"] else "label"]
 
 
+def controller_from_env(env: Mapping[str, str], node_name: str) -> Any:
+    """The repair daemon as install-cni runs it when REPAIR_ENABLED is true: configured by the
+    REPAIR_* variables, scoped to this node, with the agent's own identity (in-cluster or
+    $KUBECONFIG) - never the plugin's kubeconfig, which needs no write access."""
+    from meshcni_core.repair.actions import ApiRepairActions
+    from meshcni_core.repair.controller import RepairController, RepairOptions
+
+    values = settings(build_parser().parse_args([]), env)
+    policy = choose_policy(values)
+    report_only = RepairPolicy("report", lambda pod, actions, settings: "reported")
+    options = RepairOptions(
+        node_name=values["node-name"] or node_name, label_selectors=values["label-selectors"],
+        field_selectors=values["field-selectors"], dry_run=policy is None,
+        filter=BrokenPodFilter(values["sidecar-annotation"], values["init-container-name"],
+                               values["init-container-termination-message"], values["init-container-exit-code"]),
+        settings=RepairSettings(values["broken-pod-label-key"], values["broken-pod-label-value"]),
+    )
+    return RepairController(api_client_factory(env.get("KUBECONFIG")), options, policy or report_only,
+                            ApiRepairActions)
+
+
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     from meshcni_core.logs import configure_logging
     from meshcni_core.repair.actions import ApiRepairActions
@@ -142,6 +165,14 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         outcomes = controller.run_once()
         print(json.dumps(outcomes, indent=2, sort_keys=True))
         return 1 if any(o.startswith("failed") for o in outcomes.values()) else 0
+    if args.monitoring_port:
+        from prometheus_client import CollectorRegistry, start_http_server
+
+        from meshcni_core.repair.metrics import RepairCollector
+
+        registry = CollectorRegistry()
+        registry.register(RepairCollector(controller))
+        start_http_server(args.monitoring_port, registry=registry)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
