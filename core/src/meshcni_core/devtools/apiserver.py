@@ -85,6 +85,7 @@ class FakeApiServer:
         self.events: list[tuple[int, str, dict[str, Any]]] = []  # (resourceVersion, type, pod)
         self.k8s_events: list[dict[str, Any]] = []  # Kubernetes Event objects that were created
         self.patches: list[tuple[str, str, str, dict[str, Any]]] = []  # (ns, name, content type, body)
+        self.identities: dict[str, set[tuple[str, str]]] = {}  # extra tokens -> allowed (verb, resource)
         self.oldest_watchable_rv = 0  # watches from an older resourceVersion get 410 Gone
         self._tmp = tempfile.TemporaryDirectory(prefix="meshcni-apiserver-")
         os.chmod(self._tmp.name, 0o700)
@@ -219,8 +220,18 @@ class FakeApiServer:
 
     # -- request handling ---------------------------------------------------------------------
 
+    def add_identity(self, token: str, allowed: set[tuple[str, str]]) -> None:
+        """Another bearer token, allowed only these (verb, resource) pairs - RBAC in miniature.
+        The main token and client certificates may do everything."""
+        self.identities[token] = set(allowed)
+
     def authorized(self, headers: Any, peer_cert: bool) -> bool:
-        return peer_cert or headers.get("Authorization", "") == f"Bearer {self.token}"
+        token = headers.get("Authorization", "").removeprefix("Bearer ")
+        return peer_cert or token == self.token or token in self.identities
+
+    def permitted(self, headers: Any, verb: str, resource: str) -> bool:
+        token = headers.get("Authorization", "").removeprefix("Bearer ")
+        return token not in self.identities or (verb, resource) in self.identities[token]
 
     def watch_events(self, raw_path: str) -> Iterator[dict[str, Any]]:
         """Events after the requested resourceVersion, then new ones as they happen, until the
@@ -267,6 +278,9 @@ class FakeApiServer:
         url = urlsplit(raw_path)
         parts = [p for p in url.path.split("/") if p]
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+        verb, resource = _verb_and_resource(method, parts)
+        if not self.permitted(headers, verb, resource):
+            return 403, _status(403, f'cannot {verb} resource "{resource}"', "Forbidden")
         if parts[:2] != ["api", "v1"]:
             return 404, _status(404, f"{url.path} not found")
         if method == "POST" and len(parts) == 5 and parts[2] == "namespaces" and parts[4] == "events":
@@ -367,6 +381,13 @@ def _field(pod: dict[str, Any], path: str) -> str:
     return str(value)
 
 
+def _verb_and_resource(method: str, parts: list[str]) -> tuple[str, str]:
+    resource = parts[4] if len(parts) >= 5 and parts[2] == "namespaces" else (parts[2] if len(parts) > 2 else "")
+    named = len(parts) == 6 or (len(parts) == 4 and parts[2] != "namespaces")
+    verb = {"GET": "get" if named else "list", "PATCH": "patch", "DELETE": "delete", "POST": "create"}[method]
+    return verb, resource
+
+
 REASONS = {401: "Unauthorized", 404: "NotFound", 409: "Conflict", 429: "TooManyRequests"}
 
 
@@ -400,7 +421,8 @@ def _handler_for(api: FakeApiServer) -> type[BaseHTTPRequestHandler]:
             peer_cert = bool(getattr(self.connection, "getpeercert", lambda: None)())
             query = parse_qs(urlsplit(self.path).query)
             if method == "GET" and query.get("watch", ["false"])[-1] in ("1", "true") and \
-                    api.authorized(self.headers, peer_cert) and not api.faults.fail_next:
+                    api.authorized(self.headers, peer_cert) and api.permitted(self.headers, "watch", "pods") \
+                    and not api.faults.fail_next:
                 self._stream(api.watch_events(self.path))
                 return
             length = int(self.headers.get("Content-Length") or 0)
