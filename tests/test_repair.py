@@ -206,3 +206,33 @@ def test_repair_runs_inside_install_cni_when_enabled(api, tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=15)
+
+
+def test_in_agent_repair_refuses_the_plugins_identity(api, tmp_path):
+    from meshcni_core.devtools.hostlayout import make_host
+
+    env = make_host(tmp_path / "host", REPAIR_ENABLED="true", **{"REPAIR_DELETE-PODS": "true"})
+    env.pop("KUBECONFIG", None)
+    proc = subprocess.run([MESHCNI, "install-cni", "--socket", str(tmp_path / "cni.sock"), "--monitoring-port", "0"],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "separate repair identity" in proc.stderr
+
+
+def test_daemon_follows_deletions_and_relists_after_410(api):
+    repair = controller(api)
+    stop = threading.Event()
+    thread = threading.Thread(target=repair.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        eventually(lambda: any(method == "WATCH" for method, _, _ in api.requests))
+        lists = lambda: sum(1 for m, path, _ in api.requests if m == "GET" and "watch" not in path)  # noqa: E731
+        api.compact()
+        api.drop_watches()  # resuming from before the compaction: 410 Gone, so list again
+        eventually(lambda: lists() == 2)
+        pod(api, "late", BROKEN)
+        eventually(lambda: "cni.istio.io/uninitialized" in api.pods[("default", "late")]["metadata"]["labels"])
+        api.delete_pod("default", "late")
+        eventually(lambda: not repair.tracks("default", "late"))
+    finally:
+        stop.set()
+        thread.join(timeout=10)

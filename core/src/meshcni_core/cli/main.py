@@ -114,6 +114,11 @@ def run_install(args: argparse.Namespace) -> int:
 
     configure_logging(args.log_level)
     installer = _installer()
+    repair = None
+    if _repair_enabled():  # built before anything starts: a refused setting is a clean exit 2
+        from meshcni_core.cli.repair import controller_from_env
+
+        repair = controller_from_env(os.environ, installer.settings.node_name)
     if args.once:
         status = installer.reconcile()
         print(json.dumps({"ready": status.ready, "problems": status.problems, "conf_file": status.conf_file}))
@@ -129,11 +134,9 @@ def run_install(args: argparse.Namespace) -> int:
     watcher.start()
     threading.Thread(target=start_pod_cache, args=(agent, installer, registry, stop), daemon=True,
                      name="meshcni-pod-cache-start").start()
-    if _repair_enabled():
-        from meshcni_core.cli.repair import controller_from_env
+    if repair is not None:
         from meshcni_core.repair.metrics import RepairCollector
 
-        repair = controller_from_env(os.environ, installer.settings.node_name)
         registry.register(RepairCollector(repair))
         threading.Thread(target=repair.run, args=(stop,), daemon=True, name="meshcni-repair").start()
     try:

@@ -119,6 +119,11 @@ def controller_from_env(env: Mapping[str, str], node_name: str) -> Any:
 
     values = settings(build_parser().parse_args([]), env)
     policy = choose_policy(values)
+    if policy is not None and not env.get("KUBECONFIG"):
+        raise MeshcniError(
+            f"repair policy {policy.name!r} inside the node agent needs KUBECONFIG naming a separate repair "
+            "identity: the agent's own token is also the plugin's, which must not be able to change pods"
+        )
     report_only = RepairPolicy("report", lambda pod, actions, settings: "reported")
     options = RepairOptions(
         node_name=values["node-name"] or node_name, label_selectors=values["label-selectors"],

@@ -169,6 +169,11 @@ class RepairController:
                 self.stats.broken_seen += 1
                 self._enqueue(key, 0.0)
 
+    def tracks(self, namespace: str, name: str) -> bool:
+        """True while the controller holds a state for this pod (it forgets deleted pods)."""
+        with self._cond:
+            return (namespace, name) in self._latest
+
     def queue_depth(self) -> int:
         with self._cond:
             return len(self._queued)
