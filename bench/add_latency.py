@@ -24,8 +24,8 @@ from pathlib import Path
 
 from meshcni_core.devtools.apiserver import FakeApiServer
 from meshcni_core.devtools.netlab import PLUGIN, Lab
+from meshcni_core.devtools.processes import rss_mib, start_agent
 
-MESHCNI = str(Path(sys.executable).with_name("meshcni"))
 STATUS = json.dumps({"containers": ["istio-proxy"], "initContainers": ["istio-validation"]})
 RESULTS = Path(__file__).parent / "results"
 
@@ -74,16 +74,6 @@ def summary(samples: list[float]) -> dict[str, float]:
 
 def with_rss(samples: list[tuple[float, int]]) -> dict[str, float]:
     return {**summary([ms for ms, _ in samples]), "peak_rss_mib": round(max(rss for _, rss in samples) / 1024, 1)}
-
-
-def start_agent(socket_path: str) -> subprocess.Popen[bytes]:
-    agent = subprocess.Popen([MESHCNI, "agent", "--socket", socket_path, "--log-level", "error"])
-    deadline = time.monotonic() + 30
-    while not os.path.exists(socket_path):
-        if agent.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError("agent did not start")
-        time.sleep(0.05)
-    return agent
 
 
 def measure(rounds: int) -> dict:
@@ -147,7 +137,7 @@ def measure(rounds: int) -> dict:
                 **summary([o[0] for o in outcomes]), "succeeded": sum(o[1] == 0 for o in outcomes),
                 "namespaces_with_rules": rules_ok, "wall_ms": round(wall, 1),
             }
-            results["agent_rss_mib"] = round(_rss_kib(agent.pid) / 1024, 1)
+            results["agent_rss_mib"] = round(rss_mib(agent.pid), 1)
             results["reference_portmap_chained_add"] = portmap_reference(lab, rounds)
         finally:
             if agent is not None:
@@ -155,14 +145,6 @@ def measure(rounds: int) -> dict:
                 agent.wait(timeout=10)
             lab.close()
     return results
-
-
-def _rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 def portmap_reference(lab: Lab, rounds: int) -> dict:

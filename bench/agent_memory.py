@@ -17,6 +17,7 @@ from pathlib import Path
 
 from meshcni_core.devtools.apiserver import FakeApiServer
 from meshcni_core.devtools.hostlayout import make_host
+from meshcni_core.devtools.processes import rss_mib
 
 MESHCNI = str(Path(sys.executable).with_name("meshcni"))
 STATUS = json.dumps({"containers": ["istio-proxy"], "initContainers": ["istio-validation"]})
@@ -45,12 +46,11 @@ def main() -> int:
                 assert time.monotonic() < deadline, "the cache never held the node's 110 pods"
                 time.sleep(0.1)
             time.sleep(5)
-            with open(f"/proc/{proc.pid}/status") as f:
-                rss = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+            rss = rss_mib(proc.pid)
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=15)
-    print(json.dumps({"pods_watched": 110, "install_cni_idle_rss_mib": round(rss / 1024, 1)}, indent=2))
+    print(json.dumps({"pods_watched": 110, "install_cni_idle_rss_mib": round(rss, 1)}, indent=2))
     return 0
 
 

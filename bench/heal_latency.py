@@ -20,6 +20,7 @@ from pathlib import Path
 
 from meshcni_core.devtools.apiserver import FakeApiServer
 from meshcni_core.devtools.hostlayout import PRIMARY, make_host
+from meshcni_core.devtools.processes import rss_mib
 
 MESHCNI = str(Path(sys.executable).with_name("meshcni"))
 
@@ -58,8 +59,7 @@ def main() -> int:
                     time.sleep(0.0005)
                 samples.append((time.perf_counter() - started) * 1000)
                 time.sleep(0.05)
-            with open(f"/proc/{proc.pid}/status") as f:
-                rss = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+            rss = rss_mib(proc.pid)
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=15)
@@ -70,7 +70,7 @@ def main() -> int:
 
     result = {
         "rounds": len(ordered), "median_ms": round(statistics.median(ordered), 1), "p90_ms": quantile(0.9),
-        "p99_ms": quantile(0.99), "max_ms": round(ordered[-1], 1), "install_cni_rss_mib": round(rss / 1024, 1),
+        "p99_ms": quantile(0.99), "max_ms": round(ordered[-1], 1), "install_cni_rss_mib": round(rss, 1),
     }
     print(json.dumps(result, indent=2))
     return 0

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from meshcni_core.devtools.apiserver import FakeApiServer
+from meshcni_core.devtools.processes import rss_mib
 
 MESHCNI = str(Path(sys.executable).with_name("meshcni"))
 LABEL = "cni.istio.io/uninitialized"
@@ -37,11 +38,6 @@ def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
 
 
 def broken_unlabelled(api: FakeApiServer) -> int:

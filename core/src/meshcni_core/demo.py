@@ -17,7 +17,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ import yaml
 
 from meshcni_core.devtools.chain import Attachment, ChainError, CniChain
 from meshcni_core.devtools.netlab import PLUGIN, Accepted, Lab
+from meshcni_core.devtools.processes import start_agent
 
 REMOTE = "198.51.100.10"
 DEBIAN_CNI_DIR = "/usr/lib/cni"
@@ -103,18 +103,6 @@ def probe(lab: Lab, source: str, address: str, port: int, uid: int | None = None
         return f"no connection ({type(exc).__name__})"
 
 
-def start_agent(socket_path: str) -> subprocess.Popen[str]:
-    """The node agent, as the DaemonSet would run it; the demo stops exactly this process."""
-    meshcni = str(Path(sys.executable).with_name("meshcni"))
-    agent = subprocess.Popen([meshcni, "agent", "--socket", socket_path, "--log-level", "warn"], text=True)
-    deadline = time.monotonic() + 30
-    while not os.path.exists(socket_path):
-        if agent.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError("meshcni agent did not start")
-        time.sleep(0.05)
-    return agent
-
-
 def run_demo(pods_dir: Path, use_agent: bool = True) -> int:
     pods = load_pods(pods_dir)
     if not pods:
@@ -124,7 +112,7 @@ def run_demo(pods_dir: Path, use_agent: bool = True) -> int:
     lab = Lab()
     attachments: list[Attachment] = []
     chain: CniChain | None = None
-    agent: subprocess.Popen[str] | None = None
+    agent: subprocess.Popen[bytes] | None = None
     try:
         agent_socket = os.path.join(work, "agent", "cni.sock")
         if use_agent:
