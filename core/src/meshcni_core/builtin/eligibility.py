@@ -107,7 +107,9 @@ def decide(pod: PodInfo, config: PluginConfig) -> list[Verdict]:
         votes.append(Verdict.redirect("containers", f"{len(facts.containers)} containers{how}"))
     else:
         votes.append(Verdict.skip("containers", f"only {len(facts.containers)} container{how}"))
-    inject = _inject_value(pod.annotations)
+    # An unreadable inject value is an error only for a pod the injector did inject: a pod without
+    # the status annotation is not the mesh's, and pods the mesh ignores are never blocked.
+    inject = _inject_value(pod.annotations) if STATUS in pod.annotations else None
     if inject is False:
         votes.append(Verdict.skip("inject", f"annotation {INJECT}={pod.annotations[INJECT]!r}"))
     else:

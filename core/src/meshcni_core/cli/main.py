@@ -8,6 +8,7 @@ Subcommands available in this release:
 * ``meshcni repair`` - find pods that started without redirection and label or delete them
   (Istio 1.6's istio-cni-repair flags and REPAIR_* variables; ``meshcni repair --help``);
 * ``meshcni agent`` - the node agent alone, serving ``istio-cni`` requests over a Unix socket;
+* ``meshcni explain`` - what istio-cni would do for a pod, and why;
 * ``meshcni extensions`` - installed extensions beside the enabled ones.
 
 install-cni and uninstall-cni read Istio's install-cni environment variables (docs/installer.md).
@@ -53,6 +54,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("repair", help="label or delete pods that started without redirection (see meshcni repair --help)",
                    add_help=False)
 
+    explain = sub.add_parser("explain", help="what istio-cni would do for a pod, and why")
+    which = explain.add_mutually_exclusive_group(required=True)
+    which.add_argument("--pod", metavar="FILE", help="a Pod manifest (YAML or JSON)")
+    which.add_argument("--pod-ref", metavar="NAMESPACE/NAME", help="a pod read from the API server")
+    explain.add_argument("--kubeconfig", help="for --pod-ref (default $KUBECONFIG)")
+    explain.add_argument("--netconf", metavar="FILE", help="the plugin's netconf, or a conflist holding it "
+                         "(default: Istio's defaults, istio-system excluded, first-party extensions enabled)")
+    explain.add_argument("--dual-stack", action="store_true", help="explain for a pod with IPv4 and IPv6 addresses")
+    explain.add_argument("--output", choices=["text", "json"], default="text")
+
     ext = sub.add_parser("extensions", help="list installed extensions and which are enabled")
     source = ext.add_mutually_exclusive_group()
     source.add_argument("--netconf", metavar="FILE", help="a netconf or conflist whose istio-cni entry enables them")
@@ -75,6 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_install(args)
         if args.command == "uninstall-cni":
             return run_uninstall()
+        if args.command == "explain":
+            return run_explain(args)
         return list_extensions(args)
     except MeshcniError as exc:
         print(f"meshcni: {exc.msg}", file=sys.stderr)
@@ -171,6 +184,39 @@ def _repair_enabled() -> bool:
     if raw not in ("true", "false", "1", "0", ""):
         raise MeshcniError(f"REPAIR_ENABLED={raw!r} is not a boolean")
     return raw in ("true", "1")
+
+
+DEFAULT_EXPLAIN_NETCONF = {"cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "istio-cni",
+                           "extensions": ["tproxy", "kubevirt"], "kubernetes": {"exclude_namespaces": ["istio-system"]}}
+
+
+def run_explain(args: argparse.Namespace) -> int:
+    import yaml
+
+    from meshcni_core import explain
+    from meshcni_core.pipeline import Pipeline
+
+    netconf: dict[str, Any] = dict(DEFAULT_EXPLAIN_NETCONF)
+    if args.netconf:
+        with open(args.netconf) as f:
+            doc = json.load(f)
+        entries = doc.get("plugins", [doc]) if isinstance(doc, dict) else []
+        entry = next((e for e in entries if isinstance(e, dict) and e.get("type") == "istio-cni"), None)
+        if entry is None:
+            raise MeshcniError(f"{args.netconf} has no istio-cni entry")
+        netconf = {"cniVersion": doc.get("cniVersion", "1.0.0"), "name": doc.get("name", "net"), **entry}
+    if args.pod:
+        with open(args.pod) as f:
+            pod = explain.pod_from_manifest(yaml.safe_load(f))
+    else:
+        from meshcni_core.pods.lookup import fetch_pod
+
+        namespace, _, name = args.pod_ref.partition("/")
+        pod = fetch_pod(args.kubeconfig or os.environ.get("KUBECONFIG", ""), namespace, name, timeout=10)
+    facts = explain.DUAL_STACK_POD if args.dual_stack else explain.IPV4_POD
+    report = explain.explain(pod, Pipeline.from_netconf(netconf, {}), facts)
+    print(json.dumps(report, indent=2) if args.output == "json" else explain.render_text(report))
+    return 0
 
 
 def run_uninstall() -> int:

@@ -1,0 +1,113 @@
+"""``meshcni explain``: what istio-cni would do for a pod, and why.
+
+The eligibility verdict rule by rule (the seed page's rules, then every enabled extension's
+vote), each redirect parameter with where it came from (an annotation or Istio's default), and
+the exact rules - as the iptables-restore backend would apply them, one transaction per family,
+plus the ip commands. It runs the plugin's own pipeline, so its verdict is the plugin's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from meshcni_core.builtin.eligibility import decide as seed_votes
+from meshcni_core.pipeline import Pipeline
+from meshcni_core.rules.restore import render_fresh_transaction
+from meshcni_hooks.errors import MeshcniError
+from meshcni_hooks.types import NetnsFacts, PodInfo, RedirectSpec, Verdict, VerdictKind
+
+IPV4_POD = NetnsFacts(interfaces=("lo", "eth0"), ipv4_addresses=("192.0.2.10",))
+DUAL_STACK_POD = NetnsFacts(interfaces=("lo", "eth0"), ipv4_addresses=("192.0.2.10",),
+                            ipv6_addresses=("2001:db8::10",))
+
+
+def pod_from_manifest(doc: Mapping[str, Any]) -> PodInfo:
+    """PodInfo from a Pod manifest (YAML or JSON, as kubectl shows it)."""
+    if doc.get("kind", "Pod") != "Pod":
+        raise MeshcniError(f"expected a Pod, got kind {doc.get('kind')!r}")
+    meta, spec = doc.get("metadata") or {}, doc.get("spec") or {}
+    annotations = {str(k): str(v) for k, v in (meta.get("annotations") or {}).items()}
+    return PodInfo(
+        namespace=str(meta.get("namespace") or "default"), name=str(meta.get("name") or ""),
+        uid=str(meta.get("uid") or ""), annotations=annotations,
+        containers=tuple(str(c.get("name")) for c in spec.get("containers") or []),
+        init_containers=tuple(str(c.get("name")) for c in spec.get("initContainers") or []),
+        source="manifest",
+    )
+
+
+def explain(pod: PodInfo, pipeline: Pipeline, facts: NetnsFacts = IPV4_POD) -> dict[str, Any]:
+    """Everything explain prints, as data. ``outcome`` is "redirect", "skip" or "error"."""
+    report: dict[str, Any] = {"pod": f"{pod.namespace}/{pod.name}", "rules": [], "parameters": {}, "plan": {}}
+    try:
+        seed = seed_votes(pod, pipeline.config)
+        report["rules"] = [{"rule": v.rule, "vote": v.kind.value, "reason": v.reason, "by": v.source} for v in seed]
+        for impl in pipeline.pm.hook.meshcni_pod_verdict.get_hookimpls():
+            if impl.plugin_name.startswith("builtin:"):
+                continue  # listed rule by rule above
+            verdict = impl.function(pod=pod, config=pipeline.config)
+            if isinstance(verdict, Verdict):
+                report["rules"].append({"rule": verdict.rule, "vote": verdict.kind.value,
+                                        "reason": verdict.reason, "by": impl.plugin_name})
+        decision = pipeline.decide(pod, facts)
+        if not decision.redirect:
+            report["outcome"] = "skip"
+            return report
+        assert decision.spec is not None and decision.plan is not None
+        report["parameters"] = parameters(decision.spec)
+        report["plan"] = {
+            f"IPv{family}": render_fresh_transaction(decision.plan, family) for family in decision.plan.families()
+        }
+        report["plan"]["ip"] = [" ".join(("ip", *step.args)) for step in decision.plan.routes]
+        report["outcome"] = "redirect"
+    except MeshcniError as exc:
+        report["outcome"] = "error"
+        report["error"] = {"stage": exc.stage, "code": exc.code, "message": exc.msg}
+    return report
+
+
+def parameters(spec: RedirectSpec) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for f in dataclasses.fields(spec):
+        if f.name == "origins":
+            continue
+        value = getattr(spec, f.name)
+        out[f.name] = {"value": _plain(value), "from": spec.origins.get(f.name, "fixed (Istio 1.6's plugin)")}
+    return out
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        shown = {k: _plain(v) for k, v in dataclasses.asdict(value).items()}
+        if shown.get("all"):
+            return "*"
+        return shown.get("ports") or [str(n) for n in shown.get("networks", [])] or []
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    return value if isinstance(value, int | str) else str(value)
+
+
+def render_text(report: Mapping[str, Any]) -> str:
+    lines = [f"pod {report['pod']}: {report['outcome'].upper()}", "", "eligibility:"]
+    for rule in report["rules"]:
+        mark = "ok  " if rule["vote"] == VerdictKind.REDIRECT.value else "SKIP"
+        by = "" if rule["by"] == "builtin" else f" [{rule['by']}]"
+        lines.append(f"  {mark} {rule['rule']:<20} {rule['reason']}{by}")
+    if report["outcome"] == "error":
+        error = report["error"]
+        lines += ["", f"error ({error['stage']}, CNI code {error['code']}): {error['message']}"]
+    if report["parameters"]:
+        lines += ["", "redirect parameters:"]
+        for name, item in report["parameters"].items():
+            lines.append(f"  {name:<24} {json.dumps(item['value']):<30} from {item['from']}")
+    if report["plan"]:
+        lines += ["", "rules (backend iptables-restore, one transaction per family):"]
+        for family, text in report["plan"].items():
+            if family == "ip":
+                lines += [f"  {command}" for command in text]
+            else:
+                lines += [f"  # {family}"] + [f"  {line}" for line in text.splitlines()]
+    return "\n".join(lines)

@@ -1,0 +1,74 @@
+"""`meshcni explain` gives the plugin's verdict: compared with the real istio-cni on generated pods."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from meshcni_core import explain
+from meshcni_core.cli.main import DEFAULT_EXPLAIN_NETCONF
+from meshcni_core.devtools.netlab import cni
+from meshcni_core.pipeline import Pipeline
+from meshcni_hooks.types import PodInfo
+
+MESHCNI = str(Path(sys.executable).with_name("meshcni"))
+PODS = Path(__file__).resolve().parents[1] / "examples" / "pods"
+
+
+@st.composite
+def pods(draw) -> PodInfo:
+    injected = draw(st.booleans())
+    apps = draw(st.lists(st.sampled_from(["app", "worker"]), min_size=1 if injected else 0, max_size=2, unique=True))
+    has_proxy = injected and draw(st.booleans())
+    init = draw(st.sampled_from([(), ("istio-validation",), ("istio-init",)]))
+    annotations: dict[str, str] = {}
+    if injected:  # what the injector writes: the containers and init containers it added
+        annotations["sidecar.istio.io/status"] = json.dumps(
+            {"containers": ["istio-proxy"] if has_proxy else [], "initContainers": list(init)})
+    for key, values in (
+        ("sidecar.istio.io/inject", ["true", "false", "yes", "No", "0", "maybe"]),
+        ("sidecar.istio.io/interceptionMode", ["REDIRECT", "TPROXY", "NONE", "tproxy"]),
+        ("traffic.sidecar.istio.io/includeInboundPorts", ["*", "", "8080", "80,http"]),
+        ("traffic.sidecar.istio.io/excludeOutboundIPRanges", ["198.51.100.0/24", "10.0.0.0/8, 10.1.0.0/16"]),
+    ):
+        value = draw(st.none() | st.sampled_from(values))
+        if value is not None:
+            annotations[key] = value
+    return PodInfo(
+        namespace=draw(st.sampled_from(["default", "istio-system", "prod"])), name="app-1",
+        annotations=annotations, containers=(*apps, *(["istio-proxy"] if has_proxy else [])), init_containers=init,
+    )
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(pod=pods())
+@pytest.mark.netns
+def test_explain_agrees_with_the_plugin(netns_lab, pod):
+    expected = explain.explain(pod, Pipeline.from_netconf(DEFAULT_EXPLAIN_NETCONF, {}))["outcome"]
+    ns = netns_lab.netns(f"x{len(netns_lab.namespaces)}")
+    netconf = {**DEFAULT_EXPLAIN_NETCONF, "agent_socket": "",
+               "runtimeConfig": {"io.kubernetes.cri.pod-annotations": dict(pod.annotations)},
+               "prevResult": {"cniVersion": "1.0.0", "ips": [{"address": "192.0.2.9/24"}]}}
+    proc = cni("ADD", ns, netconf, namespace=pod.namespace)
+    actual = "error" if proc.returncode else ("redirect" if netns_lab.save(ns) else "skip")
+    netns_lab.close_one(ns)
+    assert actual == expected, (pod, proc.stdout)
+
+
+def test_cli_text_and_json():
+    text = subprocess.run([MESHCNI, "explain", "--pod", str(PODS / "30-reviews-excluded-range.yaml")],
+                          capture_output=True, text=True, check=True).stdout
+    assert "REDIRECT" in text and "from annotation traffic.sidecar.istio.io/excludeOutboundIPRanges" in text
+    assert "-A ISTIO_OUTPUT -d 198.51.100.0/24 -j RETURN" in text
+    report = json.loads(subprocess.run([MESHCNI, "explain", "--pod", str(PODS / "60-bad-annotation.yaml"),
+                                        "--output", "json"], capture_output=True, text=True, check=True).stdout)
+    assert report["outcome"] == "error" and report["error"]["code"] == 103
+    skipped = json.loads(subprocess.run([MESHCNI, "explain", "--pod", str(PODS / "50-istio-system.yaml"),
+                                         "--output", "json"], capture_output=True, text=True, check=True).stdout)
+    assert skipped["outcome"] == "skip" and skipped["rules"][0]["vote"] == "skip"
