@@ -10,12 +10,9 @@ import enum
 import ipaddress
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Protocol
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-EMPTY_MAP: Mapping[str, str] = MappingProxyType({})
 
 
 @dataclass(frozen=True)
