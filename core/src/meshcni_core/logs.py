@@ -5,8 +5,11 @@ from __future__ import annotations
 import logging
 import sys
 
+# Istio's levels (the seed's logLevel: panic, fatal, error, warn, info, debug), plus "warning" and "none".
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING, "warning": logging.WARNING,
-          "error": logging.ERROR, "none": logging.CRITICAL + 1}
+          "error": logging.ERROR, "fatal": logging.CRITICAL, "panic": logging.CRITICAL,
+          "none": logging.CRITICAL + 1}
+LEVEL_NAMES = tuple(LEVELS)
 
 
 def configure_logging(level: object = "info") -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
+from meshcni_core.logs import LEVEL_NAMES
 from meshcni_hooks import hookimpl
 from meshcni_hooks.errors import ConfigError
 from meshcni_hooks.types import PluginConfig
@@ -24,7 +25,7 @@ KUBERNETES_KEYS = {
 INTERCEPT_TYPES = ("iptables",)
 ATTACHMENTS = ("chained", "secondary")
 FLAVOURS = ("auto", "nft", "legacy")
-LOG_LEVELS = ("debug", "info", "warn", "warning", "error", "none")
+LOG_LEVELS = LEVEL_NAMES
 
 
 def _string(obj: Mapping[str, object], key: str, path: str, default: str = "") -> str:

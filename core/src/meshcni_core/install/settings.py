@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from meshcni_core.logs import LEVEL_NAMES
+
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 TRUE, FALSE = {"true", "1", "yes"}, {"false", "0", "no"}
 
@@ -90,8 +92,8 @@ def from_env(env: Mapping[str, str] | None = None) -> InstallSettings:
     if mode & ~0o777:
         raise SettingsError(f"KUBECONFIG_MODE={mode_text!r} is not a file mode between 000 and 777")
     log_level = (env.get("LOG_LEVEL") or defaults.log_level).lower()
-    if log_level not in ("debug", "info", "warn", "warning", "error", "none"):
-        raise SettingsError(f"LOG_LEVEL={log_level!r} is not one of debug, info, warn, error, none")
+    if log_level not in LEVEL_NAMES:
+        raise SettingsError(f"LOG_LEVEL={log_level!r} is not one of {', '.join(LEVEL_NAMES)}")
     return InstallSettings(
         cni_net_dir=env.get("CNI_NET_DIR") or defaults.cni_net_dir,
         mounted_cni_net_dir=env.get("MOUNTED_CNI_NET_DIR") or defaults.mounted_cni_net_dir,
