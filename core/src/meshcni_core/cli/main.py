@@ -9,7 +9,9 @@ Subcommands available in this release:
   (Istio 1.6's istio-cni-repair flags and REPAIR_* variables; ``meshcni repair --help``);
 * ``meshcni agent`` - the node agent alone, serving ``istio-cni`` requests over a Unix socket;
 * ``meshcni explain`` - what istio-cni would do for a pod, and why;
-* ``meshcni extensions`` - installed extensions beside the enabled ones.
+* ``meshcni extensions`` - installed extensions beside the enabled ones;
+* ``meshcni manifest values`` - Istio's CNI values resolved istioctl's way (``-f`` IstioOperator
+  files, ``--set`` paths) and validated, printed as one IstioOperator document.
 
 install-cni and uninstall-cni read Istio's install-cni environment variables (docs/installer.md).
 """
@@ -69,6 +71,21 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--netconf", metavar="FILE", help="a netconf or conflist whose istio-cni entry enables them")
     source.add_argument("--enable", metavar="NAMES", default="", help="comma-separated names to treat as enabled")
     ext.add_argument("--output", choices=["table", "json"], default="table")
+
+    manifest = sub.add_parser("manifest", help="Istio's CNI install values, the istioctl way")
+    manifest_sub = manifest.add_subparsers(dest="manifest_command", required=True, metavar="SUBCOMMAND")
+    values = manifest_sub.add_parser(
+        "values", help="resolve and validate the values; print them as an IstioOperator document",
+        description="Layers, later winning: meshcni's defaults, each -f file in order, each --set in order. "
+                    "Every problem is reported with its path; nothing is printed then, and the exit status is 2. "
+                    "Values meant for other Istio components are listed on stderr.")
+    values.add_argument("-f", "--filename", action="append", default=[], metavar="FILE",
+                        help="an IstioOperator file (install.istio.io/v1alpha1); repeatable")
+    values.add_argument("--set", action="append", default=[], metavar="PATH=VALUE", dest="sets",
+                        help="an istioctl path such as values.cni.cniBinDir=/x or "
+                             "components.cni.namespace=kube-system; escape dots in keys with a backslash; "
+                             "key[N] indexes a list; repeatable")
+    values.add_argument("--output", choices=["yaml", "json"], default="yaml")
     return parser
 
 
@@ -88,6 +105,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_uninstall()
         if args.command == "explain":
             return run_explain(args)
+        if args.command == "manifest":
+            return run_manifest_values(args)
         return list_extensions(args)
     except MeshcniError as exc:
         print(f"meshcni: {exc.msg}", file=sys.stderr)
@@ -184,6 +203,23 @@ def _repair_enabled() -> bool:
     if raw not in ("true", "false", "1", "0", ""):
         raise MeshcniError(f"REPAIR_ENABLED={raw!r} is not a boolean")
     return raw in ("true", "1")
+
+
+def run_manifest_values(args: argparse.Namespace) -> int:
+    from meshcni_core.manifest.values import OPERATOR_API_VERSIONS, resolve
+
+    resolved = resolve(args.filename, args.sets)
+    for note in resolved.elsewhere:
+        print(f"meshcni: not rendered by meshcni, pass it to istioctl: {note}", file=sys.stderr)
+    document = {"apiVersion": OPERATOR_API_VERSIONS[0], "kind": "IstioOperator", "spec": resolved.as_operator_spec()}
+    if args.output == "json":
+        print(json.dumps({**document, "image": resolved.image, "repairImage": resolved.repair_image}, indent=2))
+        return 0
+    import yaml
+
+    print(f"# install-cni image: {resolved.image}\n# repair image: {resolved.repair_image}")
+    print(yaml.safe_dump(document, sort_keys=False), end="")
+    return 0
 
 
 DEFAULT_EXPLAIN_NETCONF = {"cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "istio-cni",
