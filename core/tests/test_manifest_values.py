@@ -1,32 +1,16 @@
 """``meshcni manifest values``: Istio's CNI values resolved istioctl's way, and refused when wrong."""
 
 import json
-import shlex
 import subprocess
-from pathlib import Path
 
 import pytest
+from seed_examples import GKE, OPENSHIFT, SEED_OVERLAY, sets_of
 
 from meshcni_core.devtools.processes import MESHCNI
 from meshcni_core.logs import LEVEL_NAMES
 from meshcni_core.manifest.schema import SEED_LOG_LEVELS
 from meshcni_core.manifest.setpath import SetFlagError, parse_set
 from meshcni_core.manifest.values import ValuesError, resolve
-
-REPO = Path(__file__).resolve().parents[2]
-SEED_OVERLAY = REPO / "examples" / "operator" / "cni.yaml"
-# The seed's hosted-platform lines, joined from its table cells (the GKE cell lost a space: "--setvalues").
-GKE = "--set components.cni.namespace=kube-system --set values.cni.cniBinDir=/home/kubernetes/bin"
-OPENSHIFT = ('--set components.cni.namespace=kube-system --set values.cni.cniBinDir=/var/lib/cni/bin '
-             '--set values.cni.cniConfDir=/etc/cni/multus/net.d --set values.cni.chained=false '
-             '--set values.cni.cniConfFileName="istio-cni.conf" '
-             '--set values.sidecarInjectorWebhook.injectedAnnotations."k8s\\.v1\\.cni\\.cncf\\.io/networks"=istio-cni')
-
-
-def sets_of(command_line: str) -> list[str]:
-    words = shlex.split(command_line)  # as the operator's shell would pass them
-    assert words[::2] == ["--set"] * (len(words) // 2)
-    return words[1::2]
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -11,7 +11,8 @@ Subcommands available in this release:
 * ``meshcni explain`` - what istio-cni would do for a pod, and why;
 * ``meshcni extensions`` - installed extensions beside the enabled ones;
 * ``meshcni manifest values`` - Istio's CNI values resolved istioctl's way (``-f`` IstioOperator
-  files, ``--set`` paths) and validated, printed as one IstioOperator document.
+  files, ``--set`` paths) and validated, printed as one IstioOperator document;
+* ``meshcni manifest generate`` - the Kubernetes objects for those values.
 
 install-cni and uninstall-cni read Istio's install-cni environment variables (docs/installer.md).
 """
@@ -79,14 +80,23 @@ def build_parser() -> argparse.ArgumentParser:
         description="Layers, later winning: meshcni's defaults, each -f file in order, each --set in order. "
                     "Every problem is reported with its path; nothing is printed then, and the exit status is 2. "
                     "Values meant for other Istio components are listed on stderr.")
-    values.add_argument("-f", "--filename", action="append", default=[], metavar="FILE",
+    add_value_sources(values)
+    values.add_argument("--output", choices=["yaml", "json"], default="yaml")
+    generate = manifest_sub.add_parser(
+        "generate", help="print the Kubernetes objects for the values, as multi-document YAML",
+        description="The values are resolved exactly as by 'meshcni manifest values' (same -f and --set); "
+                    "nothing is printed when they are invalid, and the exit status is 2.")
+    add_value_sources(generate)
+    return parser
+
+
+def add_value_sources(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-f", "--filename", action="append", default=[], metavar="FILE",
                         help="an IstioOperator file (install.istio.io/v1alpha1); repeatable")
-    values.add_argument("--set", action="append", default=[], metavar="PATH=VALUE", dest="sets",
+    parser.add_argument("--set", action="append", default=[], metavar="PATH=VALUE", dest="sets",
                         help="an istioctl path such as values.cni.cniBinDir=/x or "
                              "components.cni.namespace=kube-system; escape dots in keys with a backslash; "
                              "key[N] indexes a list; repeatable")
-    values.add_argument("--output", choices=["yaml", "json"], default="yaml")
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -106,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "explain":
             return run_explain(args)
         if args.command == "manifest":
-            return run_manifest_values(args)
+            return run_manifest_generate(args) if args.manifest_command == "generate" else run_manifest_values(args)
         return list_extensions(args)
     except MeshcniError as exc:
         print(f"meshcni: {exc.msg}", file=sys.stderr)
@@ -205,12 +215,30 @@ def _repair_enabled() -> bool:
     return raw in ("true", "1")
 
 
-def run_manifest_values(args: argparse.Namespace) -> int:
-    from meshcni_core.manifest.values import OPERATOR_API_VERSIONS, resolve
+def _resolved_values(args: argparse.Namespace) -> Any:
+    from meshcni_core.manifest.values import resolve
 
     resolved = resolve(args.filename, args.sets)
     for note in resolved.elsewhere:
         print(f"meshcni: not rendered by meshcni, pass it to istioctl: {note}", file=sys.stderr)
+    return resolved
+
+
+def run_manifest_generate(args: argparse.Namespace) -> int:
+    from meshcni_core.manifest.render import render, to_yaml
+
+    resolved = _resolved_values(args)
+    documents = render(resolved)
+    if not documents:
+        print("meshcni: components.cni.enabled is false: nothing to render", file=sys.stderr)
+    print(to_yaml(documents), end="")
+    return 0
+
+
+def run_manifest_values(args: argparse.Namespace) -> int:
+    from meshcni_core.manifest.values import OPERATOR_API_VERSIONS
+
+    resolved = _resolved_values(args)
     document = {"apiVersion": OPERATOR_API_VERSIONS[0], "kind": "IstioOperator", "spec": resolved.as_operator_spec()}
     if args.output == "json":
         print(json.dumps({**document, "image": resolved.image, "repairImage": resolved.repair_image}, indent=2))

@@ -1,0 +1,192 @@
+"""The Kubernetes objects for resolved values: what ``meshcni manifest generate`` prints.
+
+Istio's chart (behaviour reference §7.2) with least privilege: the DaemonSet's identity, whose
+token ends up on every node in the plugin's kubeconfig, reads pods and nothing else. Repair runs
+as its own Deployment under its own identity (docs/repair.md), allowed exactly what its
+policies need.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from meshcni_core.manifest.values import ResolvedValues
+
+NAME = "istio-cni"
+REPAIR_NAME = "istio-cni-repair"
+CONFIG_MAP = "istio-cni-config"
+MONITORING_PORT = 8000
+AGENT_SOCKET_DIR = "/var/run/meshcni"
+
+
+def render(resolved: ResolvedValues) -> list[dict[str, Any]]:
+    if not resolved.enabled:
+        return []
+    cni = resolved.cni
+    docs = [
+        _meta("v1", "ServiceAccount", NAME, resolved.namespace),
+        {**_meta("rbac.authorization.k8s.io/v1", "ClusterRole", NAME),
+         "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}]},
+        _cluster_binding(NAME, resolved.namespace),
+        {**_meta("v1", "ConfigMap", CONFIG_MAP, resolved.namespace),
+         "data": {"cni_network_config": json.dumps(network_config(cni), indent=2)}},
+        daemon_set(resolved),
+    ]
+    if cni["psp_cluster_role"]:
+        docs.append({**_meta("rbac.authorization.k8s.io/v1", "RoleBinding", f"{NAME}-psp", resolved.namespace),
+                     "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                                 "name": cni["psp_cluster_role"]},
+                     "subjects": [{"kind": "ServiceAccount", "name": NAME, "namespace": resolved.namespace}]})
+    if cni["repair"]["enabled"]:
+        docs.extend(repair_objects(resolved))
+    return docs
+
+
+def network_config(cni: dict[str, Any]) -> dict[str, Any]:
+    """The plugin's netconf template; install-cni fills the placeholders on each node."""
+    config: dict[str, Any] = {
+        "cniVersion": "0.3.1", "name": NAME, "type": NAME, "log_level": cni["logLevel"],
+        "kubernetes": {"kubeconfig": "__KUBECONFIG_FILEPATH__", "cni_bin_dir": cni["cniBinDir"],
+                       "exclude_namespaces": cni["excludeNamespaces"]},
+    }
+    if cni["extensions"]:
+        config["extensions"] = cni["extensions"]
+    if cni["extensionSettings"]:
+        config["extension_settings"] = cni["extensionSettings"]
+    return config
+
+
+def daemon_set(resolved: ResolvedValues) -> dict[str, Any]:
+    cni = resolved.cni
+    env: list[dict[str, Any]] = [
+        {"name": "CNI_NET_DIR", "value": cni["cniConfDir"]},
+        {"name": "CHAINED_CNI_PLUGIN", "value": str(cni["chained"]).lower()},
+        {"name": "LOG_LEVEL", "value": cni["logLevel"]},
+        {"name": "CNI_NETWORK_CONFIG",
+         "valueFrom": {"configMapKeyRef": {"name": CONFIG_MAP, "key": "cni_network_config"}}},
+        {"name": "KUBERNETES_NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+    ]
+    if cni["cniConfFileName"]:
+        env.insert(0, {"name": "CNI_CONF_NAME", "value": cni["cniConfFileName"]})
+    host_paths = [
+        ("cni-bin-dir", cni["cniBinDir"], "/host/opt/cni/bin", None),
+        ("cni-net-dir", cni["cniConfDir"], "/host/etc/cni/net.d", None),
+        ("agent-socket-dir", AGENT_SOCKET_DIR, AGENT_SOCKET_DIR, None),
+        # The agent enters pods' network namespaces by the paths the runtime hands the plugin.
+        ("netns-dir", "/var/run/netns", "/var/run/netns", "HostToContainer"),
+    ]
+    mounts = [{"name": name, "mountPath": path, **({"mountPropagation": prop} if prop else {})}
+              for name, _, path, prop in host_paths]
+    container = {
+        "name": "install-cni", "image": resolved.image, "imagePullPolicy": cni["pullPolicy"],
+        "command": ["meshcni", "install-cni", "--log-level", _agent_level(cni["logLevel"])],
+        "env": env, "volumeMounts": mounts,
+        "ports": [{"name": "monitoring", "containerPort": MONITORING_PORT, "protocol": "TCP"}],
+        "readinessProbe": {"httpGet": {"path": "/readyz", "port": MONITORING_PORT}, "periodSeconds": 5},
+        "livenessProbe": {"httpGet": {"path": "/healthz", "port": MONITORING_PORT}, "periodSeconds": 10},
+        # Entering other pods' network namespaces and programming them takes the host's privileges.
+        "securityContext": {"privileged": True},
+    }
+    labels = {"k8s-app": "istio-cni-node"}
+    return {
+        **_meta("apps/v1", "DaemonSet", "istio-cni-node", resolved.namespace, labels),
+        "spec": {
+            "selector": {"matchLabels": labels},
+            "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}},
+            "template": {
+                "metadata": {"labels": labels, "annotations": dict(cni["podAnnotations"])},
+                "spec": {
+                    "nodeSelector": {"kubernetes.io/os": "linux"},
+                    "hostNetwork": True,  # so the plugin never runs for its own pod
+                    "hostPID": True,  # runtimes may name a netns as /proc/<pid>/ns/net
+                    "tolerations": [{"effect": "NoSchedule", "operator": "Exists"},
+                                    {"key": "CriticalAddonsOnly", "operator": "Exists"},
+                                    {"effect": "NoExecute", "operator": "Exists"}],
+                    "priorityClassName": "system-node-critical",
+                    "serviceAccountName": NAME,
+                    "terminationGracePeriodSeconds": 5,
+                    "containers": [container],
+                    "volumes": [{"name": name, "hostPath": {"path": host}} for name, host, _, _ in host_paths],
+                },
+            },
+        },
+    }
+
+
+def repair_objects(resolved: ResolvedValues) -> list[dict[str, Any]]:
+    repair = resolved.cni["repair"]
+    # The policy meshcni repair picks: delete when deletePods, else label when labelPods, else report only.
+    acting = ["delete"] if repair["deletePods"] else ["patch"] if repair["labelPods"] else []
+    verbs = ["get", "list", "watch", *acting]
+    flags = {
+        "label-pods": str(repair["labelPods"]).lower(), "delete-pods": str(repair["deletePods"]).lower(),
+        "run-as-daemon": "true", "sidecar-annotation": "sidecar.istio.io/status",
+        "init-container-name": repair["initContainerName"],
+        "broken-pod-label-key": repair["brokenPodLabelKey"], "broken-pod-label-value": repair["brokenPodLabelValue"],
+    }
+    labels = {"k8s-app": REPAIR_NAME}
+    deployment = {
+        **_meta("apps/v1", "Deployment", REPAIR_NAME, resolved.namespace, labels),
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "serviceAccountName": REPAIR_NAME,
+                    "containers": [{
+                        "name": "repair", "image": resolved.repair_image,
+                        "imagePullPolicy": resolved.cni["pullPolicy"],
+                        "command": ["meshcni", "repair"],
+                        "env": [{"name": f"REPAIR_{key.upper()}", "value": value} for key, value in flags.items()],
+                        "securityContext": {"runAsNonRoot": True, "runAsUser": 65534,
+                                            "allowPrivilegeEscalation": False,
+                                            "capabilities": {"drop": ["ALL"]}},
+                    }],
+                },
+            },
+        },
+    }
+    return [
+        _meta("v1", "ServiceAccount", REPAIR_NAME, resolved.namespace),
+        {**_meta("rbac.authorization.k8s.io/v1", "ClusterRole", REPAIR_NAME),
+         "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": verbs},
+                   {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]}]},
+        _cluster_binding(REPAIR_NAME, resolved.namespace),
+        deployment,
+    ]
+
+
+def _agent_level(level: str) -> str:
+    return {"panic": "error", "fatal": "error"}.get(level, level)
+
+
+def _cluster_binding(name: str, namespace: str) -> dict[str, Any]:
+    return {**_meta("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", name),
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}]}
+
+
+def _meta(api_version: str, kind: str, name: str, namespace: str | None = None,
+          labels: dict[str, str] | None = None) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"name": name, "labels": {"app": NAME, **(labels or {})}}
+    if namespace is not None:
+        metadata["namespace"] = namespace
+    return {"apiVersion": api_version, "kind": kind, "metadata": metadata}
+
+
+def to_yaml(documents: list[dict[str, Any]]) -> str:
+    """Multi-document YAML without anchors, multi-line strings as literal blocks."""
+    import yaml
+
+    class Dumper(yaml.SafeDumper):
+        def ignore_aliases(self, data: Any) -> bool:
+            return True
+
+    def text(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+        style = "|" if "\n" in value else None
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+    Dumper.add_representer(str, text)
+    return yaml.dump_all(documents, Dumper=Dumper, sort_keys=False)

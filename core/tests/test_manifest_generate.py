@@ -1,0 +1,172 @@
+"""``meshcni manifest generate``: the objects for the seed's examples and for every option of its table."""
+
+import json
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+from seed_examples import GKE, OPENSHIFT, SEED_OVERLAY, sets_of
+
+from meshcni_core.builtin.config import load_plugin_config
+from meshcni_core.install.settings import from_env
+from meshcni_core.install.template import render_entry
+from meshcni_core.manifest.render import render, to_yaml
+from meshcni_core.manifest.values import resolve
+
+GOLDEN = Path(__file__).parent / "golden" / "manifests"
+KUBERNETES_VERSIONS = ("1.29.0", "1.33.0", "1.37.0")
+CASES = {
+    "defaults": ([], []),
+    "seed-overlay": ([SEED_OVERLAY], []),
+    "seed-gke": ([], sets_of(GKE)),
+    "seed-openshift": ([], sets_of(OPENSHIFT)),
+}
+FIXED_TAG = ["tag=1.6.0"]  # golden files must not change with meshcni's own version
+
+# One non-default value per option of the seed's table, and exactly the fields it must change:
+# (kind/name, path) pairs, paths as dotted keys with list indexes.
+DS, CM = "DaemonSet/istio-cni-node", "ConfigMap/istio-cni-config"
+CTR = "spec.template.spec.containers[0]"
+REPAIR = "Deployment/istio-cni-repair"
+RCTR = CTR
+OPTION_CHANGES = {
+    "values.cni.hub=registry.example/x": {(DS, f"{CTR}.image"), (REPAIR, f"{RCTR}.image")},
+    "values.cni.tag=9.9": {(DS, f"{CTR}.image"), (REPAIR, f"{RCTR}.image")},
+    "values.cni.pullPolicy=IfNotPresent": {(DS, f"{CTR}.imagePullPolicy"), (REPAIR, f"{RCTR}.imagePullPolicy")},
+    "values.cni.logLevel=debug": {(CM, "data.cni_network_config"), (DS, f"{CTR}.env[2].value"),
+                                  (DS, f"{CTR}.command[3]")},
+    "values.cni.excludeNamespaces[1]=foo": {(CM, "data.cni_network_config")},
+    "values.cni.cniBinDir=/home/kubernetes/bin": {(CM, "data.cni_network_config"),
+                                                  (DS, "spec.template.spec.volumes[0].hostPath.path")},
+    "values.cni.cniConfDir=/etc/cni/multus/net.d": {(DS, f"{CTR}.env[0].value"),
+                                                    (DS, "spec.template.spec.volumes[1].hostPath.path")},
+    "values.cni.cniConfFileName=istio-cni.conf": "CNI_CONF_NAME added before the other variables",
+    "values.cni.psp_cluster_role=restricted-psp": {("RoleBinding/istio-cni-psp", "")},
+    "values.cni.podAnnotations.example\\.com/team=net": {(DS, "spec.template.metadata.annotations.example.com/team")},
+    "values.cni.chained=false": {(DS, f"{CTR}.env[1].value")},
+    "values.cni.repair.enabled=false": {("ServiceAccount/istio-cni-repair", ""), ("ClusterRole/istio-cni-repair", ""),
+                                        ("ClusterRoleBinding/istio-cni-repair", ""), (REPAIR, "")},
+    "values.cni.repair.hub=repair.example": {(REPAIR, f"{RCTR}.image")},
+    "values.cni.repair.tag=r1": {(REPAIR, f"{RCTR}.image")},
+    "values.cni.repair.initContainerName=my-check": {(REPAIR, f"{RCTR}.env[4].value")},
+    "values.cni.repair.labelPods=false": {(REPAIR, f"{RCTR}.env[0].value")},
+    "values.cni.repair.deletePods=false": {(REPAIR, f"{RCTR}.env[1].value"),
+                                           ("ClusterRole/istio-cni-repair", "rules[0].verbs[3]")},
+    "values.cni.repair.brokenPodLabelKey=example.com/broken": {(REPAIR, f"{RCTR}.env[5].value")},
+    "values.cni.repair.brokenPodLabelValue=yes": {(REPAIR, f"{RCTR}.env[6].value")},
+    "values.cni.extensions[0]=tproxy": {(CM, "data.cni_network_config")},
+    "components.cni.namespace=kube-system": "every namespaced object and every subject moves",
+}
+
+
+def generate(files=(), sets=()):
+    return render(resolve(files, [*FIXED_TAG, *sets]))
+
+
+def leaves(value, path=""):
+    if isinstance(value, dict):
+        return {leaf for key, child in value.items() for leaf in leaves(child, f"{path}.{key}" if path else key)}
+    if isinstance(value, list):
+        return {leaf for i, child in enumerate(value) for leaf in leaves(child, f"{path}[{i}]")}
+    return {(path, json.dumps(value))}
+
+
+def by_name(documents):
+    return {f"{d['kind']}/{d['metadata']['name']}": d for d in documents}
+
+
+def changed_fields(before, after):
+    old, new = by_name(before), by_name(after)
+    changes = {(name, "") for name in set(old) ^ set(new)}
+    for name in set(old) & set(new):
+        for path, _ in leaves(old[name]) ^ leaves(new[name]):
+            changes.add((name, path))
+    return changes
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_golden_manifests(case, request):
+    files, sets = CASES[case]
+    text = to_yaml(generate(files, sets))
+    path = GOLDEN / f"{case}.yaml"
+    if request.config.getoption("--update-golden"):
+        path.write_text(text)
+    assert text == path.read_text(), f"manifest for {case} changed; review and rerun with --update-golden"
+
+
+@pytest.mark.parametrize("option", OPTION_CHANGES)
+def test_each_option_changes_exactly_its_fields(option):
+    before, after = generate(), generate(sets=[option])
+    changes = changed_fields(before, after)
+    expected = OPTION_CHANGES[option]
+    if option.startswith("components.cni.namespace"):
+        assert changes and all(p.endswith("namespace") for _, p in changes), changes
+        assert all(d["metadata"].get("namespace", "kube-system") == "kube-system" for d in after)
+        return
+    if option.startswith("values.cni.cniConfFileName"):
+        env = by_name(after)[DS]["spec"]["template"]["spec"]["containers"][0]["env"]
+        assert env[0] == {"name": "CNI_CONF_NAME", "value": "istio-cni.conf"}
+        assert env[1:] == by_name(before)[DS]["spec"]["template"]["spec"]["containers"][0]["env"]
+        return
+    assert matches(changes, expected), (sorted(changes), sorted(expected))
+
+
+def matches(changes, expected):
+    """Exactly the expected fields changed; an expectation with path "" is a whole object (added or removed)."""
+    whole = {name for name, path in expected if path == ""}
+    return {c for c in changes if c[0] not in whole} == {e for e in expected if e[0] not in whole} \
+        and whole == {name for name, _ in changes if name in whole}
+
+
+def every_manifest():
+    for files, sets in CASES.values():
+        yield from generate(files, sets)
+    for option in OPTION_CHANGES:
+        yield from generate(sets=[option])
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_every_generated_object_validates_against_the_kubernetes_schema(version):
+    for document in every_manifest():
+        kubernetes_validate.validate(document, version, strict=True)
+
+
+def test_repair_role_grants_only_what_its_policy_uses():
+    def verbs(*sets):
+        return by_name(generate(sets=list(sets)))["ClusterRole/istio-cni-repair"]["rules"][0]["verbs"]
+
+    assert verbs() == ["get", "list", "watch", "delete"]
+    assert verbs("values.cni.repair.deletePods=false") == ["get", "list", "watch", "patch"]
+    assert verbs("values.cni.repair.deletePods=false", "values.cni.repair.labelPods=false") == ["get", "list", "watch"]
+    plugin_role = by_name(generate())["ClusterRole/istio-cni"]
+    assert plugin_role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}]
+
+
+def test_disabled_component_renders_nothing():
+    assert generate(sets=["components.cni.enabled=false"]) == []
+
+
+def test_the_schema_check_catches_a_wrong_field():
+    daemon_set = by_name(generate())[DS]
+    daemon_set["spec"]["template"]["spec"]["hostNetwrk"] = True
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(daemon_set, KUBERNETES_VERSIONS[-1], strict=True)
+
+
+@pytest.mark.parametrize("case", [*CASES, "values.cni.logLevel=panic", "values.cni.extensions[0]=tproxy"])
+def test_the_installer_and_the_plugin_accept_what_is_rendered(case):
+    """The DaemonSet's environment is install-cni's settings, the ConfigMap's template the plugin's netconf."""
+    files, sets = CASES.get(case, ([], [case]))
+    objects = by_name(generate(files, sets))
+    template = objects[CM]["data"]["cni_network_config"]
+    env = {}
+    for variable in objects[DS]["spec"]["template"]["spec"]["containers"][0]["env"]:
+        source = variable.get("valueFrom", {})
+        env[variable["name"]] = template if "configMapKeyRef" in source else \
+            "node-a" if "fieldRef" in source else variable["value"]
+    settings = from_env(env)
+    assert settings.chained == (case != "seed-openshift")
+    entry = render_entry(template, {"__KUBECONFIG_FILEPATH__": "/etc/cni/net.d/ZZZ-istio-cni-kubeconfig"}, "configmap")
+    config = load_plugin_config(entry)
+    assert config.exclude_namespaces == tuple(resolve(files, sets).cni["excludeNamespaces"])
+    assert config.log_level == settings.log_level
