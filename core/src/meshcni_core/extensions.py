@@ -21,7 +21,7 @@ import meshcni_hooks
 from meshcni_core.builtin import builtin_plugins
 from meshcni_hooks import PROJECT_NAME, spec
 from meshcni_hooks.errors import ExtensionError
-from meshcni_hooks.types import BackendInfo, RedirectMode, RepairPolicy
+from meshcni_hooks.types import BackendInfo, Platform, RedirectMode, RepairPolicy
 
 ENTRY_POINT_GROUP = "meshcni.extensions"
 HOOKS_DISTRIBUTION = "meshcni-hooks"
@@ -165,3 +165,7 @@ def backends(pm: pluggy.PluginManager) -> dict[str, BackendInfo]:
 
 def repair_policies(pm: pluggy.PluginManager) -> dict[str, RepairPolicy]:
     return _collect(pm, "meshcni_register_repair_policies", "repair policy")
+
+
+def platforms(pm: pluggy.PluginManager) -> dict[str, Platform]:
+    return _collect(pm, "meshcni_register_platforms", "platform")

@@ -16,12 +16,15 @@ Conventions:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from meshcni_hooks import hookspec
 from meshcni_hooks.types import (
     BackendInfo,
+    ManifestValues,
     NetnsFacts,
     Outcome,
+    Platform,
     PluginConfig,
     PodInfo,
     RedirectMode,
@@ -61,6 +64,18 @@ def meshcni_register_backends() -> Sequence[BackendInfo]:
 @hookspec
 def meshcni_register_repair_policies() -> Sequence[RepairPolicy]:
     """Return the repair policies this plugin provides (used by ``meshcni repair``)."""
+    raise NotImplementedError
+
+
+@hookspec
+def meshcni_register_platforms() -> Sequence[Platform]:
+    """Return the hosted platforms this plugin provides defaults for (``meshcni manifest``)."""
+    raise NotImplementedError
+
+
+@hookspec
+def meshcni_manifest_objects(values: ManifestValues) -> Sequence[Mapping[str, Any]]:
+    """Return extra Kubernetes objects for ``meshcni manifest generate`` (e.g. a platform's own kinds)."""
     raise NotImplementedError
 
 

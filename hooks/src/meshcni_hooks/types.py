@@ -10,7 +10,7 @@ import enum
 import ipaddress
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -315,6 +315,29 @@ class RepairPolicy:
     act: RepairAct
     description: str = ""
     provider: str = "builtin"
+
+
+@dataclass(frozen=True)
+class Platform:
+    """A hosted platform's install defaults (``values.cni.platform``, ``meshcni manifest``).
+
+    ``defaults`` is an IstioOperator ``spec`` fragment, applied after meshcni's defaults and before
+    the operator's ``-f`` files and ``--set`` flags, so explicit values still win.
+    """
+
+    name: str
+    defaults: Mapping[str, Any]
+    description: str = ""
+    provider: str = "builtin"
+
+
+@dataclass(frozen=True)
+class ManifestValues:
+    """The resolved install values, as manifest hooks see them (Istio's key names under ``cni``)."""
+
+    namespace: str
+    cni: Mapping[str, Any]
+    platform: str = ""
 
 
 @dataclass(frozen=True)

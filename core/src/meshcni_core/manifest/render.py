@@ -8,6 +8,7 @@ policies need.
 
 from __future__ import annotations
 
+import copy
 import json
 from typing import Any
 
@@ -40,7 +41,19 @@ def render(resolved: ResolvedValues) -> list[dict[str, Any]]:
                      "subjects": [{"kind": "ServiceAccount", "name": NAME, "namespace": resolved.namespace}]})
     if cni["repair"]["enabled"]:
         docs.extend(repair_objects(resolved))
+    if cni["platform"]:
+        docs.extend(platform_objects(resolved))
     return docs
+
+
+def platform_objects(resolved: ResolvedValues) -> list[dict[str, Any]]:
+    from meshcni_core.manifest.platforms import load_platform
+    from meshcni_hooks.types import ManifestValues
+
+    pm, _ = load_platform(resolved.cni["platform"])
+    values = ManifestValues(namespace=resolved.namespace, cni=copy.deepcopy(resolved.cni),
+                            platform=resolved.cni["platform"])
+    return [dict(obj) for objects in pm.hook.meshcni_manifest_objects(values=values) for obj in objects]
 
 
 def network_config(cni: dict[str, Any]) -> dict[str, Any]:

@@ -124,6 +124,21 @@ def _extension_settings(value: Any) -> dict[str, dict[str, Any]]:
     return {str(k): dict(v) for k, v in value.items()}
 
 
+def _platform_name(value: Any) -> str:
+    text = _text(value)
+    if text and not _DNS_LABEL.match(text):
+        raise ValueError(f"{text!r} is not a platform name")
+    return text
+
+
+def _string_any_map(value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"expected a map, got {value!r}")
+    return {str(k): v for k, v in value.items()}
+
+
 @dataclass(frozen=True)
 class Option:
     check: Callable[[Any], Any]
@@ -159,6 +174,8 @@ CNI_OPTIONS: dict[str, Option] = {
     "chained": Option(boolean, True, "chain into the existing conf file (false: write a standalone one)"),
     "repair": Option(lambda v: v, None, "the repair controller", children=REPAIR_OPTIONS),
     "extensions": Option(_extension_names, [], "meshcni extensions to enable, by name"),
+    "platform": Option(_platform_name, "", "a hosted platform's defaults (gke, openshift), from its extension"),
+    "platformSettings": Option(_string_any_map, {}, "settings for the platform's extension"),
     "extensionSettings": Option(_extension_settings, {}, "per-extension settings, by extension name"),
 }
 

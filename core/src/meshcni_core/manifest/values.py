@@ -86,15 +86,35 @@ def load_operator_file(path: str | Path) -> dict[str, Any]:
     return spec
 
 
-def resolve(files: Sequence[str | Path] = (), sets: Sequence[str] = (),
-            base: dict[str, Any] | None = None) -> ResolvedValues:
-    spec = default_spec() if base is None else copy.deepcopy(base)
-    for path in files:
-        merge(spec, load_operator_file(path))
+def resolve(files: Sequence[str | Path] = (), sets: Sequence[str] = ()) -> ResolvedValues:
+    """Layer and validate; when the layers name a platform, its defaults go right above meshcni's."""
+    overlays = [load_operator_file(path) for path in files]
     flags: list[SetFlag] = [parse_set(text) for text in sets]
+    spec = _layered(default_spec(), overlays, flags)
+    platform = _nested(spec, "values", "cni").get("platform")
+    if isinstance(platform, str) and platform:
+        from meshcni_core.manifest.platforms import load_platform
+
+        base = default_spec()
+        merge(base, copy.deepcopy(dict(load_platform(platform)[1].defaults)))
+        spec = _layered(base, overlays, flags)
+    return validate(spec)
+
+
+def _nested(tree: dict[str, Any], *keys: str) -> dict[str, Any]:
+    for key in keys:
+        child = tree.get(key)
+        tree = child if isinstance(child, dict) else {}
+    return tree
+
+
+def _layered(base: dict[str, Any], overlays: Sequence[dict[str, Any]], flags: Sequence[SetFlag]) -> dict[str, Any]:
+    spec = base
+    for overlay in overlays:
+        merge(spec, overlay)
     for flag in flags:
         assign(spec, flag)
-    return validate(spec)
+    return spec
 
 
 def validate(spec: dict[str, Any]) -> ResolvedValues:

@@ -1,0 +1,67 @@
+"""Platform extensions: values.cni.platform applies the seed's per-platform settings as defaults."""
+
+import kubernetes_validate
+import pytest
+from seed_examples import GKE, OPENSHIFT, sets_of
+
+from meshcni_core.manifest.render import render
+from meshcni_core.manifest.values import resolve
+from meshcni_hooks.errors import MeshcniError
+
+WITHOUT_PLATFORM_KEY = ("platform",)
+
+
+def comparable(resolved):
+    return resolved.namespace, {k: v for k, v in resolved.cni.items() if k not in WITHOUT_PLATFORM_KEY}
+
+
+@pytest.mark.parametrize(("platform", "seed_line"), [("gke", GKE), ("openshift", OPENSHIFT)])
+def test_a_platform_is_its_seed_line(platform, seed_line):
+    by_platform = resolve(sets=[f"values.cni.platform={platform}"])
+    by_seed = resolve(sets=sets_of(seed_line))
+    assert comparable(by_platform) == comparable(by_seed)
+    assert by_platform.elsewhere == by_seed.elsewhere  # OpenShift's injector annotation, reported
+
+
+def test_explicit_values_win_over_the_platform_whatever_their_order(tmp_path):
+    overlay = tmp_path / "mine.yaml"
+    overlay.write_text("apiVersion: install.istio.io/v1alpha1\nkind: IstioOperator\n"
+                       "spec: {values: {cni: {platform: openshift, cniConfDir: /etc/cni/other}}}\n")
+    resolved = resolve([overlay], sets=["values.cni.chained=true"])
+    assert (resolved.cni["cniConfDir"], resolved.cni["chained"], resolved.cni["cniBinDir"]) == \
+        ("/etc/cni/other", True, "/var/lib/cni/bin")
+
+
+def test_unknown_platform_names_the_installed_ones():
+    with pytest.raises(MeshcniError, match=r"'aks' needs the extension 'platform-aks'.*installed platforms: gke, "
+                                           r"openshift"):
+        resolve(sets=["values.cni.platform=aks"])
+
+
+def test_openshift_objects():
+    resolved = resolve(sets=["values.cni.platform=openshift", "tag=1.6.0",
+                             "values.cni.platformSettings.applicationNamespaces[0]=bookinfo",
+                             "values.cni.platformSettings.applicationNamespaces[1]=shop"])
+    objects = {(d["kind"], d["metadata"]["name"], d["metadata"].get("namespace")): d for d in render(resolved)}
+    scc = objects[("ClusterRole", "istio-cni-scc-privileged", None)]
+    assert scc["rules"] == [{"apiGroups": ["security.openshift.io"], "resources": ["securitycontextconstraints"],
+                             "resourceNames": ["privileged"], "verbs": ["use"]}]
+    binding = objects[("ClusterRoleBinding", "istio-cni-scc-privileged", None)]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "istio-cni", "namespace": "kube-system"}]
+    nads = sorted(k[2] for k in objects if k[0] == "NetworkAttachmentDefinition")
+    assert nads == ["bookinfo", "shop"]
+    assert objects[("NetworkAttachmentDefinition", "istio-cni", "shop")]["apiVersion"] == "k8s.cni.cncf.io/v1"
+    for (kind, _, _), document in objects.items():
+        if kind != "NetworkAttachmentDefinition":  # a Multus CRD: not in the Kubernetes schemas
+            kubernetes_validate.validate(document, "1.37.0", strict=True)
+
+
+def test_openshift_refuses_unknown_settings():
+    resolved = resolve(sets=["values.cni.platform=openshift", "values.cni.platformSettings.namespaces[0]=x"])
+    with pytest.raises(MeshcniError, match="unknown key.s. namespaces for openshift"):
+        render(resolved)
+
+
+def test_gke_adds_no_objects():
+    plain = {(d["kind"], d["metadata"]["name"]) for d in render(resolve(sets=sets_of(GKE)))}
+    assert {(d["kind"], d["metadata"]["name"]) for d in render(resolve(sets=["values.cni.platform=gke"]))} == plain
