@@ -170,3 +170,21 @@ def test_the_installer_and_the_plugin_accept_what_is_rendered(case):
     config = load_plugin_config(entry)
     assert config.exclude_namespaces == tuple(resolve(files, sets).cni["excludeNamespaces"])
     assert config.log_level == settings.log_level
+
+
+def test_cli_generate_prints_the_golden_documents_and_refuses_bad_values():
+    import subprocess
+
+    from meshcni_core.devtools.processes import MESHCNI
+
+    def run(*args):
+        return subprocess.run([MESHCNI, "manifest", "generate", *args], capture_output=True, text=True, timeout=60)
+
+    flags = [w for s in [*FIXED_TAG, *sets_of(OPENSHIFT)] for w in ("--set", s)]
+    done = run(*flags)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == (GOLDEN / "seed-openshift.yaml").read_text()
+    assert "injectedAnnotations" in done.stderr
+    refused = run("--set", "values.cni.pullPolicy=Sometimes")
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert "values.cni.pullPolicy: 'Sometimes' is not one of Always, IfNotPresent, Never" in refused.stderr
