@@ -12,7 +12,8 @@ Subcommands available in this release:
 * ``meshcni extensions`` - installed extensions beside the enabled ones;
 * ``meshcni manifest values`` - Istio's CNI values resolved istioctl's way (``-f`` IstioOperator
   files, ``--set`` paths) and validated, printed as one IstioOperator document;
-* ``meshcni manifest generate`` - the Kubernetes objects for those values.
+* ``meshcni manifest generate`` - the Kubernetes objects for those values;
+* ``meshcni manifest apply`` - those objects, server-side applied.
 
 install-cni and uninstall-cni read Istio's install-cni environment variables (docs/installer.md).
 """
@@ -87,6 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="The values are resolved exactly as by 'meshcni manifest values' (same -f and --set); "
                     "nothing is printed when they are invalid, and the exit status is 2.")
     add_value_sources(generate)
+    apply = manifest_sub.add_parser(
+        "apply", help="server-side apply the generated objects through the API server",
+        description="Generates exactly as 'meshcni manifest generate' and applies each object with "
+                    "fieldManager=meshcni; prints whether each was created, configured or unchanged.")
+    add_value_sources(apply)
+    apply.add_argument("--kubeconfig", help="default $KUBECONFIG, else ~/.kube/config")
+    apply.add_argument("--dry-run", action="store_true", help="the server checks and reports; nothing is stored")
     return parser
 
 
@@ -116,7 +124,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "explain":
             return run_explain(args)
         if args.command == "manifest":
-            return run_manifest_generate(args) if args.manifest_command == "generate" else run_manifest_values(args)
+            commands = {"generate": run_manifest_generate, "apply": run_manifest_apply, "values": run_manifest_values}
+            return commands[args.manifest_command](args)
         return list_extensions(args)
     except MeshcniError as exc:
         print(f"meshcni: {exc.msg}", file=sys.stderr)
@@ -232,6 +241,20 @@ def run_manifest_generate(args: argparse.Namespace) -> int:
     if not documents:
         print("meshcni: components.cni.enabled is false: nothing to render", file=sys.stderr)
     print(to_yaml(documents), end="")
+    return 0
+
+
+def run_manifest_apply(args: argparse.Namespace) -> int:
+    from meshcni_core.manifest.apply import apply_all
+    from meshcni_core.manifest.render import render
+    from meshcni_core.pods.lookup import ApiClients
+
+    documents = render(_resolved_values(args))  # everything is validated before anything is sent
+    kubeconfig = args.kubeconfig or os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
+    if not os.path.exists(kubeconfig):
+        raise MeshcniError(f"no kubeconfig at {kubeconfig}: pass --kubeconfig or set KUBECONFIG")
+    for applied in apply_all(ApiClients().get(kubeconfig), documents, dry_run=args.dry_run):
+        print(applied)
     return 0
 
 

@@ -85,6 +85,9 @@ class FakeApiServer:
         self.events: list[tuple[int, str, dict[str, Any]]] = []  # (resourceVersion, type, pod)
         self.k8s_events: list[dict[str, Any]] = []  # Kubernetes Event objects that were created
         self.patches: list[tuple[str, str, str, dict[str, Any]]] = []  # (ns, name, content type, body)
+        # Objects other than pods, by URL path, as server-side apply (PATCH application/apply-patch+yaml)
+        # stores them: one field manager, whose applied configuration is the object's content.
+        self.objects: dict[str, dict[str, Any]] = {}
         self.identities: dict[str, set[tuple[str, str]]] = {}  # extra tokens -> allowed (verb, resource)
         self.oldest_watchable_rv = 0  # watches from an older resourceVersion get 410 Gone
         self._tmp = tempfile.TemporaryDirectory(prefix="meshcni-apiserver-")
@@ -281,6 +284,13 @@ class FakeApiServer:
         verb, resource = _verb_and_resource(method, parts)
         if not self.permitted(headers, verb, resource):
             return 403, _status(403, f'cannot {verb} resource "{resource}"', "Forbidden")
+        if _is_named_object(parts) and _not_pods(parts):
+            if method == "PATCH":
+                return self._apply_object(url.path, headers.get("Content-Type", ""), query, body or {})
+            if method == "GET":
+                with self._lock:
+                    found = self.objects.get(url.path)
+                return (200, copy.deepcopy(found)) if found else (404, _status(404, f"{url.path} not found"))
         if parts[:2] != ["api", "v1"]:
             return 404, _status(404, f"{url.path} not found")
         if method == "POST" and len(parts) == 5 and parts[2] == "namespaces" and parts[4] == "events":
@@ -335,6 +345,26 @@ class FakeApiServer:
         self.delete_pod(namespace, name)
         return 200, deleted  # the API server answers a pod DELETE with the pod
 
+    def _apply_object(self, path: str, content_type: str, query: dict[str, str],
+                      applied: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        if content_type != "application/apply-patch+yaml":
+            return 415, _status(415, f"this stand-in serves only server-side apply on {path}")
+        if not query.get("fieldManager"):
+            return 400, _status(400, "fieldManager is required for apply patch")
+        if path.rsplit("/", 1)[-1] != applied.get("metadata", {}).get("name"):
+            return 400, _status(400, "the name in the body does not match the URL")
+        with self._lock:
+            existing = self.objects.get(path)
+            content = copy.deepcopy(applied)
+            if existing is not None and _without_server_fields(existing) == _without_server_fields(content):
+                return 200, copy.deepcopy(existing)
+            self._rv += 1
+            content["metadata"]["resourceVersion"] = str(self._rv)
+            content["metadata"]["uid"] = (existing or {}).get("metadata", {}).get("uid") or f"uid-{self._rv}"
+            if query.get("dryRun") != "All":
+                self.objects[path] = content
+            return (200 if existing else 201), copy.deepcopy(content)
+
     def _visible(self, key: tuple[str, str]) -> bool:
         return time.monotonic() >= self.faults.hidden_until.get(key, 0.0)
 
@@ -381,7 +411,30 @@ def _field(pod: dict[str, Any], path: str) -> str:
     return str(value)
 
 
+def _as_core(parts: list[str]) -> list[str]:
+    """/apis/GROUP/VERSION/... read like /api/VERSION/... (the same positions for namespace and resource)."""
+    return ["api", *parts[2:]] if parts[:1] == ["apis"] and len(parts) >= 3 else parts
+
+
+def _is_named_object(parts: list[str]) -> bool:
+    core = _as_core(parts)
+    return (len(core) == 6 and core[2] == "namespaces") or (len(core) == 4 and core[2] != "namespaces")
+
+
+def _not_pods(parts: list[str]) -> bool:
+    core = _as_core(parts)
+    return (core[4] if len(core) == 6 else core[2]) != "pods"
+
+
+def _without_server_fields(obj: dict[str, Any]) -> dict[str, Any]:
+    clean = copy.deepcopy(obj)
+    for key in ("resourceVersion", "uid"):
+        clean.get("metadata", {}).pop(key, None)
+    return clean
+
+
 def _verb_and_resource(method: str, parts: list[str]) -> tuple[str, str]:
+    parts = _as_core(parts)
     resource = parts[4] if len(parts) >= 5 and parts[2] == "namespaces" else (parts[2] if len(parts) > 2 else "")
     named = len(parts) == 6 or (len(parts) == 4 and parts[2] != "namespaces")
     verb = {"GET": "get" if named else "list", "PATCH": "patch", "DELETE": "delete", "POST": "create"}[method]
