@@ -5,7 +5,7 @@ import pytest
 from seed_examples import GKE, OPENSHIFT, sets_of
 
 from meshcni_core.manifest.render import render
-from meshcni_core.manifest.values import resolve
+from meshcni_core.manifest.values import ValuesError, resolve
 from meshcni_hooks.errors import MeshcniError
 
 WITHOUT_PLATFORM_KEY = ("platform",)
@@ -36,6 +36,11 @@ def test_unknown_platform_names_the_installed_ones():
     with pytest.raises(MeshcniError, match=r"'aks' needs the extension 'platform-aks'.*installed platforms: gke, "
                                            r"openshift"):
         resolve(sets=["values.cni.platform=aks"])
+
+
+def test_a_malformed_platform_name_is_a_values_error():
+    with pytest.raises(ValuesError, match="values.cni.platform: 'Open Shift' is not a platform name"):
+        resolve(sets=["values.cni.platform=Open Shift"])
 
 
 def test_openshift_objects():

@@ -92,13 +92,21 @@ def resolve(files: Sequence[str | Path] = (), sets: Sequence[str] = ()) -> Resol
     flags: list[SetFlag] = [parse_set(text) for text in sets]
     spec = _layered(default_spec(), overlays, flags)
     platform = _nested(spec, "values", "cni").get("platform")
-    if isinstance(platform, str) and platform:
+    if _is_valid(CNI_OPTIONS["platform"], platform) and platform:  # an invalid name is reported by validate()
         from meshcni_core.manifest.platforms import load_platform
 
         base = default_spec()
         merge(base, copy.deepcopy(dict(load_platform(platform)[1].defaults)))
         spec = _layered(base, overlays, flags)
     return validate(spec)
+
+
+def _is_valid(option: Option, value: Any) -> bool:
+    try:
+        option.check(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _nested(tree: dict[str, Any], *keys: str) -> dict[str, Any]:
