@@ -11,6 +11,7 @@ import pytest
 
 from meshcni_core import netns
 from meshcni_core.devtools.netlab import cni, mesh_netconf
+from meshcni_core.testing import EVERY_REDIRECT_ANNOTATION
 from meshcni_core.validation import EXIT_NOT_REDIRECTED, validate
 
 pytestmark = pytest.mark.netns
@@ -18,15 +19,6 @@ TOOL = str(Path(sys.executable).with_name("istio-iptables"))
 # What Istio 1.6's plugin passes for a pod with only the status annotation (reference §3.2).
 PLUGIN_DEFAULT_FLAGS = ["-p", "15001", "-u", "1337", "-m", "REDIRECT", "-i", "*", "-b", "*",
                         "-d", "15020,15021,15090", "-o", "15020", "-x", "", "-k", ""]
-ANNOTATED = {
-    "sidecar.istio.io/interceptionMode": "TPROXY",
-    "traffic.sidecar.istio.io/includeInboundPorts": "8080,9090",
-    "traffic.sidecar.istio.io/excludeInboundPorts": "3306",
-    "traffic.sidecar.istio.io/includeOutboundIPRanges": "10.0.0.0/8,fd00::/8",
-    "traffic.sidecar.istio.io/excludeOutboundIPRanges": "10.96.0.1/32",
-    "traffic.sidecar.istio.io/excludeOutboundPorts": "5432",
-    "traffic.sidecar.istio.io/kubevirtInterfaces": "net1",
-}
 ANNOTATED_FLAGS = ["-p", "15001", "-u", "1337", "-m", "TPROXY", "-i", "10.0.0.0/8,fd00::/8", "-b", "8080,9090",
                    "-d", "3306,15020,15021,15090", "-o", "5432", "-x", "10.96.0.1/32", "-k", "net1"]
 
@@ -46,7 +38,7 @@ def plugin_add(ns: str, annotations: dict[str, str]) -> None:
     assert proc.returncode == 0, proc.stdout
 
 
-@pytest.mark.parametrize(("annotations", "flags"), [({}, PLUGIN_DEFAULT_FLAGS), (ANNOTATED, ANNOTATED_FLAGS)],
+@pytest.mark.parametrize(("annotations", "flags"), [({}, PLUGIN_DEFAULT_FLAGS), (EVERY_REDIRECT_ANNOTATION, ANNOTATED_FLAGS)],
                          ids=["default", "annotated"])
 def test_same_rules_as_the_plugin(lab, annotations, flags):
     by_plugin, by_tool = lab.netns("plugin"), lab.netns("tool")

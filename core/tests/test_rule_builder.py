@@ -8,6 +8,7 @@ from plan_text import full_text, save_text
 
 from meshcni_core.builtin.annotations import redirect_spec_from_annotations
 from meshcni_core.rules.builder import build_plan
+from meshcni_core.testing import EVERY_REDIRECT_ANNOTATION
 from meshcni_hooks.types import NetnsFacts
 from meshcni_kubevirt import kubevirt_rules
 
@@ -189,18 +190,7 @@ GOLDEN_CASES = {
         {"sidecar.istio.io/interceptionMode": "TPROXY", "traffic.sidecar.istio.io/includeInboundPorts": "8080,9090"},
         IPV4_POD,
     ),
-    "annotated-example": (
-        {
-            "sidecar.istio.io/interceptionMode": "TPROXY",
-            "traffic.sidecar.istio.io/includeInboundPorts": "8080,9090",
-            "traffic.sidecar.istio.io/excludeInboundPorts": "3306",
-            "traffic.sidecar.istio.io/includeOutboundIPRanges": "10.0.0.0/8,fd00::/8",
-            "traffic.sidecar.istio.io/excludeOutboundIPRanges": "10.96.0.1/32",
-            "traffic.sidecar.istio.io/excludeOutboundPorts": "5432",
-            "traffic.sidecar.istio.io/kubevirtInterfaces": "net1",
-        },
-        IPV4_POD,
-    ),
+    "annotated-example": (EVERY_REDIRECT_ANNOTATION, IPV4_POD),
     "dual-stack": (
         {"traffic.sidecar.istio.io/excludeOutboundIPRanges": "192.0.2.0/24,2001:db8:1::/48"},
         NetnsFacts(interfaces=("lo", "eth0"), ipv4_addresses=("192.0.2.5",), ipv6_addresses=("2001:db8::5",)),

@@ -63,6 +63,19 @@ class Harness:
         return self.pipeline.add(Target(netns="/nonexistent"), pod, facts or NetnsFacts(interfaces=("lo", "eth0")))
 
 
+# One value for every redirect annotation (TPROXY, dual-stack ranges): the example that golden rule
+# files and the istio-iptables comparison share.
+EVERY_REDIRECT_ANNOTATION = {
+    "sidecar.istio.io/interceptionMode": "TPROXY",
+    "traffic.sidecar.istio.io/includeInboundPorts": "8080,9090",
+    "traffic.sidecar.istio.io/excludeInboundPorts": "3306",
+    "traffic.sidecar.istio.io/includeOutboundIPRanges": "10.0.0.0/8,fd00::/8",
+    "traffic.sidecar.istio.io/excludeOutboundIPRanges": "10.96.0.1/32",
+    "traffic.sidecar.istio.io/excludeOutboundPorts": "5432",
+    "traffic.sidecar.istio.io/kubevirtInterfaces": "net1",
+}
+
+
 def make_pod(**overrides: Any) -> PodInfo:
     base = PodInfo(
         namespace="default",
