@@ -284,7 +284,7 @@ class FakeApiServer:
         verb, resource = _verb_and_resource(method, parts)
         if not self.permitted(headers, verb, resource):
             return 403, _status(403, f'cannot {verb} resource "{resource}"', "Forbidden")
-        if _is_named_object(parts) and _not_pods(parts):
+        if resource != "pods" and _names_one_object(parts):
             if method == "PATCH":
                 return self._apply_object(url.path, headers.get("Content-Type", ""), query, body or {})
             if method == "GET":
@@ -416,14 +416,9 @@ def _as_core(parts: list[str]) -> list[str]:
     return ["api", *parts[2:]] if parts[:1] == ["apis"] and len(parts) >= 3 else parts
 
 
-def _is_named_object(parts: list[str]) -> bool:
+def _names_one_object(parts: list[str]) -> bool:
     core = _as_core(parts)
-    return (len(core) == 6 and core[2] == "namespaces") or (len(core) == 4 and core[2] != "namespaces")
-
-
-def _not_pods(parts: list[str]) -> bool:
-    core = _as_core(parts)
-    return (core[4] if len(core) == 6 else core[2]) != "pods"
+    return len(core) == 6 or (len(core) == 4 and core[2] != "namespaces")
 
 
 def _without_server_fields(obj: dict[str, Any]) -> dict[str, Any]:
@@ -436,8 +431,9 @@ def _without_server_fields(obj: dict[str, Any]) -> dict[str, Any]:
 def _verb_and_resource(method: str, parts: list[str]) -> tuple[str, str]:
     parts = _as_core(parts)
     resource = parts[4] if len(parts) >= 5 and parts[2] == "namespaces" else (parts[2] if len(parts) > 2 else "")
-    named = len(parts) == 6 or (len(parts) == 4 and parts[2] != "namespaces")
-    verb = {"GET": "get" if named else "list", "PATCH": "patch", "DELETE": "delete", "POST": "create"}[method]
+    verbs = {"GET": "get" if _names_one_object(parts) else "list", "PATCH": "patch", "DELETE": "delete",
+             "POST": "create"}
+    verb = verbs[method]
     return verb, resource
 
 
