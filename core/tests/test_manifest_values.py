@@ -109,6 +109,9 @@ def test_extension_settings_need_the_extension_enabled():
 
 def test_image_follows_istioctl_rules():
     assert resolve(sets=["hub=registry.example/istio", "tag=1.6.0"]).image == "registry.example/istio/install-cni:1.6.0"
+    from_globals = resolve(sets=["values.global.hub=g.example", "values.global.tag=2", "values.global.proxy.x=1"])
+    assert from_globals.image == "g.example/install-cni:2"
+    assert from_globals.elsewhere == ("values.global.proxy.x: '1' (meant for Istio's global, not the CNI)",)
     both = resolve(sets=["values.cni.hub=a.example", "values.cni.tag=t", "values.cni.repair.tag=r"])
     assert (both.image, both.repair_image) == ("a.example/install-cni:t", "a.example/install-cni:r")
     assert resolve(sets=["values.cni.image=b.example/cni:x"]).image == "b.example/cni:x"

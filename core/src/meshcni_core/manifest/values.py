@@ -21,6 +21,7 @@ DEFAULT_HUB = "ghcr.io/meshcni"
 DEFAULT_NAMESPACE = "istio-system"
 CNI_COMPONENT_KEYS = {"enabled": "whether to render the CNI at all", "namespace": "namespace of its objects"}
 # IstioOperator spec keys that configure other Istio components or istioctl itself: accepted, reported.
+USED_GLOBALS = ("values.global.hub", "values.global.tag")  # image fallbacks, so not "meant for" anyone else
 OTHER_SPEC_KEYS = ("profile", "installPackagePath", "revision", "meshConfig", "addonComponents", "unvalidatedValues")
 
 
@@ -96,7 +97,7 @@ def resolve(files: Sequence[str | Path] = (), sets: Sequence[str] = ()) -> Resol
         from meshcni_core.manifest.platforms import load_platform
 
         base = default_spec()
-        merge(base, copy.deepcopy(dict(load_platform(platform)[1].defaults)))
+        merge(base, dict(load_platform(platform)[1].defaults))
         spec = _layered(base, overlays, flags)
     return validate(spec)
 
@@ -150,7 +151,7 @@ def validate(spec: dict[str, Any]) -> ResolvedValues:
     values = _map(spec, "values", problems)
     for key in sorted(set(values) - {"cni"}):
         elsewhere.extend(f"{path}: {value!r} (meant for Istio's {key}, not the CNI)"
-                         for path, value in _leaves(("values", key), values[key]))
+                         for path, value in _leaves(("values", key), values[key]) if path not in USED_GLOBALS)
     cni = _validate_options(_map(values, "cni", problems, "values."), CNI_OPTIONS, "values.cni.", problems)
     for name in sorted(set(cni.get("extensionSettings", {})) - set(cni.get("extensions", []))):
         problems.append(f"values.cni.extensionSettings.{name}: extension {name!r} is not in values.cni.extensions")
