@@ -8,6 +8,7 @@ import pytest
 from seed_examples import GKE, OPENSHIFT, SEED_OVERLAY, sets_of
 
 from meshcni_core.builtin.config import load_plugin_config
+from meshcni_core.cli.main import build_parser
 from meshcni_core.install.settings import from_env
 from meshcni_core.install.template import render_entry
 from meshcni_core.manifest.render import render, to_yaml
@@ -155,7 +156,7 @@ def test_the_schema_check_catches_a_wrong_field():
 
 @pytest.mark.parametrize("case", [*CASES, "values.cni.logLevel=panic", "values.cni.extensions[0]=tproxy"])
 def test_the_installer_and_the_plugin_accept_what_is_rendered(case):
-    """The DaemonSet's environment is install-cni's settings, the ConfigMap's template the plugin's netconf."""
+    """The DaemonSet's command line and environment are install-cni's, the ConfigMap's template the plugin's netconf."""
     files, sets = CASES.get(case, ([], [case]))
     objects = by_name(generate(files, sets))
     template = objects[CM]["data"]["cni_network_config"]
@@ -165,6 +166,8 @@ def test_the_installer_and_the_plugin_accept_what_is_rendered(case):
         env[variable["name"]] = template if "configMapKeyRef" in source else \
             "node-a" if "fieldRef" in source else variable["value"]
     settings = from_env(env)
+    command = objects[DS]["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command[0] == "meshcni" and build_parser().parse_args(command[1:]).log_level == settings.log_level
     assert settings.chained == (case != "seed-openshift")
     entry = render_entry(template, {"__KUBECONFIG_FILEPATH__": "/etc/cni/net.d/ZZZ-istio-cni-kubeconfig"}, "configmap")
     config = load_plugin_config(entry)

@@ -27,6 +27,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from meshcni_core.logs import LEVEL_NAMES
 from meshcni_hooks.errors import MeshcniError
 
 if TYPE_CHECKING:
@@ -42,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     agent = sub.add_parser("agent", help="serve istio-cni requests warm over a Unix socket")
     agent.add_argument("--socket", default=DEFAULT_SOCKET, help=f"socket path (default {DEFAULT_SOCKET}); "
                        "istio-cni uses the netconf key agent_socket, with the same default")
-    agent.add_argument("--log-level", default="info", choices=["debug", "info", "warn", "error"])
+    agent.add_argument("--log-level", default="info", choices=LEVEL_NAMES)
 
     install = sub.add_parser("install-cni", help="install and keep the plugin on this node, and serve it",
                              description="Configured by Istio's install-cni environment variables.")
@@ -51,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     install.add_argument("--monitoring-port", type=int, default=8000, help="port for /readyz, /healthz, /metrics "
                          "(default 8000; 0 picks a free one)")
     install.add_argument("--once", action="store_true", help="reconcile once and exit: 0 when ready, 1 when not")
-    install.add_argument("--log-level", default="info", choices=["debug", "info", "warn", "error"])
+    install.add_argument("--log-level", default="info", choices=LEVEL_NAMES)
 
     sub.add_parser("uninstall-cni", help="remove everything install-cni put on this node",
                    description="Configured by the same environment variables as install-cni.")

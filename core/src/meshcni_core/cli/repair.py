@@ -17,6 +17,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from meshcni_core.logs import LEVEL_NAMES
 from meshcni_core.repair.predicate import BrokenPodFilter
 from meshcni_hooks.errors import MeshcniError
 from meshcni_hooks.types import RepairPolicy, RepairSettings
@@ -58,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-attempts", type=int, default=5, help="attempts per pod before giving up (default 5)")
     p.add_argument("--monitoring-port", type=int, default=0,
                    help="serve Prometheus metrics on this port in daemon mode (default: off)")
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warn", "error"])
+    p.add_argument("--log-level", default="info", choices=LEVEL_NAMES)
     return p
 
 

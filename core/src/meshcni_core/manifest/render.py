@@ -93,7 +93,7 @@ def daemon_set(resolved: ResolvedValues) -> dict[str, Any]:
               for name, _, path, prop in host_paths]
     container = {
         "name": "install-cni", "image": resolved.image, "imagePullPolicy": cni["pullPolicy"],
-        "command": ["meshcni", "install-cni", "--log-level", _agent_level(cni["logLevel"])],
+        "command": ["meshcni", "install-cni", "--log-level", cni["logLevel"]],
         "env": env, "volumeMounts": mounts,
         "ports": [{"name": "monitoring", "containerPort": MONITORING_PORT, "protocol": "TCP"}],
         "readinessProbe": {"httpGet": {"path": "/readyz", "port": MONITORING_PORT}, "periodSeconds": 5},
@@ -169,10 +169,6 @@ def repair_objects(resolved: ResolvedValues) -> list[dict[str, Any]]:
         _cluster_binding(REPAIR_NAME, resolved.namespace),
         deployment,
     ]
-
-
-def _agent_level(level: str) -> str:
-    return {"panic": "error", "fatal": "error"}.get(level, level)
 
 
 def _cluster_binding(name: str, namespace: str) -> dict[str, Any]:
