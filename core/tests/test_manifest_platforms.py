@@ -4,6 +4,7 @@ import kubernetes_validate
 import pytest
 from seed_examples import GKE, OPENSHIFT, sets_of
 
+from meshcni_core.install.settings import from_env
 from meshcni_core.manifest.render import render
 from meshcni_core.manifest.values import ValuesError, resolve
 from meshcni_hooks.errors import MeshcniError
@@ -70,3 +71,15 @@ def test_openshift_refuses_unknown_settings():
 def test_gke_adds_no_objects():
     plain = {(d["kind"], d["metadata"]["name"]) for d in render(resolve(sets=sets_of(GKE)))}
     assert {(d["kind"], d["metadata"]["name"]) for d in render(resolve(sets=["values.cni.platform=gke"]))} == plain
+
+
+@pytest.mark.parametrize("platform", ["gke", "openshift"])
+def test_install_cni_is_told_the_platform_so_its_node_checks_run(platform):
+    def install_env(resolved):
+        [daemon_set] = [d for d in render(resolved) if d["kind"] == "DaemonSet"]
+        return {v["name"]: v.get("value") for v in daemon_set["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+    env = install_env(resolve(sets=[f"values.cni.platform={platform}"]))
+    assert env["MESHCNI_PLATFORM"] == platform
+    assert from_env({k: v for k, v in env.items() if v is not None}).platform == platform
+    assert "MESHCNI_PLATFORM" not in install_env(resolve(sets=sets_of(GKE if platform == "gke" else OPENSHIFT)))

@@ -18,6 +18,7 @@ from meshcni_core.install.installer import Installer
 from meshcni_core.install.settings import from_env
 from meshcni_core.manifest.render import render
 from meshcni_core.manifest.values import resolve
+from meshcni_core.platforms import node_checker
 
 pytestmark = [pytest.mark.netns, pytest.mark.e2e]
 CNITOOL = str(Path(__file__).resolve().parents[2] / "build" / "tools" / "cnitool")
@@ -61,7 +62,9 @@ def test_rendered_openshift_install_runs_as_a_multus_secondary_network(node, tmp
                "MESHCNI_PLUGIN_SOURCE_DIR": str(source), "SERVICE_ACCOUNT_DIR": str(sa),
                "KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": port,
                "KUBERNETES_NODE_NAME": "node-1", "MESHCNI_REQUIRE_AGENT": "false"}  # no agent: in-process
-        status = Installer(from_env(env)).reconcile()
+        settings = from_env(env)
+        assert settings.platform == "openshift"  # so OpenShift's node checks run, and pass
+        status = Installer(settings, node_check=node_checker(settings.platform)).reconcile()
         assert status.ready, status.problems
         written = json.loads((Path(node.conf_dir) / "istio-cni.conf").read_text())
         assert (written["name"], written["type"], written["attachment"]) == ("istio-cni", "istio-cni", "secondary")

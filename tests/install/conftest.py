@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from meshcni_core.install.installer import Installer
+from meshcni_core.install.installer import Installer, NodeCheck
 from meshcni_core.install.settings import InstallSettings
 
 REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "reference" / "conflists"
@@ -33,8 +33,8 @@ class Host:
     def bin_dir(self) -> Path:
         return Path(self.settings.mounted_cni_bin_dir)
 
-    def installer(self, **overrides: object) -> Installer:
-        return Installer(replace(self.settings, **overrides))  # type: ignore[arg-type]
+    def installer(self, node_check: NodeCheck | None = None, **overrides: object) -> Installer:
+        return Installer(replace(self.settings, **overrides), node_check)  # type: ignore[arg-type]
 
     def files(self) -> dict[str, object]:
         """Every file in the conf dir, parsed where it is JSON."""

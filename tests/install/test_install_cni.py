@@ -31,13 +31,13 @@ def env_for(host) -> dict[str, str]:
 
 
 class Running:
-    def __init__(self, host):
+    def __init__(self, host, **extra_env: str):
         self.host = host
         self.socket = str(host.root / "run" / "cni.sock")
         self.proc = subprocess.Popen(
             [MESHCNI, "install-cni", "--socket", self.socket, "--monitoring-address", "127.0.0.1",
              "--monitoring-port", "0", "--log-level", "debug"],
-            env=env_for(host), stderr=subprocess.PIPE, text=True,
+            env={**env_for(host), **extra_env}, stderr=subprocess.PIPE, text=True,
         )
         line = self.proc.stderr.readline()
         while "monitoring on port" not in line:

@@ -23,6 +23,7 @@ from meshcni_hooks.types import (
     BackendInfo,
     ManifestValues,
     NetnsFacts,
+    NodeFacts,
     Outcome,
     Platform,
     PluginConfig,
@@ -76,6 +77,18 @@ def meshcni_register_platforms() -> Sequence[Platform]:
 @hookspec
 def meshcni_manifest_objects(values: ManifestValues) -> Sequence[Mapping[str, Any]]:
     """Return extra Kubernetes objects for ``meshcni manifest generate`` (e.g. a platform's own kinds)."""
+    raise NotImplementedError
+
+
+@hookspec
+def meshcni_install_check(node: NodeFacts) -> Sequence[str] | None:
+    """Return what keeps this node from working on the platform, each with its fix.
+
+    Called by ``meshcni install-cni`` for the extension of ``MESHCNI_PLATFORM`` on every reconcile,
+    before our conf entry is written. Any returned problem keeps the entry unwritten (a node whose
+    runtime cannot find the plugin must not be told to run it) and the agent not ready; ``/readyz``
+    lists the problems. An exception is reported the same way, naming the extension.
+    """
     raise NotImplementedError
 
 

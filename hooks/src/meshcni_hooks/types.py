@@ -332,6 +332,26 @@ class Platform:
 
 
 @dataclass(frozen=True)
+class NodeFacts:
+    """What ``meshcni install-cni`` found on its node, for a platform's install-time checks.
+
+    Gathered on every reconcile, after the binaries are in place and before our conf entry is
+    written; directories are the paths mounted into the installer's container unless named host.
+    """
+
+    platform: str
+    host_conf_dir: str  # CNI_NET_DIR: where the runtime reads conf files on the host
+    conf_dir: str
+    bin_dir: str  # the main bin dir (the host's cniBinDir)
+    bin_files: frozenset[str]  # file names in ``bin_dir`` (empty when it does not exist)
+    chained: bool
+    conf_files: tuple[str, ...]  # conf files present, in the order the runtime considers them
+    target_file: str  # the file our entry is written into; "" while there is none
+    network_name: str  # the "name" of the network our entry belongs to ("" while unknown)
+    primary_plugin_types: tuple[str, ...]  # plugin and IPAM types the runtime runs before ours
+
+
+@dataclass(frozen=True)
 class ManifestValues:
     """The resolved install values, as manifest hooks see them (Istio's key names under ``cni``)."""
 

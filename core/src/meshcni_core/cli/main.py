@@ -46,7 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--log-level", default="info", choices=LEVEL_NAMES)
 
     install = sub.add_parser("install-cni", help="install and keep the plugin on this node, and serve it",
-                             description="Configured by Istio's install-cni environment variables.")
+                             description="Configured by Istio's install-cni environment variables and meshcni's "
+                             "MESHCNI_* ones (docs/installer.md), e.g. MESHCNI_PLATFORM=gke to run a "
+                             "hosted platform's node checks before the plugin is chained.")
     install.add_argument("--socket", default=DEFAULT_SOCKET, help=f"agent socket (default {DEFAULT_SOCKET})")
     install.add_argument("--monitoring-address", default="0.0.0.0", help="address for /readyz, /healthz, /metrics")
     install.add_argument("--monitoring-port", type=int, default=8000, help="port for /readyz, /healthz, /metrics "
@@ -145,14 +147,20 @@ def run_agent(socket_path: str, log_level: str) -> int:
     return 0
 
 
-def _installer() -> Installer:
+def _installer(with_platform_checks: bool = True) -> Installer:
+    """Uninstalling runs without the platform's checks: it must work even without its extension."""
     from meshcni_core.install.installer import Installer
     from meshcni_core.install.settings import SettingsError, from_env
 
     try:
-        return Installer(from_env())
+        settings = from_env()
     except SettingsError as exc:
         raise MeshcniError(f"invalid setting: {exc}") from None
+    if settings.platform and with_platform_checks:
+        from meshcni_core.platforms import node_checker
+
+        return Installer(settings, node_check=node_checker(settings.platform))
+    return Installer(settings)
 
 
 def run_install(args: argparse.Namespace) -> int:
@@ -308,7 +316,7 @@ def run_explain(args: argparse.Namespace) -> int:
 
 
 def run_uninstall() -> int:
-    for action in _installer().uninstall():
+    for action in _installer(with_platform_checks=False).uninstall():
         print(action)
     return 0
 

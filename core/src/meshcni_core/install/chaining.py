@@ -99,3 +99,17 @@ def unchain(name: str, doc: dict[str, Any]) -> Chained | None:
 def has_our_entry_last(doc: dict[str, Any]) -> bool:
     plugins = doc.get("plugins")
     return isinstance(plugins, list) and bool(plugins) and is_ours(plugins[-1]) and sum(map(is_ours, plugins)) == 1
+
+
+def plugin_types(doc: dict[str, Any]) -> tuple[str, ...]:
+    """The executables the runtime looks up for a conf file's plugins other than ours (IPAM too)."""
+    plugins = doc.get("plugins") if "plugins" in doc else [doc]
+    types: list[str] = []
+    for plugin in plugins if isinstance(plugins, list) else []:
+        if not isinstance(plugin, dict) or is_ours(plugin):
+            continue
+        ipam = plugin.get("ipam")
+        for kind in (plugin.get("type"), ipam.get("type") if isinstance(ipam, dict) else None):
+            if isinstance(kind, str) and kind and kind not in types:
+                types.append(kind)
+    return tuple(types)

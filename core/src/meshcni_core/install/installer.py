@@ -15,6 +15,7 @@ import os
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +29,7 @@ from meshcni_core.install.files import (
 )
 from meshcni_core.install.settings import InstallSettings
 from meshcni_core.install.template import TemplateError, render_entry
+from meshcni_hooks.types import NodeFacts
 
 log = logging.getLogger("meshcni.install")
 MAX_BACKOFF_SECONDS = 60.0
@@ -54,9 +56,14 @@ class Counters:
     edit_wars: int = 0
 
 
+NodeCheck = Callable[[NodeFacts], list[str]]
+
+
 class Installer:
-    def __init__(self, settings: InstallSettings):
+    def __init__(self, settings: InstallSettings, node_check: NodeCheck | None = None):
+        """``node_check`` is the platform's install-time check (``meshcni_core.platforms.node_checker``)."""
         self.settings = settings
+        self.node_check = node_check
         self.counters = Counters()
         self.status = Status(problems=["not reconciled yet"])
         self.edit_war = False
@@ -156,10 +163,16 @@ class Installer:
             status.problems.append(str(exc))
             return
         if not s.chained:
+            if self._node_problems(status, s.standalone_conf_name, str(entry.get("name", "")), ()):
+                return
             self._write_if_changed(s.standalone_conf_name, entry, status)
             status.conf_file = s.standalone_conf_name
             return
         target = self._chained_target(status)
+        content = target.content if target is not None and target.content is not None else {}
+        if self._node_problems(status, target.name if target is not None else "", str(content.get("name", "")),
+                               chaining.plugin_types(content)):
+            return
         if target is None:
             return
         try:
@@ -171,6 +184,25 @@ class Installer:
         self._write_if_changed(result.name, result.content, status)
         if result.replaces and result.replaces != result.name:
             remove_quietly(os.path.join(s.mounted_cni_net_dir, result.replaces))  # only once the list exists
+
+    def _node_problems(self, status: Status, target_file: str, network_name: str,
+                       primary_plugin_types: tuple[str, ...]) -> bool:
+        """Run the platform's checks; True (and the problems recorded) when the entry must not be written."""
+        if self.node_check is None:
+            return False
+        s = self.settings
+        try:
+            bin_files = frozenset(os.listdir(s.mounted_cni_bin_dir))
+        except OSError:
+            bin_files = frozenset()
+        problems = self.node_check(NodeFacts(
+            platform=s.platform, host_conf_dir=s.cni_net_dir, conf_dir=s.mounted_cni_net_dir,
+            bin_dir=s.mounted_cni_bin_dir, bin_files=bin_files, chained=s.chained,
+            conf_files=tuple(confdir.conf_files(s.mounted_cni_net_dir)), target_file=target_file,
+            network_name=network_name, primary_plugin_types=primary_plugin_types,
+        ))
+        status.problems += problems
+        return bool(problems)
 
     def _chained_target(self, status: Status) -> confdir.ConfFile | None:
         s = self.settings

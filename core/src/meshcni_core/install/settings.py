@@ -48,6 +48,7 @@ class InstallSettings:
     require_agent: bool = True  # our entry's STATUS reports "not available" while the agent is not ready
     edit_war_rewrites: int = 5  # more re-patches of one file than this within the window: an edit war
     edit_war_window: float = 30.0
+    platform: str = ""  # a hosted platform whose extension checks the node (MESHCNI_PLATFORM)
 
     @property
     def standalone_conf_name(self) -> str:
@@ -119,6 +120,7 @@ def from_env(env: Mapping[str, str] | None = None) -> InstallSettings:
         require_agent=_bool(env, "MESHCNI_REQUIRE_AGENT", True),
         edit_war_rewrites=_number(env, "MESHCNI_EDIT_WAR_REWRITES", 5, int),
         edit_war_window=_number(env, "MESHCNI_EDIT_WAR_WINDOW", 30.0, float),
+        platform=env.get("MESHCNI_PLATFORM", "").strip(),
     )
 
 

@@ -47,7 +47,7 @@ def render(resolved: ResolvedValues) -> list[dict[str, Any]]:
 
 
 def platform_objects(resolved: ResolvedValues) -> list[dict[str, Any]]:
-    from meshcni_core.manifest.platforms import load_platform
+    from meshcni_core.platforms import load_platform
     from meshcni_hooks.types import ManifestValues
 
     pm, _ = load_platform(resolved.cni["platform"])
@@ -82,6 +82,8 @@ def daemon_set(resolved: ResolvedValues) -> dict[str, Any]:
     ]
     if cni["cniConfFileName"]:
         env.insert(0, {"name": "CNI_CONF_NAME", "value": cni["cniConfFileName"]})
+    if cni["platform"]:  # install-cni runs the platform's node checks (the image holds its extension)
+        env.append({"name": "MESHCNI_PLATFORM", "value": cni["platform"]})
     host_paths = [
         ("cni-bin-dir", cni["cniBinDir"], "/host/opt/cni/bin", None),
         ("cni-net-dir", cni["cniConfDir"], "/host/etc/cni/net.d", None),

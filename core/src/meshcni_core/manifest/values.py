@@ -94,7 +94,7 @@ def resolve(files: Sequence[str | Path] = (), sets: Sequence[str] = ()) -> Resol
     spec = _layered(default_spec(), overlays, flags)
     platform = _nested(spec, "values", "cni").get("platform")
     if _is_valid(CNI_OPTIONS["platform"], platform) and platform:  # an invalid name is reported by validate()
-        from meshcni_core.manifest.platforms import load_platform
+        from meshcni_core.platforms import load_platform
 
         base = default_spec()
         merge(base, dict(load_platform(platform)[1].defaults))

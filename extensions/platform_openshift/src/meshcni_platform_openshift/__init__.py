@@ -1,4 +1,4 @@
-"""OpenShift 4 with Multus: the seed page's settings as defaults, and the objects OpenShift needs."""
+"""OpenShift 4 with Multus: the seed page's settings as defaults, the objects OpenShift needs, node checks."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 from meshcni_hooks import hookimpl
 from meshcni_hooks.errors import MeshcniError
-from meshcni_hooks.types import ManifestValues, Platform
+from meshcni_hooks.types import ManifestValues, NodeFacts, Platform
 
 NETWORK_NAME = "istio-cni"  # the Multus network pods ask for; install-cni's conf file carries this name
 OPENSHIFT_DEFAULTS = {
@@ -57,3 +57,16 @@ class OpenShiftPlatform:
             objects.append({"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
                             "metadata": {"name": NETWORK_NAME, "namespace": namespace, "labels": labels}})
         return objects
+
+    @hookimpl
+    def meshcni_install_check(self, node: NodeFacts) -> Sequence[str]:
+        # Multus runs istio-cni as the network a pod's k8s.v1.cni.cncf.io/networks annotation names,
+        # found in its conf dir by the conf's "name"; chained into the default network it never runs.
+        if node.chained:
+            return [f"Multus runs istio-cni as its own network {NETWORK_NAME!r}, not chained into the default one: "
+                    "set values.cni.chained=false (CHAINED_CNI_PLUGIN=false)"]
+        if node.network_name != NETWORK_NAME:
+            return [f"Multus finds the network {NETWORK_NAME!r} (the NetworkAttachmentDefinition pods ask for) by "
+                    f"its conf file's name, but the netconf template names it {node.network_name!r}: "
+                    f"set \"name\": \"{NETWORK_NAME}\" in CNI_NETWORK_CONFIG"]
+        return []
