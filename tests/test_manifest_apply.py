@@ -1,4 +1,4 @@
-"""``meshcni manifest apply`` against the API stand-in: exactly the generated objects, idempotent."""
+"""``meshcni manifest apply`` against the API stand-in: exactly the generated objects, idempotent, pruned."""
 
 from __future__ import annotations
 
@@ -7,16 +7,27 @@ import subprocess
 from meshcni_core.devtools.apiserver import FakeApiServer
 from meshcni_core.devtools.processes import MESHCNI
 from meshcni_core.manifest.apply import object_path
+from meshcni_core.manifest.applyset import PARENT_NAME, PARENT_NAMESPACE, PART_OF_LABEL, applyset_id, member
 from meshcni_core.manifest.render import render
 from meshcni_core.manifest.values import resolve
 
 OPENSHIFT = ["values.cni.platform=openshift", "values.cni.platformSettings.applicationNamespaces[0]=bookinfo"]
+PARENT = f"/api/v1/namespaces/{PARENT_NAMESPACE}/configmaps/{PARENT_NAME}"
+KUBECTL_ID_VECTOR = ("my-set", "test", "Secret", "", "applyset-0eFHV8ySqp7XoShsGvyWFQD3s96yqwHmzc4e0HR1dsY-v1")
 
 
-def apply(kubeconfig: str, *extra: str) -> subprocess.CompletedProcess[str]:
-    sets = [w for s in OPENSHIFT for w in ("--set", s)]
-    return subprocess.run([MESHCNI, "manifest", "apply", "--kubeconfig", kubeconfig, *sets, *extra],
+def apply(kubeconfig: str, *extra: str, sets: list[str] = OPENSHIFT) -> subprocess.CompletedProcess[str]:
+    flags = [w for s in sets for w in ("--set", s)]
+    return subprocess.run([MESHCNI, "manifest", "apply", "--kubeconfig", kubeconfig, *flags, *extra],
                           capture_output=True, text=True, timeout=120)
+
+
+def stored_paths(api: FakeApiServer) -> set[str]:
+    return set(api.objects) - {PARENT}
+
+
+def lines(proc: subprocess.CompletedProcess[str], action: str) -> list[str]:
+    return sorted(line for line in proc.stdout.splitlines() if line.endswith(f" {action}"))
 
 
 def test_apply_creates_exactly_the_generated_objects_then_changes_nothing(tmp_path):
@@ -26,17 +37,18 @@ def test_apply_creates_exactly_the_generated_objects_then_changes_nothing(tmp_pa
         dry = apply(kubeconfig, "--dry-run")
         assert dry.returncode == 0, dry.stderr
         assert api.objects == {}
-        assert dry.stdout.count("created (dry run)") == len(expected)
+        assert dry.stdout.count("created (dry run)") == len(expected) == len(dry.stdout.splitlines())
 
         first = apply(kubeconfig)
         assert first.returncode == 0, first.stderr
         assert first.stdout.splitlines()[0] == "ServiceAccount/istio-cni -n kube-system created"
         assert first.stdout.count(" created\n") == len(expected)
-        assert set(api.objects) == {object_path(d) for d in expected}
-        for document in expected:
+        assert stored_paths(api) == {object_path(d) for d in expected}
+        for document in expected:  # as generated, plus the applyset membership label
             stored = dict(api.objects[object_path(document)])
             stored["metadata"] = {k: v for k, v in stored["metadata"].items() if k not in ("resourceVersion", "uid")}
-            assert stored == document
+            assert stored == member(document)
+            assert stored["metadata"]["labels"][PART_OF_LABEL] == applyset_id()
         versions = {path: obj["metadata"]["resourceVersion"] for path, obj in api.objects.items()}
 
         second = apply(kubeconfig)
@@ -50,7 +62,7 @@ def test_apply_creates_exactly_the_generated_objects_then_changes_nothing(tmp_pa
             "ConfigMap/istio-cni-config -n kube-system configured",
             "DaemonSet/istio-cni-node -n kube-system configured",
         ]
-        assert all(m == "PATCH" or m == "GET" for m, _, _ in api.requests)
+        assert {m for m, _, _ in api.requests} == {"PATCH", "GET"}  # nothing deleted
 
 
 def test_bad_values_send_nothing(tmp_path):
@@ -67,4 +79,94 @@ def test_an_unauthorised_identity_fails_naming_the_object(tmp_path):
         kubeconfig = api.write_kubeconfig(str(tmp_path / "kubeconfig"), token="wrong")
         refused = apply(kubeconfig)
         assert refused.returncode == 2
-        assert "applying ServiceAccount/istio-cni failed: 401" in refused.stderr
+        assert "reading ConfigMap/istio-cni-applyset failed: 401" in refused.stderr  # the first request
+
+
+def test_the_applyset_id_is_kubectls():
+    *parent, expected = KUBECTL_ID_VECTOR  # from kubectl's own apply tests
+    assert applyset_id(*parent) == expected
+
+
+def test_apply_prunes_what_the_configuration_no_longer_renders(tmp_path):
+    with FakeApiServer() as api:
+        kubeconfig = api.write_kubeconfig(str(tmp_path / "kubeconfig"))
+        with_repair: list[str] = []  # repair.enabled is true by default, as in Istio
+        assert apply(kubeconfig, sets=with_repair).returncode == 0
+        parent = api.objects[PARENT]
+        assert parent["metadata"]["labels"] == {"applyset.kubernetes.io/id": applyset_id()}
+        assert parent["metadata"]["annotations"]["applyset.kubernetes.io/contains-group-kinds"] == \
+            "ClusterRole.rbac.authorization.k8s.io,ClusterRoleBinding.rbac.authorization.k8s.io,ConfigMap," \
+            "DaemonSet.apps,Deployment.apps,ServiceAccount"
+        assert parent["metadata"]["annotations"]["applyset.kubernetes.io/additional-namespaces"] == "istio-system"
+        api.objects["/api/v1/namespaces/istio-system/configmaps/someone-elses"] = {  # not ours: never pruned
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "someone-elses", "namespace": "istio-system", "uid": "u1", "resourceVersion": "1"}}
+
+        dry = apply(kubeconfig, "--dry-run", sets=["values.cni.repair.enabled=false"])
+        assert dry.returncode == 0, dry.stderr
+        assert len(lines(dry, "pruned (dry run)")) == 4
+        assert len(stored_paths(api)) == len(render(resolve(sets=with_repair))) + 1
+
+        without = apply(kubeconfig, sets=["values.cni.repair.enabled=false"])
+        assert without.returncode == 0, without.stderr
+        assert lines(without, "pruned") == [
+            "ClusterRole/istio-cni-repair pruned", "ClusterRoleBinding/istio-cni-repair pruned",
+            "Deployment/istio-cni-repair -n istio-system pruned",
+            "ServiceAccount/istio-cni-repair -n istio-system pruned"]
+        assert stored_paths(api) == {object_path(d) for d in render(resolve(sets=["values.cni.repair.enabled=false"]))} | {
+            "/api/v1/namespaces/istio-system/configmaps/someone-elses"}
+        assert "Deployment.apps" not in api.objects[PARENT]["metadata"]["annotations"][
+            "applyset.kubernetes.io/contains-group-kinds"]
+        again = apply(kubeconfig, sets=["values.cni.repair.enabled=false"])
+        assert again.returncode == 0 and lines(again, "pruned") == []
+
+
+def test_moving_the_install_to_another_namespace_removes_it_from_the_old_one(tmp_path):
+    with FakeApiServer() as api:
+        kubeconfig = api.write_kubeconfig(str(tmp_path / "kubeconfig"))
+        assert apply(kubeconfig, sets=[]).returncode == 0
+        moved_sets = ["components.cni.namespace=kube-system"]
+        moved = apply(kubeconfig, sets=moved_sets)
+        assert moved.returncode == 0, moved.stderr
+        assert lines(moved, "pruned") == ["ConfigMap/istio-cni-config -n istio-system pruned",
+                                          "DaemonSet/istio-cni-node -n istio-system pruned",
+                                          "Deployment/istio-cni-repair -n istio-system pruned",
+                                          "ServiceAccount/istio-cni -n istio-system pruned",
+                                          "ServiceAccount/istio-cni-repair -n istio-system pruned"]
+        assert lines(moved, "configured") == ["ClusterRoleBinding/istio-cni configured",  # their subjects moved
+                                              "ClusterRoleBinding/istio-cni-repair configured"]
+        assert stored_paths(api) == {object_path(d) for d in render(resolve(sets=moved_sets))}
+        assert not any("/namespaces/istio-system/" in path for path in api.objects)
+
+
+def test_disabling_the_component_removes_everything(tmp_path):
+    with FakeApiServer() as api:
+        kubeconfig = api.write_kubeconfig(str(tmp_path / "kubeconfig"))
+        assert apply(kubeconfig).returncode == 0
+        disabled = apply(kubeconfig, "--set", "components.cni.enabled=false")
+        assert disabled.returncode == 0, disabled.stderr
+        assert len(lines(disabled, "pruned")) == len(render(resolve(sets=OPENSHIFT)))
+        assert stored_paths(api) == set()
+
+
+def test_an_applyset_of_another_tool_or_an_object_of_another_set_is_left_alone(tmp_path):
+    with FakeApiServer() as api:
+        kubeconfig = api.write_kubeconfig(str(tmp_path / "kubeconfig"))
+        api.objects[PARENT] = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {
+            "name": PARENT_NAME, "namespace": PARENT_NAMESPACE, "uid": "u1", "resourceVersion": "1",
+            "labels": {"applyset.kubernetes.io/id": applyset_id()},
+            "annotations": {"applyset.kubernetes.io/tooling": "kubectl/v1.33"}}}
+        refused = apply(kubeconfig)
+        assert refused.returncode == 2 and refused.stdout == ""
+        assert "is an applyset managed by kubectl/v1.33, not meshcni; refusing to change it" in refused.stderr
+        assert {m for m, _, _ in api.requests} == {"GET"}
+
+        del api.objects[PARENT]
+        theirs = "/api/v1/namespaces/kube-system/serviceaccounts/istio-cni"
+        api.objects[theirs] = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {
+            "name": "istio-cni", "namespace": "kube-system", "uid": "u2", "resourceVersion": "2",
+            "labels": {PART_OF_LABEL: "applyset-other-v1"}}}
+        refused = apply(kubeconfig)
+        assert refused.returncode == 2
+        assert "ServiceAccount/istio-cni belongs to another applyset (applyset-other-v1)" in refused.stderr
+        assert api.objects[theirs]["metadata"]["labels"] == {PART_OF_LABEL: "applyset-other-v1"}

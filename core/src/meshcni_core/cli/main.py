@@ -92,12 +92,15 @@ def build_parser() -> argparse.ArgumentParser:
                     "nothing is printed when they are invalid, and the exit status is 2.")
     add_value_sources(generate)
     apply = manifest_sub.add_parser(
-        "apply", help="server-side apply the generated objects through the API server",
+        "apply", help="server-side apply the generated objects, and prune what is no longer generated",
         description="Generates exactly as 'meshcni manifest generate' and applies each object with "
-                    "fieldManager=meshcni; prints whether each was created, configured or unchanged.")
+                    "fieldManager=meshcni as a member of the ApplySet ConfigMap/istio-cni-applyset in "
+                    "kube-system; then deletes the members the values no longer generate. Prints whether each "
+                    "object was created, configured, unchanged or pruned.")
     add_value_sources(apply)
     apply.add_argument("--kubeconfig", help="default $KUBECONFIG, else ~/.kube/config")
-    apply.add_argument("--dry-run", action="store_true", help="the server checks and reports; nothing is stored")
+    apply.add_argument("--dry-run", action="store_true",
+                       help="the server checks and reports; nothing is stored or deleted")
     return parser
 
 

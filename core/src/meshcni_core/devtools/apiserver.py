@@ -2,8 +2,9 @@
 
 No API server can run on the machines this project is built on, so the real ``kubernetes``
 client is pointed at this instead. It serves pods (GET, LIST and WATCH with field/label
-selectors, merge-PATCH, DELETE with preconditions) and Events, with resource versions, checks
-bearer tokens or client certificates, and injects
+selectors, merge-PATCH, DELETE with preconditions), Events, and any other kind through
+server-side apply (GET, LIST by label, DELETE with preconditions, dryRun), with resource
+versions, checks bearer tokens or client certificates, and injects
 faults: a pod that becomes visible only after a while, fixed error statuses, slowness, dropped
 watches, and a compacted history (a watch from an old resourceVersion gets 410 Gone).
 
@@ -287,10 +288,14 @@ class FakeApiServer:
         if resource != "pods" and _names_one_object(parts):
             if method == "PATCH":
                 return self._apply_object(url.path, headers.get("Content-Type", ""), query, body or {})
+            if method == "DELETE":
+                return self._delete_object(url.path, query, body or {})
             if method == "GET":
                 with self._lock:
                     found = self.objects.get(url.path)
                 return (200, copy.deepcopy(found)) if found else (404, _status(404, f"{url.path} not found"))
+        if resource not in ("pods", "events") and method == "GET":
+            return self._list_objects(url.path, query)
         if parts[:2] != ["api", "v1"]:
             return 404, _status(404, f"{url.path} not found")
         if method == "POST" and len(parts) == 5 and parts[2] == "namespaces" and parts[4] == "events":
@@ -364,6 +369,31 @@ class FakeApiServer:
             if query.get("dryRun") != "All":
                 self.objects[path] = content
             return (200 if existing else 201), copy.deepcopy(content)
+
+    def _list_objects(self, collection: str, query: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        """Stored objects directly under ``collection`` (one namespace, or cluster-scoped), by label."""
+        labels = _selector(query.get("labelSelector", ""))
+        with self._lock:
+            items = [copy.deepcopy(obj) for path, obj in sorted(self.objects.items())
+                     if path.rsplit("/", 1)[0] == collection.rstrip("/")
+                     and all((obj["metadata"].get("labels") or {}).get(k) == v for k, v in labels.items())]
+            return 200, {"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": str(self._rv)},
+                         "items": items}
+
+    def _delete_object(self, path: str, query: dict[str, str], body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        preconditions = body.get("preconditions") or {}
+        with self._lock:
+            found = self.objects.get(path)
+            if found is None:
+                return 404, _status(404, f"{path} not found")
+            for key in ("uid", "resourceVersion"):
+                wanted = preconditions.get(key)
+                if wanted is not None and wanted != found["metadata"].get(key):
+                    return 409, _status(409, f"Precondition failed: {key} in precondition: {wanted}, "
+                                             f"{key} in object meta: {found['metadata'].get(key)}", "Conflict")
+            if query.get("dryRun") != "All":
+                del self.objects[path]
+            return 200, {**_status(200, "deleted", "Success"), "status": "Success"}
 
     def _visible(self, key: tuple[str, str]) -> bool:
         return time.monotonic() >= self.faults.hidden_until.get(key, 0.0)

@@ -1,8 +1,11 @@
-"""``meshcni manifest apply``: server-side apply of the generated objects through the kubernetes client.
+"""``meshcni manifest apply``: server-side apply of the generated objects, and pruning of the rest.
 
 Each object is applied with ``fieldManager=meshcni`` and ``force=true`` (meshcni owns these
 objects). Whether it was created, configured or left unchanged is read from its
 resourceVersion before and after, as the API server bumps it only when something changed.
+Every object joins meshcni's ApplySet (``applyset.py``); after applying, members the
+configuration no longer renders are deleted, each with its uid and resourceVersion as
+preconditions so that nothing changed since it was listed is removed.
 """
 
 from __future__ import annotations
@@ -11,6 +14,16 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from meshcni_core.manifest import applyset
+from meshcni_core.manifest.applyset import (
+    PARENT_NAMESPACE,
+    PART_OF_LABEL,
+    Scope,
+    applyset_id,
+    group_kind,
+    member,
+    scope_of_parent,
+)
 from meshcni_hooks.errors import MeshcniError
 
 FIELD_MANAGER = "meshcni"
@@ -34,7 +47,7 @@ class Applied:
     kind: str
     name: str
     namespace: str
-    action: str  # created, configured, unchanged (with " (dry run)" when nothing was stored)
+    action: str  # created, configured, unchanged, pruned (with " (dry run)" when nothing was changed)
 
     def __str__(self) -> str:
         where = f" -n {self.namespace}" if self.namespace else ""
@@ -42,41 +55,115 @@ class Applied:
 
 
 def object_path(document: Mapping[str, Any]) -> str:
-    key = (document.get("apiVersion", ""), document.get("kind", ""))
-    if key not in KINDS:
-        raise MeshcniError(f"manifest apply does not know {key[1]} ({key[0]})")
-    prefix, plural, namespaced = KINDS[key]
+    prefix, plural, namespaced = _kind(document.get("apiVersion", ""), document.get("kind", ""))
     metadata = document["metadata"]
     scope = f"/namespaces/{metadata['namespace']}" if namespaced else ""
     return f"{prefix}{scope}/{plural}/{metadata['name']}"
 
 
+def _kind(api_version: str, kind: str) -> tuple[str, str, bool]:
+    if (api_version, kind) not in KINDS:
+        raise MeshcniError(f"manifest apply does not know {kind} ({api_version})")
+    return KINDS[(api_version, kind)]
+
+
+BY_GROUP_KIND = {group_kind({"apiVersion": v, "kind": k}): (v, k) for v, k in KINDS}
+
+
 def apply_all(api_client: Any, documents: Iterable[Mapping[str, Any]], dry_run: bool = False) -> list[Applied]:
+    """Apply ``documents`` as meshcni's whole set: what is applied, then what was pruned."""
+    from meshcni_core.manifest.values import meshcni_version
+
+    version = meshcni_version()
+    members = [member(d) for d in documents]
+    for document in members:
+        object_path(document)  # an unknown kind fails before anything is sent
+    parent_document = applyset.parent(Scope(), version)
+    existing = _get(api_client, object_path(parent_document), parent_document)
+    previous = scope_of_parent(existing) if existing is not None else Scope()
+    unknown = sorted(previous.group_kinds - set(BY_GROUP_KIND))
+    if unknown:
+        raise MeshcniError(f"the applyset lists kinds this meshcni cannot prune: {', '.join(unknown)}")
+    current = Scope.of(members)
+    # While applying, the parent names every kind and namespace of the old set and the new one, so
+    # an interrupted run still finds the old members next time; afterwards exactly the new ones.
+    _apply(api_client, applyset.parent(previous | current, version), dry_run)
+    results = [_apply(api_client, document, dry_run) for document in members]
+    results += _prune(api_client, previous | current, {object_path(d) for d in members}, dry_run)
+    _apply(api_client, applyset.parent(current, version), dry_run)
+    return results
+
+
+def _get(api_client: Any, path: str, document: Mapping[str, Any]) -> dict[str, Any] | None:
     from kubernetes.client.exceptions import ApiException
 
-    results = []
-    for document in documents:
-        path = object_path(document)
-        metadata = document["metadata"]
-        try:
-            before = _call(api_client, "GET", path)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise _failure(document, exc) from None
-            before = None
-        query = [("fieldManager", FIELD_MANAGER), ("force", "true")] + ([("dryRun", "All")] if dry_run else [])
-        try:
-            after = _call(api_client, "PATCH", path, query, dict(document))
-        except ApiException as exc:
-            raise _failure(document, exc) from None
-        if before is None:
-            action = "created"
-        else:
-            changed = before["metadata"].get("resourceVersion") != after["metadata"].get("resourceVersion")
-            action = "configured" if changed else "unchanged"
-        results.append(Applied(document["kind"], metadata["name"], metadata.get("namespace", ""),
-                               action + (" (dry run)" if dry_run else "")))
-    return results
+    try:
+        return _call(api_client, "GET", path)
+    except ApiException as exc:
+        if exc.status != 404:
+            raise _failure("reading", document, exc) from None
+        return None
+
+
+def _apply(api_client: Any, document: Mapping[str, Any], dry_run: bool) -> Applied:
+    from kubernetes.client.exceptions import ApiException
+
+    path = object_path(document)
+    metadata = document["metadata"]
+    before = _get(api_client, path, document)
+    owner = ((before or {}).get("metadata", {}).get("labels") or {}).get(PART_OF_LABEL)
+    if owner is not None and owner != metadata["labels"].get(PART_OF_LABEL, owner):
+        raise MeshcniError(f"{document['kind']}/{metadata['name']} belongs to another applyset ({owner}); "
+                           "refusing to take it over")
+    query = [("fieldManager", FIELD_MANAGER), ("force", "true")] + ([("dryRun", "All")] if dry_run else [])
+    try:
+        after = _call(api_client, "PATCH", path, query, dict(document))
+    except ApiException as exc:
+        raise _failure("applying", document, exc) from None
+    if before is None:
+        action = "created"
+    else:
+        changed = before["metadata"].get("resourceVersion") != after["metadata"].get("resourceVersion")
+        action = "configured" if changed else "unchanged"
+    return Applied(document["kind"], metadata["name"], metadata.get("namespace", ""),
+                   action + (" (dry run)" if dry_run else ""))
+
+
+def _prune(api_client: Any, scope: Scope, keep: set[str], dry_run: bool) -> list[Applied]:
+    """Delete the set's members outside ``keep`` (object paths), kind by kind, namespace by namespace."""
+    from kubernetes.client.exceptions import ApiException
+
+    pruned = []
+    selector = [("labelSelector", f"{PART_OF_LABEL}={applyset_id()}")]
+    for name in sorted(scope.group_kinds):
+        api_version, kind = BY_GROUP_KIND[name]
+        prefix, plural, namespaced = KINDS[(api_version, kind)]
+        namespaces = sorted(scope.namespaces | {PARENT_NAMESPACE}) if namespaced else [""]
+        for namespace in namespaces:
+            collection = f"{prefix}/namespaces/{namespace}/{plural}" if namespace else f"{prefix}/{plural}"
+            try:
+                listed = _call(api_client, "GET", collection, selector)
+            except ApiException as exc:
+                if exc.status == 404:  # the kind is no longer served (its CRD was removed): nothing to prune
+                    continue
+                raise MeshcniError(f"listing {kind} in {namespace or 'the cluster'} to prune failed: "
+                                   f"{exc.status} {exc.reason}", details=str(exc.body or "")) from None
+            for item in listed.get("items", []):
+                metadata = item["metadata"]
+                path = f"{collection}/{metadata['name']}"
+                if path in keep:
+                    continue
+                preconditions = {"uid": metadata.get("uid"), "resourceVersion": metadata.get("resourceVersion")}
+                body = {"preconditions": preconditions, "propagationPolicy": "Background"}
+                document = {"kind": kind, "metadata": metadata}
+                try:
+                    _call(api_client, "DELETE", path, [("dryRun", "All")] if dry_run else [], body)
+                except ApiException as exc:
+                    if exc.status == 404:  # already gone
+                        continue
+                    raise _failure("pruning", document, exc) from None
+                pruned.append(Applied(kind, metadata["name"], namespace, "pruned" + (" (dry run)" if dry_run else "")))
+    return pruned
 
 
 def _call(api_client: Any, method: str, path: str, query: list[tuple[str, str]] | None = None,
@@ -85,8 +172,10 @@ def _call(api_client: Any, method: str, path: str, query: list[tuple[str, str]] 
     import json
 
     headers = {"Accept": "application/json"}
-    if body is not None:
+    if body is not None and method == "PATCH":
         headers["Content-Type"] = "application/apply-patch+yaml"  # JSON is YAML; the client sends it as JSON
+    elif body is not None:
+        headers["Content-Type"] = "application/json"
     request = api_client.param_serialize(method, path, query_params=query or [], header_params=headers, body=body,
                                          auth_settings=["BearerToken"])
     response = api_client.call_api(*request, _request_timeout=30)
@@ -99,6 +188,6 @@ def _call(api_client: Any, method: str, path: str, query: list[tuple[str, str]] 
     return result
 
 
-def _failure(document: Mapping[str, Any], exc: Any) -> MeshcniError:
+def _failure(doing: str, document: Mapping[str, Any], exc: Any) -> MeshcniError:
     name = f"{document['kind']}/{document['metadata']['name']}"
-    return MeshcniError(f"applying {name} failed: {exc.status} {exc.reason}", details=str(exc.body or ""))
+    return MeshcniError(f"{doing} {name} failed: {exc.status} {exc.reason}", details=str(exc.body or ""))

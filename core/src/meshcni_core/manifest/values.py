@@ -160,7 +160,7 @@ def validate(spec: dict[str, Any]) -> ResolvedValues:
 
     global_values: dict[str, Any] = values["global"] if isinstance(values.get("global"), dict) else {}
     hub = cni["hub"] or spec.get("hub") or global_values.get("hub") or DEFAULT_HUB
-    tag = cni["tag"] or spec.get("tag") or global_values.get("tag") or _meshcni_version()
+    tag = cni["tag"] or spec.get("tag") or global_values.get("tag") or meshcni_version()
     image = cni["image"] if "/" in cni["image"] else f"{hub}/{cni['image']}:{tag}"
     repair = cni["repair"]
     repair_image = image if not (repair["hub"] or repair["tag"]) else \
@@ -209,7 +209,7 @@ def _validate_options(given: dict[str, Any], options: dict[str, Option], prefix:
     return out
 
 
-def _meshcni_version() -> str:
+def meshcni_version() -> str:
     from importlib.metadata import version
 
     return version("meshcni-core")
