@@ -56,6 +56,14 @@ def test_openshift_objects():
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "istio-cni", "namespace": "kube-system"}]
     nads = sorted(k[2] for k in objects if k[0] == "NetworkAttachmentDefinition")
     assert nads == ["bookinfo", "shop"]
+    # The proxy's UID 1337 needs the anyuid SCC in application namespaces (the seed's manual step).
+    anyuid = objects[("ClusterRole", "istio-cni-application-scc-anyuid", None)]
+    assert anyuid["rules"][0]["resourceNames"] == ["anyuid"] and anyuid["rules"][0]["verbs"] == ["use"]
+    grant = objects[("RoleBinding", "istio-cni-application-scc-anyuid", "shop")]
+    assert grant["subjects"] == [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group",
+                                  "name": "system:serviceaccounts:shop"}]
+    assert grant["roleRef"]["name"] == "istio-cni-application-scc-anyuid"
+    assert sorted(k[2] for k in objects if k[0] == "RoleBinding") == ["bookinfo", "shop"]
     assert objects[("NetworkAttachmentDefinition", "istio-cni", "shop")]["apiVersion"] == "k8s.cni.cncf.io/v1"
     for (kind, _, _), document in objects.items():
         if kind != "NetworkAttachmentDefinition":  # a Multus CRD: not in the Kubernetes schemas
@@ -83,3 +91,20 @@ def test_install_cni_is_told_the_platform_so_its_node_checks_run(platform):
     assert env["MESHCNI_PLATFORM"] == platform
     assert from_env({k: v for k, v in env.items() if v is not None}).platform == platform
     assert "MESHCNI_PLATFORM" not in install_env(resolve(sets=sets_of(GKE if platform == "gke" else OPENSHIFT)))
+
+
+def test_openshift_application_scc_can_be_another_or_none():
+    def kinds(*sets):
+        resolved = resolve(sets=["values.cni.platform=openshift",
+                                 "values.cni.platformSettings.applicationNamespaces[0]=shop", *sets])
+        return {(d["kind"], d["metadata"]["name"]) for d in render(resolved)}
+
+    assert ("ClusterRole", "istio-cni-application-scc-nonroot") in kinds(
+        "values.cni.platformSettings.applicationSCC=nonroot")
+    granted_nothing = kinds('values.cni.platformSettings.applicationSCC=""')
+    assert not any(name.startswith("istio-cni-application-scc") for _, name in granted_nothing)
+    assert ("NetworkAttachmentDefinition", "istio-cni") in granted_nothing
+    with pytest.raises(MeshcniError, match="applicationSCC: expected the name of a SecurityContextConstraints"):
+        kinds("values.cni.platformSettings.applicationSCC=Any UID")
+    with pytest.raises(MeshcniError, match="applicationNamespaces: expected a list of namespace names"):
+        kinds("values.cni.platformSettings.applicationNamespaces[1]=Shop_2")

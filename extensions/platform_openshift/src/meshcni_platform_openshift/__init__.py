@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from meshcni_hooks import hookimpl
@@ -18,19 +20,43 @@ OPENSHIFT_DEFAULTS = {
         "sidecarInjectorWebhook": {"injectedAnnotations": {"k8s.v1.cni.cncf.io/networks": NETWORK_NAME}},
     },
 }
-SETTINGS = ("applicationNamespaces",)
+DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
 
 
-def _application_namespaces(settings: Mapping[str, Any]) -> list[str]:
-    unknown = sorted(set(settings) - set(SETTINGS))
-    if unknown:
-        raise MeshcniError(f"values.cni.platformSettings: unknown key(s) {', '.join(unknown)} for openshift "
-                           f"(known: {', '.join(SETTINGS)})")
-    namespaces = settings.get("applicationNamespaces", [])
-    if not isinstance(namespaces, list) or not all(isinstance(n, str) and n for n in namespaces):
-        raise MeshcniError("values.cni.platformSettings.applicationNamespaces: expected a list of namespace names, "
-                           f"got {namespaces!r}")
-    return namespaces
+@dataclass(frozen=True)
+class Settings:
+    """``values.cni.platformSettings`` for OpenShift."""
+
+    application_namespaces: tuple[str, ...] = ()
+    # The SCC the application pods' service accounts may use: the proxy runs as UID 1337, outside
+    # the namespace's UID range that OpenShift's default ``restricted`` SCC enforces.
+    application_scc: str = "anyuid"
+
+    @classmethod
+    def parse(cls, given: Mapping[str, Any]) -> Settings:
+        known = {"applicationNamespaces", "applicationSCC"}
+        unknown = sorted(set(given) - known)
+        if unknown:
+            raise MeshcniError(f"values.cni.platformSettings: unknown key(s) {', '.join(unknown)} for openshift "
+                               f"(known: {', '.join(sorted(known))})")
+        namespaces = given.get("applicationNamespaces", [])
+        if not isinstance(namespaces, list) or not all(isinstance(n, str) and DNS_LABEL.fullmatch(n)
+                                                       for n in namespaces):
+            raise MeshcniError("values.cni.platformSettings.applicationNamespaces: expected a list of namespace "
+                               f"names, got {namespaces!r}")
+        scc = given.get("applicationSCC", cls.application_scc)
+        if not isinstance(scc, str) or (scc and not DNS_SUBDOMAIN.fullmatch(scc)):
+            raise MeshcniError("values.cni.platformSettings.applicationSCC: expected the name of a "
+                               f"SecurityContextConstraints, or \"\" to grant none, got {scc!r}")
+        return cls(tuple(namespaces), scc)
+
+
+def _use_scc_role(name: str, scc: str, labels: Mapping[str, str]) -> dict[str, Any]:
+    return {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": {"name": name, "labels": dict(labels)},
+            "rules": [{"apiGroups": ["security.openshift.io"], "resources": ["securitycontextconstraints"],
+                       "resourceNames": [scc], "verbs": ["use"]}]}
 
 
 class OpenShiftPlatform:
@@ -41,21 +67,29 @@ class OpenShiftPlatform:
 
     @hookimpl
     def meshcni_manifest_objects(self, values: ManifestValues) -> Sequence[Mapping[str, Any]]:
+        settings = Settings.parse(values.cni.get("platformSettings", {}))
         labels = {"app": "istio-cni"}
         role = "istio-cni-scc-privileged"
         objects: list[Mapping[str, Any]] = [
-            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-             "metadata": {"name": role, "labels": labels},
-             "rules": [{"apiGroups": ["security.openshift.io"], "resources": ["securitycontextconstraints"],
-                        "resourceNames": ["privileged"], "verbs": ["use"]}]},
+            _use_scc_role(role, "privileged", labels),
             {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
              "metadata": {"name": role, "labels": labels},
              "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
              "subjects": [{"kind": "ServiceAccount", "name": "istio-cni", "namespace": values.namespace}]},
         ]
-        for namespace in _application_namespaces(values.cni.get("platformSettings", {})):
+        app_role = f"istio-cni-application-scc-{settings.application_scc}"
+        if settings.application_namespaces and settings.application_scc:
+            objects.append(_use_scc_role(app_role, settings.application_scc, labels))
+        for namespace in settings.application_namespaces:
             objects.append({"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
                             "metadata": {"name": NETWORK_NAME, "namespace": namespace, "labels": labels}})
+            if settings.application_scc:  # what `oc adm policy add-scc-to-group SCC system:serviceaccounts:NS` grants
+                objects.append({
+                    "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                    "metadata": {"name": app_role, "namespace": namespace, "labels": labels},
+                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": app_role},
+                    "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group",
+                                  "name": f"system:serviceaccounts:{namespace}"}]})
         return objects
 
     @hookimpl
