@@ -6,7 +6,9 @@ cache holds this node's 110 pods and a few seconds have passed.
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -24,6 +26,10 @@ STATUS = json.dumps({"containers": ["istio-proxy"], "initContainers": ["istio-va
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--plugin-source", metavar="DIR", help="what install-cni installs, e.g. build/plugin-bundle "
+                        "(the self-contained plugin, as in the image); default a one-file stand-in")
+    args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="meshcni-mem-") as tmp, FakeApiServer() as api:
         root = Path(tmp)
         for i in range(160):
@@ -32,6 +38,8 @@ def main() -> int:
                         annotations={"sidecar.istio.io/status": STATUS}, labels={"app": f"app-{i}"})
         with open(api.certs.ca, "rb") as f:
             env = make_host(root, token=api.token, ca_pem=f.read(), api_port=api.url.rsplit(":", 1)[1])
+        if args.plugin_source:
+            env["MESHCNI_PLUGIN_SOURCE_DIR"] = os.path.abspath(args.plugin_source)
         proc = subprocess.Popen([MESHCNI, "install-cni", "--socket", str(root / "cni.sock"), "--monitoring-port", "0",
                                  "--monitoring-address", "127.0.0.1", "--log-level", "error"],
                                 env=env, stderr=subprocess.PIPE, text=True)
@@ -50,7 +58,8 @@ def main() -> int:
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=15)
-    print(json.dumps({"pods_watched": 110, "install_cni_idle_rss_mib": round(rss, 1)}, indent=2))
+    print(json.dumps({"pods_watched": 110, "install_cni_idle_rss_mib": round(rss, 1),
+                      "plugin_source": args.plugin_source or "one file"}, indent=2))
     return 0
 
 

@@ -35,12 +35,16 @@ def ours_last(path: Path) -> bool:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=100)
+    parser.add_argument("--plugin-source", metavar="DIR", help="what install-cni installs, e.g. build/plugin-bundle "
+                        "(the self-contained plugin, as in the image); default a one-file stand-in")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="meshcni-heal-") as tmp, FakeApiServer() as api:
         root = Path(tmp)
         with open(api.certs.ca, "rb") as f:  # a reachable API server, so the agent's pod cache is healthy
             env = make_host(root, token=api.token, ca_pem=f.read(), api_port=api.url.rsplit(":", 1)[1],
                             MESHCNI_EDIT_WAR_REWRITES="1000000")
+        if args.plugin_source:
+            env["MESHCNI_PLUGIN_SOURCE_DIR"] = os.path.abspath(args.plugin_source)
         conf = root / "net.d"
         target = conf / "10-ptp.conflist"
         proc = subprocess.Popen([MESHCNI, "install-cni", "--socket", str(root / "cni.sock"), "--monitoring-port", "0",
@@ -71,6 +75,7 @@ def main() -> int:
     result = {
         "rounds": len(ordered), "median_ms": round(statistics.median(ordered), 1), "p90_ms": quantile(0.9),
         "p99_ms": quantile(0.99), "max_ms": round(ordered[-1], 1), "install_cni_rss_mib": round(rss, 1),
+        "plugin_source": args.plugin_source or "one file",
     }
     print(json.dumps(result, indent=2))
     return 0

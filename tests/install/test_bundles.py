@@ -33,3 +33,17 @@ def test_bundle_install_upgrade_uninstall(host):
     assert not [p for p in host.bin_dir.iterdir() if p.name.startswith(".")]
     host.installer().uninstall()
     assert list(host.bin_dir.iterdir()) == []
+
+
+def test_a_bundle_is_hashed_once_per_installer(host):
+    """The image's bundle does not change under a running install-cni; re-hashing tens of MB on
+    every reconcile made each heal slower and the agent bigger."""
+    source = host.root / "plugin"
+    make_bundle(source, "v1")
+    installer = host.installer()
+    installer.reconcile()
+    first = os.readlink(host.bin_dir / "istio-cni")
+    make_bundle(source, "v2")  # what only a new image (a new install-cni process) can bring
+    assert installer.reconcile().actions == [] and os.readlink(host.bin_dir / "istio-cni") == first
+    host.installer().reconcile()
+    assert os.readlink(host.bin_dir / "istio-cni") != first

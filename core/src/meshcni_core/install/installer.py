@@ -69,6 +69,7 @@ class Installer:
         self.edit_war = False
         self._writes: dict[str, deque[float]] = {}
         self._written: set[str] = set()
+        self._bundle_hashes: dict[str, str] = {}
         self._lock = threading.Lock()
 
     # -- the pieces -----------------------------------------------------------------------------
@@ -116,7 +117,8 @@ class Installer:
                 status.problems.append(f"CNI bin dir {directory} is not writable (read-only mount or SELinux?)")
                 continue
             try:
-                report = binaries.install_into(s.plugin_source_dir, directory, s.skip_binaries, s.update_binaries)
+                report = binaries.install_into(s.plugin_source_dir, directory, s.skip_binaries, s.update_binaries,
+                                               self._bundle_hashes)
             except OSError as exc:
                 status.problems.append(f"cannot install the plugin into {directory}: {exc}")
                 continue
