@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PACKAGES := hooks core extensions/redirect_tproxy extensions/kubevirt extensions/backend_iptc extensions/repair_delete extensions/platform_gke extensions/platform_openshift examples/meshcni-example-extension
 PYPROJECTS := $(addsuffix /pyproject.toml,$(PACKAGES)) pyproject.toml
-DEV_TOOLS := pytest hypothesis ruff mypy container-runtime-interface-api==2.0.1 pyinstaller kubernetes-validate
+DEV_TOOLS := pytest hypothesis ruff mypy container-runtime-interface-api==2.0.1 kubernetes-validate
 
 .PHONY: install system-deps e2e-tools plugin-bundle test lint typecheck demo bench clean
 
@@ -25,9 +25,10 @@ $(VENV)/.stamp-install: $(PYPROJECTS) Makefile
 e2e-tools: install build/plugin-bundle/.stamp
 	@scripts/install-e2e-tools.sh
 
-# The self-contained istio-cni (PyInstaller one-folder build) that install-cni copies to hosts.
+# The self-contained istio-cni (a relocatable copy of the venv's CPython behind a C launcher) that
+# install-cni copies to hosts.
 PLUGIN_SOURCES := $(shell find hooks/src core/src core/bin extensions/*/src -type f -name '*.py' -o -name istio-cni)
-build/plugin-bundle/.stamp: $(PLUGIN_SOURCES) scripts/build-plugin-bundle.sh $(VENV)/.stamp-install
+build/plugin-bundle/.stamp: $(PLUGIN_SOURCES) scripts/build-plugin-bundle.sh scripts/plugin-launcher.c $(VENV)/.stamp-install
 	@scripts/build-plugin-bundle.sh
 	@touch $@
 

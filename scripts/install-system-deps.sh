@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages meshcni's demo and tests need, when any is missing.
 # iptables (nft and legacy), iproute2 and nsenter program and inspect pod netns; the Debian CNI
-# reference plugins (ptp, host-local, loopback) form the chain the demo and e2e tests run.
+# reference plugins (ptp, host-local, loopback) form the chain the demo and e2e tests run; gcc, the
+# C library's headers and binutils build the self-contained plugin's launcher and strip it.
 set -euo pipefail
 need=()
 command -v iptables-nft-restore >/dev/null || need+=(iptables)
@@ -9,6 +10,9 @@ command -v ip >/dev/null || need+=(iproute2)
 command -v nsenter >/dev/null || need+=(util-linux)
 command -v openssl >/dev/null || need+=(openssl)
 [ -x /usr/lib/cni/ptp ] && [ -x /usr/lib/cni/host-local ] || need+=(containernetworking-plugins)
+command -v gcc >/dev/null || need+=(gcc)
+[ -f /usr/include/stdio.h ] || need+=(libc6-dev)
+command -v strip >/dev/null || need+=(binutils)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" != 0 ]; then
   echo "missing system packages: ${need[*]} (run as root to install them)" >&2

@@ -3,7 +3,7 @@
 The source dir (``MESHCNI_PLUGIN_SOURCE_DIR``) may hold:
 
 * files - copied under a temp name, then renamed over the target;
-* directories - a self-contained bundle (a PyInstaller one-folder build): copied to
+* directories - a self-contained bundle (scripts/build-plugin-bundle.sh): copied to
   ``<name>-<content hash>`` under a temp name and renamed into place, so a bundle is never seen
   half-copied nor changed under a running plugin; older copies are removed once nothing points
   at them;
