@@ -72,3 +72,22 @@ def test_cli_text_and_json():
     skipped = json.loads(subprocess.run([MESHCNI, "explain", "--pod", str(PODS / "50-istio-system.yaml"),
                                          "--output", "json"], capture_output=True, text=True, check=True).stdout)
     assert skipped["outcome"] == "skip" and skipped["rules"][0]["vote"] == "skip"
+
+
+def test_cli_explains_with_install_values_as_they_would_be_rendered(tmp_path):
+    manifest = (PODS / "50-istio-system.yaml").read_text().replace("namespace: istio-system", "namespace: kube-system")
+    pod = tmp_path / "pod.yaml"
+    pod.write_text(manifest)
+
+    def outcome(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([MESHCNI, "explain", "--pod", str(pod), "--output", "json", *extra],
+                              capture_output=True, text=True)
+
+    assert json.loads(outcome().stdout)["outcome"] == "redirect"  # only istio-system is excluded by default
+    overlay = Path(__file__).resolve().parents[1] / "examples" / "operator" / "cni.yaml"  # the seed's overlay
+    assert json.loads(outcome("-f", str(overlay)).stdout)["outcome"] == "skip"
+    assert json.loads(outcome("--set", "values.cni.excludeNamespaces[0]=kube-system").stdout)["outcome"] == "skip"
+    refused = outcome("--set", "values.cni.excludeNamespace[0]=kube-system")
+    assert refused.returncode == 2 and refused.stdout == "" and "did you mean 'excludeNamespaces'" in refused.stderr
+    both = outcome("--netconf", str(tmp_path / "x.json"), "--set", "values.cni.logLevel=info")
+    assert both.returncode == 2 and "either --netconf or install values" in both.stderr

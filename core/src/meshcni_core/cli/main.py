@@ -68,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--kubeconfig", help="for --pod-ref (default $KUBECONFIG)")
     explain.add_argument("--netconf", metavar="FILE", help="the plugin's netconf, or a conflist holding it "
                          "(default: Istio's defaults, istio-system excluded, first-party extensions enabled)")
+    add_value_sources(explain, "instead of --netconf: install values, whose rendered netconf template is used")
     explain.add_argument("--dual-stack", action="store_true", help="explain for a pod with IPv4 and IPv6 addresses")
     explain.add_argument("--output", choices=["text", "json"], default="text")
 
@@ -104,9 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def add_value_sources(parser: argparse.ArgumentParser) -> None:
+def add_value_sources(parser: argparse.ArgumentParser, purpose: str = "") -> None:
     parser.add_argument("-f", "--filename", action="append", default=[], metavar="FILE",
-                        help="an IstioOperator file (install.istio.io/v1alpha1); repeatable")
+                        help="an IstioOperator file (install.istio.io/v1alpha1); repeatable"
+                             + (f"; {purpose}" if purpose else ""))
     parser.add_argument("--set", action="append", default=[], metavar="PATH=VALUE", dest="sets",
                         help="an istioctl path such as values.cni.cniBinDir=/x or "
                              "components.cni.namespace=kube-system; escape dots in keys with a backslash; "
@@ -296,7 +298,13 @@ def run_explain(args: argparse.Namespace) -> int:
     from meshcni_core.pipeline import Pipeline
 
     netconf: dict[str, Any] = dict(DEFAULT_EXPLAIN_NETCONF)
-    if args.netconf:
+    if args.netconf and (args.filename or args.sets):
+        raise MeshcniError("give either --netconf or install values (-f/--set), not both")
+    if args.filename or args.sets:
+        from meshcni_core.manifest.render import network_config
+
+        netconf = network_config(_resolved_values(args).cni)
+    elif args.netconf:
         with open(args.netconf) as f:
             doc = json.load(f)
         entries = doc.get("plugins", [doc]) if isinstance(doc, dict) else []
