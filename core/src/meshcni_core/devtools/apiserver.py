@@ -5,7 +5,7 @@ client is pointed at this instead. It serves pods (GET, LIST and WATCH with fiel
 selectors, merge-PATCH, DELETE with preconditions), Events, and any other kind through
 server-side apply (GET, LIST by label, DELETE with preconditions, dryRun), with resource
 versions, checks bearer tokens or client certificates, and injects
-faults: a pod that becomes visible only after a while, fixed error statuses, slowness, dropped
+faults: a pod that becomes visible only after some reads, fixed error statuses, slowness, dropped
 watches, and a compacted history (a watch from an old resourceVersion gets 410 Gone).
 
 Certificates are made with the ``openssl`` command into a private directory.
@@ -32,7 +32,9 @@ from urllib.parse import parse_qs, urlsplit
 class Faults:
     """What the stand-in does wrong, settable while it runs."""
 
-    hidden_until: dict[tuple[str, str], float] = field(default_factory=dict)  # (ns, name) -> monotonic time
+    # (ns, name) -> how many more GETs of the pod answer 404 (it is also left out of lists until then).
+    # Counted, not timed: how long a client takes to get to its first request varies with the machine.
+    hidden_reads: dict[tuple[str, str], int] = field(default_factory=dict)
     fail_next: list[int] = field(default_factory=list)  # HTTP statuses for the next requests, in order
     delay_seconds: float = 0.0
     watch_generation: int = 0  # bump (drop_watches) to end every open watch stream
@@ -135,7 +137,7 @@ class FakeApiServer:
 
     def add_pod(self, namespace: str, name: str, *, containers: list[str], init_containers: list[str] = (),  # type: ignore[assignment]
                 annotations: dict[str, str] | None = None, node: str = "node-1", labels: dict[str, str] | None = None,
-                hidden_for: float = 0.0) -> dict[str, Any]:
+                hidden_reads: int = 0) -> dict[str, Any]:
         with self._lock:
             self._rv += 1
             pod = {
@@ -154,8 +156,8 @@ class FakeApiServer:
                 "status": {"phase": "Pending"},
             }
             self.pods[(namespace, name)] = pod
-            if hidden_for:
-                self.faults.hidden_until[(namespace, name)] = time.monotonic() + hidden_for
+            if hidden_reads:
+                self.faults.hidden_reads[(namespace, name)] = hidden_reads
             self._record("ADDED", pod)
             return copy.deepcopy(pod)
 
@@ -396,12 +398,15 @@ class FakeApiServer:
             return 200, {**_status(200, "deleted", "Success"), "status": "Success"}
 
     def _visible(self, key: tuple[str, str]) -> bool:
-        return time.monotonic() >= self.faults.hidden_until.get(key, 0.0)
+        return self.faults.hidden_reads.get(key, 0) <= 0
 
     def _get_pod(self, namespace: str, name: str) -> tuple[int, dict[str, Any]]:
         with self._lock:
             pod = self.pods.get((namespace, name))
-            if pod is None or not self._visible((namespace, name)):
+            if pod is not None and not self._visible((namespace, name)):
+                self.faults.hidden_reads[(namespace, name)] -= 1
+                pod = None
+            if pod is None:
                 return 404, _status(404, f'pods "{name}" not found', reason="NotFound")
             return 200, copy.deepcopy(pod)
 
