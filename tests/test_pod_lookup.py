@@ -92,13 +92,13 @@ def test_unauthorized_fails_at_once_with_a_clear_error(api, pod_ns, tmp_path):
 def test_slow_api_fails_after_the_configured_deadline(api, pod_ns, tmp_path):
     lab, ns = pod_ns
     mesh_pod(api)
-    api.faults.delay_seconds = 1.5
+    api.faults.delay_seconds = 6  # far beyond the deadline, and beyond any start-up time of the plugin
     started = time.monotonic()
     proc = cni("ADD", ns, netconf(api.write_kubeconfig(str(tmp_path / "kubeconfig")), timeout=1.0))
     elapsed = time.monotonic() - started
     error = json.loads(proc.stdout)
     assert error["code"] == 11 and "within 1s" in error["msg"], error
-    assert elapsed < 4, elapsed
+    assert elapsed < 5, elapsed  # it gave up without waiting for the server's answer
     assert lab.save(ns) == ""
 
 
