@@ -56,6 +56,11 @@ OPTION_CHANGES = {
     "values.cni.repair.brokenPodLabelKey=example.com/broken": {(REPAIR, f"{RCTR}.env[5].value")},
     "values.cni.repair.brokenPodLabelValue=yes": {(REPAIR, f"{RCTR}.env[6].value")},
     "values.cni.extensions[0]=tproxy": {(CM, "data.cni_network_config")},
+    # Repair moves into the DaemonSet's agent, which needs no write access for it.
+    "values.cni.repair.repairPods=true": {
+        ("ServiceAccount/istio-cni-repair", ""), ("ClusterRole/istio-cni-repair", ""),
+        ("ClusterRoleBinding/istio-cni-repair", ""), (REPAIR, ""),
+        *((DS, f"{CTR}.env[{i}].{key}") for i in (5, 6, 7) for key in ("name", "value"))},
     "components.cni.namespace=kube-system": "every namespaced object and every subject moves",
 }
 
@@ -191,3 +196,14 @@ def test_cli_generate_prints_the_golden_documents_and_refuses_bad_values():
     refused = run("--set", "values.cni.pullPolicy=Sometimes")
     assert refused.returncode == 2 and refused.stdout == ""
     assert "values.cni.pullPolicy: 'Sometimes' is not one of Always, IfNotPresent, Never" in refused.stderr
+
+
+def test_repair_pods_is_run_by_the_node_agent_with_its_read_only_identity():
+    from meshcni_core.cli.repair import build_parser, choose_policy, settings
+
+    objects = by_name(generate(sets=["values.cni.repair.repairPods=true"]))
+    env = {v["name"]: v["value"] for v in objects[DS]["spec"]["template"]["spec"]["containers"][0]["env"] if "value" in v}
+    assert env["REPAIR_ENABLED"] == "true"
+    assert choose_policy(settings(build_parser().parse_args([]), env)).name == "reprogram"
+    assert objects["ClusterRole/istio-cni"]["rules"] == [
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}]

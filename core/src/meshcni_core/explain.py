@@ -24,21 +24,6 @@ DUAL_STACK_POD = NetnsFacts(interfaces=("lo", "eth0"), ipv4_addresses=("192.0.2.
                             ipv6_addresses=("2001:db8::10",))
 
 
-def pod_from_manifest(doc: Mapping[str, Any]) -> PodInfo:
-    """PodInfo from a Pod manifest (YAML or JSON, as kubectl shows it)."""
-    if doc.get("kind", "Pod") != "Pod":
-        raise MeshcniError(f"expected a Pod, got kind {doc.get('kind')!r}")
-    meta, spec = doc.get("metadata") or {}, doc.get("spec") or {}
-    annotations = {str(k): str(v) for k, v in (meta.get("annotations") or {}).items()}
-    return PodInfo(
-        namespace=str(meta.get("namespace") or "default"), name=str(meta.get("name") or ""),
-        uid=str(meta.get("uid") or ""), annotations=annotations,
-        containers=tuple(str(c.get("name")) for c in spec.get("containers") or []),
-        init_containers=tuple(str(c.get("name")) for c in spec.get("initContainers") or []),
-        source="manifest",
-    )
-
-
 def explain(pod: PodInfo, pipeline: Pipeline, facts: NetnsFacts = IPV4_POD) -> dict[str, Any]:
     """Everything explain prints, as data. ``outcome`` is "redirect", "skip" or "error"."""
     report: dict[str, Any] = {"pod": f"{pod.namespace}/{pod.name}", "rules": [], "parameters": {}, "plan": {}}

@@ -299,6 +299,11 @@ class RepairActions(Protocol):
     def event(self, pod: BrokenPod, reason: str, message: str) -> None:
         """Record a Kubernetes Event on the pod."""
 
+    def reprogram(self, pod: BrokenPod) -> str:
+        """Apply the pod's redirect rules again inside its network namespace, as an ADD would, and
+        say what was done. Only the node agent can (it runs on the pod's node, among its network
+        namespaces); elsewhere this raises ``MeshcniError``."""
+
 
 class RepairAct(Protocol):
     def __call__(self, pod: BrokenPod, actions: RepairActions, settings: RepairSettings) -> str: ...

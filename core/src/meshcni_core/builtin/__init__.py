@@ -8,6 +8,7 @@ from meshcni_core.builtin.config import NetconfLoader
 from meshcni_core.builtin.eligibility import SeedEligibility
 from meshcni_core.builtin.modes import RedirectModePlugin
 from meshcni_core.builtin.repair_label import LabelPolicy
+from meshcni_core.builtin.repair_reprogram import ReprogramPolicy
 from meshcni_core.builtin.report import LogReport
 
 
@@ -20,4 +21,5 @@ def builtin_plugins() -> list[tuple[str, object]]:
         ("builtin:backends", BuiltinBackends()),
         ("builtin:report", LogReport()),
         ("builtin:repair-label", LabelPolicy()),
+        ("builtin:repair-reprogram", ReprogramPolicy()),
     ]

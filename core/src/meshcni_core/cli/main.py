@@ -179,19 +179,22 @@ def run_install(args: argparse.Namespace) -> int:
 
     configure_logging(args.log_level)
     installer = _installer()
+    registry = CollectorRegistry()
+    agent = Agent(args.socket, readiness=lambda: list(installer.status.problems),
+                  metrics=monitoring.RequestMetrics(registry))
     repair = None
     if _repair_enabled():  # built before anything starts: a refused setting is a clean exit 2
         from meshcni_core.cli.repair import controller_from_env
+        from meshcni_core.repair.reprogram import NETNS_DIR, Reprogrammer
 
-        repair = controller_from_env(os.environ, installer.settings.node_name)
+        reprogrammer = Reprogrammer(lambda: agent.pipeline(installer.netconf(), {}),
+                                    os.environ.get("MESHCNI_NETNS_DIR") or NETNS_DIR)
+        repair = controller_from_env(os.environ, installer.settings.node_name, reprogrammer)
     if args.once:
         status = installer.reconcile()
         print(json.dumps({"ready": status.ready, "problems": status.problems, "conf_file": status.conf_file}))
         return 0 if status.ready else 1
     preload()
-    registry = CollectorRegistry()
-    agent = Agent(args.socket, readiness=lambda: list(installer.status.problems),
-                  metrics=monitoring.RequestMetrics(registry))
     server = monitoring.serve(installer, registry, args.monitoring_address, args.monitoring_port)
     print(f"monitoring on port {server.server_address[1]}", file=sys.stderr, flush=True)
     stop = threading.Event()
@@ -296,6 +299,7 @@ def run_explain(args: argparse.Namespace) -> int:
 
     from meshcni_core import explain
     from meshcni_core.pipeline import Pipeline
+    from meshcni_core.pods.lookup import pod_from_manifest
 
     netconf: dict[str, Any] = dict(DEFAULT_EXPLAIN_NETCONF)
     if args.netconf and (args.filename or args.sets):
@@ -314,7 +318,7 @@ def run_explain(args: argparse.Namespace) -> int:
         netconf = {"cniVersion": doc.get("cniVersion", "1.0.0"), "name": doc.get("name", "net"), **entry}
     if args.pod:
         with open(args.pod) as f:
-            pod = explain.pod_from_manifest(yaml.safe_load(f))
+            pod = pod_from_manifest(yaml.safe_load(f))
     else:
         from meshcni_core.pods.lookup import fetch_pod
 

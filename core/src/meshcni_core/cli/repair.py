@@ -2,7 +2,8 @@
 
 Each flag can also be set as ``REPAIR_`` + the upper-cased flag name, hyphens kept (the Istio chart
 sets ``REPAIR_NODE-NAME``, ``REPAIR_DELETE-PODS``, ...); a flag wins over its variable.
-``--delete-pods`` wins over ``--label-pods``; with neither, broken pods are only reported.
+``--repair-pods`` (later Istio's repairPods: program the pod again, node agent only) wins over
+``--delete-pods``, which wins over ``--label-pods``; with none, broken pods are only reported.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from meshcni_core.logs import LEVEL_NAMES
@@ -25,7 +26,7 @@ from meshcni_hooks.types import RepairPolicy, RepairSettings
 DEFAULTS: dict[str, Any] = {
     "node-name": "", "sidecar-annotation": "sidecar.istio.io/status", "init-container-name": "istio-validation",
     "init-container-termination-message": "", "init-container-exit-code": 126, "label-selectors": "",
-    "field-selectors": "", "delete-pods": False, "label-pods": False, "run-as-daemon": False,
+    "field-selectors": "", "repair-pods": False, "delete-pods": False, "label-pods": False, "run-as-daemon": False,
     "broken-pod-label-key": "cni.istio.io/uninitialized", "broken-pod-label-value": "true",
 }
 TRUE, FALSE = {"true", "1", "yes", "t"}, {"false", "0", "no", "f"}
@@ -52,6 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init-container-exit-code", type=int, default=None, help="default 126 (0 = any)")
     for name in ("delete-pods", "label-pods", "run-as-daemon"):
         p.add_argument(f"--{name}", nargs="?", const=True, type=boolean, default=None, help="default false")
+    p.add_argument("--repair-pods", nargs="?", const=True, type=boolean, default=None,
+                   help="default false; apply broken pods' rules again instead of labelling or deleting them - "
+                        "only inside the node agent (install-cni with REPAIR_ENABLED=true), which reaches their "
+                        "network namespaces")
     p.add_argument("--kubeconfig", default=None, help="kubeconfig file (default: $KUBECONFIG, else in-cluster)")
     p.add_argument("--early-detection", action="store_true",
                    help="also act on the validation container's first failure, without waiting for a restart")
@@ -99,6 +104,8 @@ def api_client_factory(kubeconfig: str | None) -> Any:
 def choose_policy(values: Mapping[str, Any]) -> RepairPolicy | None:
     from meshcni_core import extensions
 
+    if values["repair-pods"]:
+        return extensions.repair_policies(extensions.new_manager())["reprogram"]
     if not values["delete-pods"] and not values["label-pods"]:
         return None
     enabled = []
@@ -111,16 +118,19 @@ def choose_policy(values: Mapping[str, Any]) -> RepairPolicy | None:
     return policies["delete" if values["delete-pods"] else "label"]
 
 
-def controller_from_env(env: Mapping[str, str], node_name: str) -> Any:
+def controller_from_env(env: Mapping[str, str], node_name: str,
+                        reprogrammer: Callable[[Mapping[str, Any]], str]) -> Any:
     """The repair daemon as install-cni runs it when REPAIR_ENABLED is true: configured by the
     REPAIR_* variables, scoped to this node, with the agent's own identity (in-cluster or
-    $KUBECONFIG) - never the plugin's kubeconfig, which needs no write access."""
-    from meshcni_core.repair.actions import ApiRepairActions
+    $KUBECONFIG) - never the plugin's kubeconfig, which needs no write access. ``reprogrammer``
+    programs a pod of this node again (``repair.reprogram.Reprogrammer``)."""
+    from meshcni_core.repair.actions import NodeRepairActions
     from meshcni_core.repair.controller import RepairController, RepairOptions
 
     values = settings(build_parser().parse_args([]), env)
     policy = choose_policy(values)
-    if policy is not None and not env.get("KUBECONFIG"):
+    # Reprogramming writes nothing through the API: the agent's read-only identity is enough.
+    if policy is not None and policy.name != "reprogram" and not env.get("KUBECONFIG"):
         raise MeshcniError(
             f"repair policy {policy.name!r} inside the node agent needs KUBECONFIG naming a separate repair "
             "identity: the agent's own token is also the plugin's, which must not be able to change pods"
@@ -134,7 +144,7 @@ def controller_from_env(env: Mapping[str, str], node_name: str) -> Any:
         settings=RepairSettings(values["broken-pod-label-key"], values["broken-pod-label-value"]),
     )
     return RepairController(api_client_factory(env.get("KUBECONFIG")), options, policy or report_only,
-                            ApiRepairActions)
+                            lambda api_client: NodeRepairActions(api_client, reprogrammer))
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
@@ -148,6 +158,10 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     logging.getLogger("meshcni.repair").setLevel(logging.getLogger("meshcni").level)
     try:
         values = settings(args, env)
+        if values["repair-pods"]:
+            raise MeshcniError("--repair-pods applies rules inside pods' network namespaces, which only the node "
+                               "agent reaches: set REPAIR_ENABLED=true and REPAIR_REPAIR-PODS=true on install-cni "
+                               "(values.cni.repair.repairPods=true)")
         policy = choose_policy(values)
         factory = api_client_factory(args.kubeconfig or env.get("KUBECONFIG"))
     except MeshcniError as exc:

@@ -100,6 +100,11 @@ class Installer:
             entry.setdefault("require_agent", True)  # CNI 1.1 STATUS: not ready without the agent
         return entry
 
+    def netconf(self) -> dict[str, Any]:
+        """Our entry as the plugin receives it: what the node agent's pipeline runs with."""
+        entry = self.entry()
+        return {"cniVersion": entry.get("cniVersion", "1.0.0"), "name": entry.get("name", "k8s-pod-network"), **entry}
+
     def install_binaries(self, status: Status) -> bool:
         """Copy the plugin into every bin dir; True when it is in place in the main one."""
         s = self.settings

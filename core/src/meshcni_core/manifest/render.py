@@ -39,7 +39,7 @@ def render(resolved: ResolvedValues) -> list[dict[str, Any]]:
                      "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
                                  "name": cni["psp_cluster_role"]},
                      "subjects": [{"kind": "ServiceAccount", "name": NAME, "namespace": resolved.namespace}]})
-    if cni["repair"]["enabled"]:
+    if cni["repair"]["enabled"] and not cni["repair"]["repairPods"]:  # repairPods runs in the DaemonSet
         docs.extend(repair_objects(resolved))
     if cni["platform"]:
         docs.extend(platform_objects(resolved))
@@ -84,6 +84,10 @@ def daemon_set(resolved: ResolvedValues) -> dict[str, Any]:
         env.insert(0, {"name": "CNI_CONF_NAME", "value": cni["cniConfFileName"]})
     if cni["platform"]:  # install-cni runs the platform's node checks (the image holds its extension)
         env.append({"name": "MESHCNI_PLATFORM", "value": cni["platform"]})
+    repair = cni["repair"]
+    if repair["enabled"] and repair["repairPods"]:  # read-only: the agent's own identity suffices
+        env += [{"name": "REPAIR_ENABLED", "value": "true"}, {"name": "REPAIR_REPAIR-PODS", "value": "true"},
+                {"name": "REPAIR_INIT-CONTAINER-NAME", "value": repair["initContainerName"]}]
     host_paths = [
         ("cni-bin-dir", cni["cniBinDir"], "/host/opt/cni/bin", None),
         ("cni-net-dir", cni["cniConfDir"], "/host/etc/cni/net.d", None),

@@ -154,6 +154,8 @@ REPAIR_OPTIONS: dict[str, Option] = {
     "initContainerName": Option(_text, "istio-validation", "the init container whose failure marks a pod broken"),
     "labelPods": Option(boolean, True, "label broken pods"),
     "deletePods": Option(boolean, True, "delete broken pods so they are recreated"),
+    "repairPods": Option(boolean, False, "meshcni (later Istio's repairPods): the node agent applies broken pods' "
+                                         "rules again instead; wins over labelPods and deletePods"),
     "createEvents": Option(boolean, True, "Istio 1.4's value; no Istio template used it, nor does meshcni"),
     "brokenPodLabelKey": Option(_label_key, "cni.istio.io/uninitialized", "label key for broken pods"),
     "brokenPodLabelValue": Option(_label_value, "true", "label value for broken pods"),

@@ -27,6 +27,23 @@ def pod_from_annotations(namespace: str, name: str, uid: str, annotations: Mappi
     return PodInfo(namespace=namespace, name=name, uid=uid, annotations=dict(annotations), source="runtime-config")
 
 
+def pod_from_manifest(doc: Mapping[str, Any]) -> PodInfo:
+    """PodInfo from a Pod as JSON (the API's answer, or a manifest as kubectl shows it)."""
+    from meshcni_hooks.errors import MeshcniError
+
+    if doc.get("kind", "Pod") != "Pod":
+        raise MeshcniError(f"expected a Pod, got kind {doc.get('kind')!r}")
+    meta, spec = doc.get("metadata") or {}, doc.get("spec") or {}
+    annotations = {str(k): str(v) for k, v in (meta.get("annotations") or {}).items()}
+    return PodInfo(
+        namespace=str(meta.get("namespace") or "default"), name=str(meta.get("name") or ""),
+        uid=str(meta.get("uid") or ""), annotations=annotations,
+        containers=tuple(str(c.get("name")) for c in spec.get("containers") or []),
+        init_containers=tuple(str(c.get("name")) for c in spec.get("initContainers") or []),
+        source="manifest",
+    )
+
+
 def pod_from_api_object(pod: Any) -> PodInfo:
     """PodInfo from a kubernetes client V1Pod."""
     meta, spec = pod.metadata, pod.spec

@@ -3,14 +3,17 @@
 The label is a merge patch of ``metadata.labels`` alone; the delete carries UID and
 resourceVersion preconditions, so the API server refuses it (409) for a replacement pod created
 under the same name; Events are ``Warning`` events from ``meshcni-repair`` on the pod.
+Reprogramming needs the pod's node: ``NodeRepairActions`` is what the node agent hands policies.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from meshcni_hooks.errors import MeshcniError
 from meshcni_hooks.types import BrokenPod
 
 MERGE_PATCH = "application/merge-patch+json"
@@ -45,3 +48,23 @@ class ApiRepairActions:
             reporting_component=COMPONENT, first_timestamp=now, last_timestamp=now, count=1,
         )
         self._api.create_namespaced_event(pod.namespace, body)
+
+    def reprogram(self, pod: BrokenPod) -> str:
+        raise MeshcniError("reprogramming a pod needs its node: only the node agent (install-cni with "
+                           "REPAIR_ENABLED=true) can enter its network namespace")
+
+
+class NodeRepairActions(ApiRepairActions):
+    """The node agent's actions: ``reprogrammer`` (``repair.reprogram.Reprogrammer``) programs a pod
+    of this node from its JSON, which is read afresh so that its IPs and annotations are current."""
+
+    def __init__(self, api_client: Any, reprogrammer: Callable[[Mapping[str, Any]], str]):
+        super().__init__(api_client)
+        self._reprogrammer = reprogrammer
+
+    def reprogram(self, pod: BrokenPod) -> str:
+        response: Any = self._api.read_namespaced_pod(pod.name, pod.namespace, _preload_content=False)
+        current = json.loads(response.data)
+        if (current.get("metadata") or {}).get("uid") != pod.uid:  # replaced under the same name: drop it
+            raise self._client.exceptions.ApiException(status=409, reason=f"{pod.namespace}/{pod.name} was replaced")
+        return self._reprogrammer(current)
