@@ -135,3 +135,13 @@ def test_a_failing_builtin_is_named_precisely(monkeypatch):
         build_harness().add(make_pod())
     assert info.value.stage == "redirect-spec"
     assert "built-in plugin builtin:annotations" in info.value.msg
+
+
+def test_the_extensions_table_keeps_its_columns_for_long_names(capsys):
+    from meshcni_core.cli.main import main
+
+    assert main(["extensions", "--enable", "platform-openshift"]) == 0
+    header, *rows = capsys.readouterr().out.splitlines()
+    column = header.index("ENABLED")
+    assert rows and all(row[column - 1] == " " and row[column] != " " for row in rows), rows
+    assert any(row.startswith("platform-openshift ") and row[column:].startswith("#1") for row in rows)

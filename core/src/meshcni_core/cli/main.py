@@ -363,11 +363,14 @@ def list_extensions(args: argparse.Namespace) -> int:
     if args.output == "json":
         print(json.dumps(rows, indent=2))
         return 0
-    print(f"{'NAME':<16} {'ENABLED':<8} {'DISTRIBUTION':<28} {'VERSION':<9} HOOKS")
+    name_width = max([16, *(len(str(row["name"])) + 1 for row in rows)])
+    dist_width = max([28, *(len(str(row["distribution"])) + 1 for row in rows)])
+    print(f"{'NAME':<{name_width}} {'ENABLED':<8} {'DISTRIBUTION':<{dist_width}} {'VERSION':<9} HOOKS")
     for row in rows:
         flag = f"#{row['position']}" if row["enabled"] else "no"
         hooks_text = ", ".join(row["hooks"]) if row["enabled"] else "(not imported)"  # type: ignore[arg-type]
-        print(f"{row['name']:<16} {flag:<8} {row['distribution']:<28} {row['version']:<9} {hooks_text}")
+        print(f"{row['name']:<{name_width}} {flag:<8} {row['distribution']:<{dist_width}} {row['version']:<9} "
+              f"{hooks_text}")
     return 0
 
 
