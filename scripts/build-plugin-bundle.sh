@@ -33,11 +33,11 @@ cp -L "$libdir/$libpython" "$bundle/lib/"
 
 # The standard library, without its tests, GUI toolkits, installers and databases.
 stdlib="$bundle/lib/python$version"
-cp -a "$base/lib/python$version" "$stdlib"
-rm -rf "$stdlib"/{test,idlelib,tkinter,turtledemo,ensurepip,lib2to3,pydoc_data,site-packages} "$stdlib"/config-*
+excluded=(test idlelib tkinter turtledemo ensurepip lib2to3 pydoc_data site-packages 'config-*')
+tar -C "$base/lib" "${excluded[@]/#/--exclude=python$version/}" --exclude=__pycache__ -cf - "python$version" \
+  | tar -C "$bundle/lib" -xf -
 (cd "$stdlib/lib-dynload" && rm -f _tkinter.* _curses* readline.* nis.* _dbm.* _gdbm.* _sqlite3.* _crypt.* \
   ossaudiodev.* _test* xxlimited* _xxtestfuzz.* _ctypes_test.* _xxsubinterpreters.*)
-find "$bundle" -name __pycache__ -prune -exec rm -rf {} +
 
 # Our packages and what they need, at the versions the venv's tests ran with. They are built from
 # a copy: setuptools builds in the source tree, and a build/ left there keeps deleted modules.
