@@ -236,3 +236,19 @@ def test_daemon_follows_deletions_and_relists_after_410(api):
     finally:
         stop.set()
         thread.join(timeout=10)
+
+
+def test_a_replacement_under_the_same_name_is_never_reprogrammed(api):
+    from meshcni_core.repair.actions import NodeRepairActions
+    from meshcni_core.repair.controller import broken_pod
+
+    stale = broken_pod(pod(api, "web-0", BROKEN))
+    api.pods[("default", "web-0")]["metadata"]["uid"] = "uid-replacement"
+    programmed = []
+    actions = NodeRepairActions(ApiClients().get(api.kubeconfig), programmed.append)
+    with pytest.raises(ApiException) as info:  # the controller drops a pod on 409
+        actions.reprogram(stale)
+    assert info.value.status == 409 and programmed == []
+    api.pods[("default", "web-0")]["metadata"]["uid"] = stale.uid
+    actions.reprogram(stale)
+    assert [p["metadata"]["uid"] for p in programmed] == [stale.uid]  # the pod as read just now
