@@ -6,8 +6,8 @@
 # (scripts/plugin-launcher.c), the standard library, our packages with their dependencies at the
 # venv's versions, and every shared library those need except the C library's own. It needs
 # nothing from a host but the kernel and glibc. It replaced a PyInstaller one-folder build, whose
-# bootloader and importer made every plugin start 4-5x slower than the venv's interpreter
-# (docs/performance.md).
+# bootloader and importer made every plugin start about five times slower than the venv's script
+# (VERSION: 125 ms against 23 ms; docs/performance.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 py=.venv/bin/python
