@@ -52,7 +52,7 @@ def test_add_in_a_root_without_python(host_bin_dir, netns_lab):
     pod = netns_lab.netns("pod")
     conf = mesh_netconf({"sidecar.istio.io/interceptionMode": "TPROXY"}, agent_socket="")
     # A host whose environment points at some Python installation must not change the bundle's.
-    proc = run_in_root(conf, pod, PYTHONHOME="/nonexistent", PYTHONPATH="/nonexistent", PYTHONSAFEPATH="")
+    proc = run_in_root(conf, pod, PYTHONHOME="/nonexistent", PYTHONPATH="/nonexistent")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert json.loads(proc.stdout)["ips"] == conf["prevResult"]["ips"]
     rules = netns_lab.save(pod)

@@ -55,16 +55,17 @@ class Applied:
 
 
 def object_path(document: Mapping[str, Any]) -> str:
-    prefix, plural, namespaced = _kind(document.get("apiVersion", ""), document.get("kind", ""))
-    metadata = document["metadata"]
-    scope = f"/namespaces/{metadata['namespace']}" if namespaced else ""
-    return f"{prefix}{scope}/{plural}/{metadata['name']}"
-
-
-def _kind(api_version: str, kind: str) -> tuple[str, str, bool]:
+    api_version, kind = document.get("apiVersion", ""), document.get("kind", "")
     if (api_version, kind) not in KINDS:
         raise MeshcniError(f"manifest apply does not know {kind} ({api_version})")
-    return KINDS[(api_version, kind)]
+    metadata = document["metadata"]
+    return f"{collection_path(api_version, kind, metadata.get('namespace', ''))}/{metadata['name']}"
+
+
+def collection_path(api_version: str, kind: str, namespace: str) -> str:
+    """The URL of a known kind's objects: in ``namespace`` when the kind is namespaced."""
+    prefix, plural, namespaced = KINDS[(api_version, kind)]
+    return f"{prefix}/namespaces/{namespace}/{plural}" if namespaced else f"{prefix}/{plural}"
 
 
 BY_GROUP_KIND = {group_kind({"apiVersion": v, "kind": k}): (v, k) for v, k in KINDS}
@@ -137,10 +138,9 @@ def _prune(api_client: Any, scope: Scope, keep: set[str], dry_run: bool) -> list
     selector = [("labelSelector", f"{PART_OF_LABEL}={applyset_id()}")]
     for name in sorted(scope.group_kinds):
         api_version, kind = BY_GROUP_KIND[name]
-        prefix, plural, namespaced = KINDS[(api_version, kind)]
-        namespaces = sorted(scope.namespaces | {PARENT_NAMESPACE}) if namespaced else [""]
-        for namespace in namespaces:
-            collection = f"{prefix}/namespaces/{namespace}/{plural}" if namespace else f"{prefix}/{plural}"
+        namespaced = KINDS[(api_version, kind)][2]
+        for namespace in sorted(scope.namespaces | {PARENT_NAMESPACE}) if namespaced else [""]:
+            collection = collection_path(api_version, kind, namespace)
             try:
                 listed = _call(api_client, "GET", collection, selector)
             except ApiException as exc:

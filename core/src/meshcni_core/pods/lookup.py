@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from meshcni_hooks.errors import PodLookupError
+from meshcni_hooks.errors import MeshcniError, PodLookupError
 from meshcni_hooks.types import PodInfo
 
 log = logging.getLogger("meshcni")
@@ -27,10 +27,8 @@ def pod_from_annotations(namespace: str, name: str, uid: str, annotations: Mappi
     return PodInfo(namespace=namespace, name=name, uid=uid, annotations=dict(annotations), source="runtime-config")
 
 
-def pod_from_manifest(doc: Mapping[str, Any]) -> PodInfo:
-    """PodInfo from a Pod as JSON (the API's answer, or a manifest as kubectl shows it)."""
-    from meshcni_hooks.errors import MeshcniError
-
+def pod_from_manifest(doc: Mapping[str, Any], source: str = "manifest") -> PodInfo:
+    """PodInfo from a Pod as JSON (a manifest as kubectl shows it, or the API's answer: ``source="api"``)."""
     if doc.get("kind", "Pod") != "Pod":
         raise MeshcniError(f"expected a Pod, got kind {doc.get('kind')!r}")
     meta, spec = doc.get("metadata") or {}, doc.get("spec") or {}
@@ -40,7 +38,7 @@ def pod_from_manifest(doc: Mapping[str, Any]) -> PodInfo:
         uid=str(meta.get("uid") or ""), annotations=annotations,
         containers=tuple(str(c.get("name")) for c in spec.get("containers") or []),
         init_containers=tuple(str(c.get("name")) for c in spec.get("initContainers") or []),
-        source="manifest",
+        source=source,
     )
 
 

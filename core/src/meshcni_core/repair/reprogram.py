@@ -62,7 +62,7 @@ class Reprogrammer:
     def __call__(self, pod: Mapping[str, Any]) -> str:
         """Program the pod (JSON as the API returns it); returns what was done."""
         ips = pod_ips(pod)
-        info = pod_from_manifest(pod)
+        info = pod_from_manifest(pod, source="api")
         if not ips:
             raise MeshcniError(f"{info.namespace}/{info.name} has no IP yet: its network namespace cannot be found")
         path = find_netns(ips, self.netns_dir)
