@@ -11,7 +11,8 @@ import pytest
 from meshcni_core.install.installer import Installer, NodeCheck
 from meshcni_core.install.settings import InstallSettings
 
-REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "reference" / "conflists"
+# Real-world conflists, kept in the repository (tests/data/conflists/README.md says where each came from).
+REFERENCE = Path(__file__).resolve().parents[1] / "data" / "conflists"
 # Istio's test template (istio-cni-behavior.md §5.11).
 ISTIO_TEST_TEMPLATE = json.dumps({
     "type": "istio-cni", "log_level": "info",
@@ -67,5 +68,5 @@ def host(tmp_path) -> Host:
 
 @pytest.fixture
 def reference() -> Path:
-    assert REFERENCE.is_dir(), f"the reference conflists are expected at {REFERENCE} (shared/ beside the checkout)"
+    assert REFERENCE.is_dir(), f"the reference conflists are missing from the checkout: {REFERENCE}"
     return REFERENCE

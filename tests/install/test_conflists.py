@@ -1,4 +1,4 @@
-"""Every real-world conflist in shared/reference/conflists, chained and unchained."""
+"""Every real-world conflist in tests/data/conflists, chained and unchained."""
 
 from __future__ import annotations
 

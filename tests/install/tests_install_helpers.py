@@ -2,4 +2,4 @@
 
 from conftest import REFERENCE
 
-CANDIDATES = sorted(p.name for p in REFERENCE.glob("*") if p.name.endswith((".conf", ".conflist", ".json"))) if REFERENCE.is_dir() else []
+CANDIDATES = sorted(p.name for p in REFERENCE.glob("*") if p.name.endswith((".conf", ".conflist", ".json")))
