@@ -41,6 +41,12 @@ def network_text(network: IPNetwork) -> str:
     return f"{ipv6_text(number)}/{int(network.prefixlen)}"
 
 
+def destination_args(network: IPNetwork) -> tuple[str, ...]:
+    """``("-d", NET)``, or nothing for a ``/0``: iptables-save omits a match-everything address,
+    and a plan is written as iptables-save prints it."""
+    return ("-d", network_text(network)) if network.prefixlen else ()
+
+
 def ipv6_text(number: int) -> str:
     """glibc's ``inet_ntop``: as Python's ``str()``, except that an IPv4-mapped address
     (``::ffff:a.b.c.d``) and an IPv4-compatible one (``::a.b.c.d``, not ``::`` or ``::1``-like)

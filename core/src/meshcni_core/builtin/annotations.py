@@ -44,7 +44,7 @@ def parse_port_list(key: str, value: str, *, allow_all: bool) -> PortList:
         return PortList(all=True)
     if value == "":
         return PortList()
-    ports: list[int] = []
+    ports: dict[int, None] = {}  # ordered and de-duplicated in linear time (values may be long)
     for element in value.split(","):
         text = element.strip(ASCII_WHITESPACE)  # as Istio's TrimSpace (a YAML block adds a newline)
         if not PORT_DIGITS.fullmatch(text):
@@ -52,8 +52,7 @@ def parse_port_list(key: str, value: str, *, allow_all: bool) -> PortList:
         port = int(text)
         if port > 65535:
             raise AnnotationError(key, value, f"port {port} is out of range 0-65535")
-        if port not in ports:
-            ports.append(port)
+        ports[port] = None
     return PortList(ports=tuple(ports))
 
 
@@ -66,11 +65,10 @@ def parse_cidr_list(key: str, value: str, *, allow_all: bool) -> CidrList:
         return CidrList(all=True)
     if value == "":
         return CidrList()
-    networks: list[IPNetwork] = []
+    networks: dict[IPNetwork, None] = {}
     for element in value.split(","):
         network = parse_cidr(key, value, element)
-        if network not in networks:
-            networks.append(network)
+        networks[network] = None
     return CidrList(networks=tuple(networks))
 
 
@@ -98,15 +96,14 @@ def augment_excluded_inbound(ports: PortList) -> tuple[int, ...]:
 def parse_interfaces(key: str, value: str) -> tuple[str, ...]:
     if value == "":
         return ()
-    names: list[str] = []
+    names: dict[str, None] = {}
     for element in value.split(","):
         if not is_interface_name(element):
             raise AnnotationError(
                 key, value,
                 f"{element!r} is not a network interface name (1-{INTERFACE_NAME_MAX} of A-Z a-z 0-9 _ . -)",
             )
-        if element not in names:
-            names.append(element)
+        names[element] = None
     return tuple(names)
 
 

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 
 from meshcni_core.rules.spec_check import check_spec
 from meshcni_hooks.errors import RuleBuildError
-from meshcni_hooks.ruleargs import network_text
+from meshcni_hooks.ruleargs import destination_args
 from meshcni_hooks.types import (
     ChainDecl,
     ChainFlush,
@@ -96,14 +96,14 @@ def outbound(spec: RedirectSpec, family: int) -> tuple[list[ChainDecl], list[Rul
             add("-m", "owner", owner, ident, "-j", "RETURN")
     add("-d", lo, "-j", "RETURN")
     for net in spec.exclude_outbound.of_family(family):
-        add("-d", network_text(net), "-j", "RETURN")
+        add(*destination_args(net), "-j", "RETURN")
     if spec.include_outbound.all:
         add("-j", REDIRECT_CHAIN)
     else:
         included = spec.include_outbound.of_family(family)
         if included:
             for net in included:
-                add("-d", network_text(net), "-j", REDIRECT_CHAIN)
+                add(*destination_args(net), "-j", REDIRECT_CHAIN)
             add("-j", "RETURN")
     return [ChainDecl(family, NAT, OUTPUT_CHAIN)], out
 
