@@ -74,12 +74,31 @@ def test_cleanup_removes_everything(lab):
     assert "fwmark" not in subprocess.run(["ip", "-n", lab.name_of(ns), "rule"], capture_output=True, text=True).stdout
 
 
-@pytest.mark.parametrize(("flag", "value"), [("-b", "80,http"), ("-i", "10.0.0.0/33"), ("-m", "NONE"), ("-p", "99999")])
+@pytest.mark.parametrize(("flag", "value"), [
+    ("-b", "80,http"), ("-i", "10.0.0.0/33"), ("-m", "NONE"), ("-p", "99999"),
+    ("-x", "fd00::%1 -j ACCEPT\nCOMMIT\n*filter/8"), ("-k", "eth0\n"), ("-u", "\u0661\u0663\u0663\u0667"),
+    ("-g", "1337 -j ACCEPT"),
+])
 def test_bad_values_are_usage_errors(lab, flag, value):
     ns = lab.netns("pod")
     proc = tool(ns, flag, value)
-    assert proc.returncode == 2 and f"invalid {flag} value" in proc.stderr
-    assert lab.save(ns) == ""
+    assert proc.returncode == 2 and f"invalid {flag} value {value!r}" in proc.stderr
+    assert lab.save(ns) == "" and lab.save(ns, 6) == ""
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("ISTIO_INBOUND_TPROXY_ROUTE_TABLE", "254"),  # the pod's main table: its routes would be flushed
+    ("ISTIO_INBOUND_TPROXY_ROUTE_TABLE", "133 "),
+    ("ISTIO_INBOUND_TPROXY_MARK", "0"),
+    ("ISTIO_INBOUND_TPROXY_MARK", "4294967296"),
+])
+def test_tproxy_settings_are_numbers_in_range(lab, name, value):
+    ns = lab.netns("pod")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ISTIO_", "ENVOY_"))}
+    proc = subprocess.run(["nsenter", f"--net={ns}", TOOL, "-m", "TPROXY", "-b", "*"], capture_output=True,
+                          text=True, env={**env, name: value}, timeout=60)
+    assert proc.returncode == 2 and f"invalid {name} value {value!r}" in proc.stderr
+    assert lab.save(ns) == "" and lab.save(ns, 4, "nft") == ""
 
 
 def _validate_as_proxy(ns: str, timeout: float) -> int:

@@ -97,3 +97,43 @@ def test_any_annotation_value_gives_a_spec_or_an_annotation_error(annotations):
         assert exc.annotation in annotations
     else:
         assert all(0 <= p <= 65535 for p in spec.exclude_inbound_ports + spec.exclude_outbound_ports)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "reason"),
+    [
+        (EXCLUDE_OUTBOUND_IP_RANGES, "fd00::%1 -j RETURN\nCOMMIT\n*filter\n-A INPUT -j ACCEPT\nCOMMIT/64", "zone"),
+        (EXCLUDE_OUTBOUND_IP_RANGES, "fe80::1%eth0/64", "zone"),
+        (INCLUDE_OUTBOUND_IP_RANGES, "10.0.0.0/255.0.0.0", "decimal prefix"),  # Go's ParseCIDR refuses masks
+        (INCLUDE_OUTBOUND_IP_RANGES, "10.0.0.0/8\n", "not a CIDR"),
+        (INCLUDE_OUTBOUND_IP_RANGES, "\u0661\u0660.0.0.0/8", "not a CIDR"),
+        (INCLUDE_INBOUND_PORTS, "80\x00", "not a port"),
+        (INCLUDE_INBOUND_PORTS, "\u0668\u0660", "not a port"),  # Arabic-Indic digits: int() takes them
+        (INCLUDE_INBOUND_PORTS, "0" * 5000 + "80", "not a port"),  # int() would raise on 4300+ digits
+        (INCLUDE_INBOUND_PORTS, "80\u2028", "not a port"),  # str.strip() would take it away
+        (INTERCEPTION_MODE, "REDIRECT\n", "interception mode"),
+        (KUBEVIRT_INTERFACES, "eth0\n", "interface name"),
+        (KUBEVIRT_INTERFACES, "eth0\x00", "interface name"),
+        (KUBEVIRT_INTERFACES, "eth+", "interface name"),  # an iptables wildcard, not a name
+        (KUBEVIRT_INTERFACES, "\u00e9th0", "interface name"),
+    ],
+)
+def test_values_that_could_change_a_rule_are_refused(key, value, reason):
+    with pytest.raises(AnnotationError) as info:
+        redirect_spec_from_annotations({key: value})
+    assert info.value.annotation == key and repr(value) in info.value.msg and reason in info.value.msg
+
+
+def test_networks_are_rebuilt_without_a_zone_and_ports_trimmed_of_ascii_space_only():
+    spec = redirect_spec_from_annotations({
+        EXCLUDE_OUTBOUND_IP_RANGES: "2001:db8::1/32,10.1.2.3/8", EXCLUDE_OUTBOUND_PORTS: " 5432\n",
+    })
+    assert [str(n) for n in spec.exclude_outbound.networks] == ["2001:db8::/32", "10.0.0.0/8"]
+    assert all(getattr(n.network_address, "scope_id", None) is None for n in spec.exclude_outbound.networks)
+    assert spec.exclude_outbound_ports == (5432,)
+
+
+def test_a_long_list_parses_in_linear_time():
+    value = ",".join(f"2001:db8::{i:x}/128" for i in range(5000))
+    spec = redirect_spec_from_annotations({EXCLUDE_OUTBOUND_IP_RANGES: value})
+    assert len(spec.exclude_outbound.networks) == 5000

@@ -145,3 +145,31 @@ def test_null_pod_annotations_mean_none():
         b'{"cniVersion":"1.0.0","name":"n","runtimeConfig":{"io.kubernetes.cri.pod-annotations":null}}',
     )
     assert request.runtime_annotations == {}
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "K8S_POD_NAMESPACE=default\n;K8S_POD_NAME=p",
+        "K8S_POD_NAMESPACE=Default;K8S_POD_NAME=p",
+        "K8S_POD_NAMESPACE=default;K8S_POD_NAME=p q",
+        "K8S_POD_NAMESPACE=default;K8S_POD_NAME=../x",
+        "K8S_POD_NAMESPACE=default;K8S_POD_NAME=caf\u00e9",
+        "K8S_POD_NAMESPACE=default;K8S_POD_NAME=p;K8S_POD_UID=u\x01",
+        "K8S_POD_NAMESPACE=default;K8S_POD_NAME=p;K8S_POD_INFRA_CONTAINER_ID=c 1",
+        "K8S_POD_NAMESPACE=" + "a" * 64 + ";K8S_POD_NAME=p",
+    ],
+)
+def test_kubernetes_values_must_have_the_api_servers_shape(raw):
+    with pytest.raises(CniError) as info:
+        parse_cni_args(raw)
+    key, value = next(p.split("=", 1) for p in raw.split(";") if p.split("=", 1)[0] in info.value.msg)
+    assert info.value.code == 4 and f"{key}={value!r}" in info.value.msg
+
+
+def test_real_kubelet_values_pass():
+    args = parse_cni_args(
+        "IgnoreUnknown=1;K8S_POD_NAMESPACE=kube-system;K8S_POD_NAME=coredns-5d78c9869d-8x7wq.a;"
+        "K8S_POD_INFRA_CONTAINER_ID=" + "a1" * 32 + ";K8S_POD_UID=0f4b2c4e-9a1b-4c8e-a7a3-2e5b1f0d9c11"
+    )
+    assert args["K8S_POD_NAME"] == "coredns-5d78c9869d-8x7wq.a"

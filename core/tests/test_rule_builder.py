@@ -220,3 +220,42 @@ def test_kernel_without_ipv6_gets_no_ipv6_rules_at_all(modes):
     plan = plan_for({}, modes, facts=facts)
     assert plan.families() == (4,)
     assert save_text(plan, 4, "nat") == ISTIO_DEFAULT_NAT
+
+
+def test_addresses_are_spelt_as_iptables_save_spells_them(modes):
+    """From the network's integer (inet_ntop's spelling), and no '-d' for a /0, which iptables-save
+    leaves out: otherwise CHECK reports such a pod's rules as missing."""
+    plan = plan_for({"traffic.sidecar.istio.io/excludeOutboundIPRanges": "::ffff:192.0.2.1/120,0.0.0.0/0,::/0"},
+                    modes, facts=NetnsFacts(ipv4_addresses=("192.0.2.5",), ipv6_addresses=("2001:db8::5",)))
+    v4 = [r.text for r in plan.chain_rules(4, "nat", "ISTIO_OUTPUT")]
+    v6 = [r.text for r in plan.chain_rules(6, "nat", "ISTIO_OUTPUT")]
+    assert v4[-2:] == ["-j RETURN", "-j ISTIO_REDIRECT"]
+    assert v6[-3:] == ["-d ::ffff:192.0.2.0/120 -j RETURN", "-j RETURN", "-j ISTIO_REDIRECT"]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("proxy_port", "15001 -j ACCEPT"),
+        ("proxy_port", True),
+        ("proxy_uids", ("1337\n",)),
+        ("proxy_uids", ("\u0661\u0663\u0663\u0667",)),
+        ("exclude_outbound_ports", (80, "81")),
+        ("kubevirt_interfaces", ("eth0\n",)),
+        ("exclude_outbound", "ZONED"),
+        ("tproxy_mark", 0),
+        ("tproxy_route_table", 254),
+    ],
+)
+def test_a_spec_from_any_provider_is_checked_before_a_rule_is_built(modes, field, value):
+    import dataclasses
+
+    from meshcni_hooks.errors import RuleBuildError
+    from meshcni_hooks.types import CidrList, RedirectSpec
+
+    if value == "ZONED":
+        value = CidrList(networks=(ipaddress.ip_network("fd00::%1 -j ACCEPT/64"),))
+    spec = dataclasses.replace(RedirectSpec(), **{field: value})
+    with pytest.raises(RuleBuildError) as info:
+        build_plan(spec, IPV4_POD, modes)
+    assert field in info.value.msg

@@ -17,6 +17,7 @@ from meshcni_core import netns
 from meshcni_core.netns import IF_INET6
 from meshcni_core.rules.restore import missing_rules, parse_save, render_fresh_transaction, render_transaction
 from meshcni_hooks.errors import ApplyError
+from meshcni_hooks.ruleargs import refuse_unsafe_arguments, unsafe_arguments
 from meshcni_hooks.types import RouteStep, RulePlan, Target
 
 FAMILIES = (4, 6)
@@ -143,6 +144,7 @@ class IptablesRestoreBackend:
         return all(p.returncode == 0 for p in _run_parallel(commands).values())
 
     def apply(self, plan: RulePlan, target: Target) -> None:
+        refuse_unsafe_arguments(plan)
         tools = self.tools(target)
         with netns.entered(target.netns):
             try:
@@ -175,6 +177,8 @@ class IptablesRestoreBackend:
         return "; ".join(problems)
 
     def teardown(self, target: Target, hints: RulePlan | None) -> None:
+        if hints is not None and unsafe_arguments(hints):
+            hints = None  # our rules are still found by their ISTIO_ markers
         tools = self.tools(target)
         with netns.entered(target.netns):
             problems = self._remove_everything(tools, hints)
@@ -182,6 +186,7 @@ class IptablesRestoreBackend:
             raise ApplyError("removing the redirect rules failed", problems)
 
     def missing(self, plan: RulePlan, target: Target) -> list[str]:
+        refuse_unsafe_arguments(plan)
         tools = self.tools(target)
         with netns.entered(target.netns):
             saved = self.snapshot(tools, plan.families())

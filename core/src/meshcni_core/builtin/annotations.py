@@ -12,6 +12,7 @@ from collections.abc import Mapping
 
 from meshcni_hooks import hookimpl
 from meshcni_hooks.errors import AnnotationError
+from meshcni_hooks.ruleargs import INTERFACE_NAME_MAX, is_interface_name
 from meshcni_hooks.types import CidrList, IPNetwork, PluginConfig, PodInfo, PortList, RedirectSpec
 
 INTERCEPTION_MODE = "sidecar.istio.io/interceptionMode"
@@ -25,9 +26,13 @@ KUBEVIRT_INTERFACES = "traffic.sidecar.istio.io/kubevirtInterfaces"
 # Ports Istio 1.6 always adds to the inbound exclusions (health, readiness, Prometheus).
 ALWAYS_EXCLUDED_INBOUND = (15020, 15021, 15090)
 DEFAULT_EXCLUDED_OUTBOUND = (15020,)
-MODE_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
-DIGITS = re.compile(r"^[0-9]+$")
-INTERFACE_NAME = re.compile(r"^[^/:\s,]{1,15}$")
+MODE_NAME = re.compile(r"[A-Z][A-Z0-9_]{0,31}")
+PORT_DIGITS = re.compile(r"[0-9]{1,5}")
+# What Go's net.ParseCIDR takes (Istio parses with it): an address without a zone, then a decimal
+# prefix length. Python's ip_network would also take a zone ("fd00::%any text/64", kept verbatim
+# by str()) and a netmask, so the shape is checked before it parses.
+CIDR_SHAPE = re.compile(r"[0-9A-Fa-f.:]{2,45}/[0-9]{1,3}")
+ASCII_WHITESPACE = " \t\n\r\x0b\x0c"
 
 
 def parse_port_list(key: str, value: str, *, allow_all: bool) -> PortList:
@@ -39,16 +44,15 @@ def parse_port_list(key: str, value: str, *, allow_all: bool) -> PortList:
         return PortList(all=True)
     if value == "":
         return PortList()
-    ports: list[int] = []
+    ports: dict[int, None] = {}  # ordered and de-duplicated in linear time (values may be long)
     for element in value.split(","):
-        text = element.strip()
-        if not DIGITS.match(text):
+        text = element.strip(ASCII_WHITESPACE)  # as Istio's TrimSpace (a YAML block adds a newline)
+        if not PORT_DIGITS.fullmatch(text):
             raise AnnotationError(key, value, f"{element!r} is not a port number")
         port = int(text)
         if port > 65535:
             raise AnnotationError(key, value, f"port {port} is out of range 0-65535")
-        if port not in ports:
-            ports.append(port)
+        ports[port] = None
     return PortList(ports=tuple(ports))
 
 
@@ -61,17 +65,27 @@ def parse_cidr_list(key: str, value: str, *, allow_all: bool) -> CidrList:
         return CidrList(all=True)
     if value == "":
         return CidrList()
-    networks: list[IPNetwork] = []
+    networks: dict[IPNetwork, None] = {}
     for element in value.split(","):
-        if "/" not in element:
-            raise AnnotationError(key, value, f"{element!r} is not a CIDR (address/prefix-length)")
-        try:
-            network = ipaddress.ip_network(element, strict=False)
-        except ValueError as exc:
-            raise AnnotationError(key, value, f"{element!r} is not a CIDR: {exc}") from None
-        if network not in networks:
-            networks.append(network)
+        network = parse_cidr(key, value, element)
+        networks[network] = None
     return CidrList(networks=tuple(networks))
+
+
+def parse_cidr(key: str, value: str, element: str) -> IPNetwork:
+    """One CIDR as Go's ParseCIDR takes it, rebuilt from its integer and prefix length."""
+    if "%" in element:
+        raise AnnotationError(key, value, f"{element!r} has an IPv6 zone; a CIDR cannot carry one")
+    if "/" not in element:
+        raise AnnotationError(key, value, f"{element!r} is not a CIDR (address/prefix-length)")
+    if not CIDR_SHAPE.fullmatch(element):
+        raise AnnotationError(key, value, f"{element!r} is not a CIDR (address/decimal prefix length)")
+    try:
+        parsed = ipaddress.ip_network(element, strict=False)
+    except ValueError as exc:
+        raise AnnotationError(key, value, f"{element!r} is not a CIDR: {exc}") from None
+    network_type = ipaddress.IPv4Network if parsed.version == 4 else ipaddress.IPv6Network
+    return network_type((int(parsed.network_address), parsed.prefixlen))
 
 
 def augment_excluded_inbound(ports: PortList) -> tuple[int, ...]:
@@ -82,12 +96,14 @@ def augment_excluded_inbound(ports: PortList) -> tuple[int, ...]:
 def parse_interfaces(key: str, value: str) -> tuple[str, ...]:
     if value == "":
         return ()
-    names: list[str] = []
+    names: dict[str, None] = {}
     for element in value.split(","):
-        if not INTERFACE_NAME.match(element) or element in (".", ".."):
-            raise AnnotationError(key, value, f"{element!r} is not a network interface name")
-        if element not in names:
-            names.append(element)
+        if not is_interface_name(element):
+            raise AnnotationError(
+                key, value,
+                f"{element!r} is not a network interface name (1-{INTERFACE_NAME_MAX} of A-Z a-z 0-9 _ . -)",
+            )
+        names[element] = None
     return tuple(names)
 
 
@@ -104,7 +120,7 @@ def redirect_spec_from_annotations(annotations: Mapping[str, str]) -> RedirectSp
         return default
 
     mode = get("mode", INTERCEPTION_MODE, "REDIRECT")
-    if not MODE_NAME.match(mode):
+    if not MODE_NAME.fullmatch(mode):
         raise AnnotationError(INTERCEPTION_MODE, mode, "expected an interception mode such as REDIRECT or TPROXY")
     include_cidrs = parse_cidr_list(
         INCLUDE_OUTBOUND_IP_RANGES, get("include_outbound", INCLUDE_OUTBOUND_IP_RANGES, "*"), allow_all=True

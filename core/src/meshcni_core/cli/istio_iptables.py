@@ -22,7 +22,9 @@ from collections.abc import Mapping, Sequence
 
 from meshcni_core.builtin.annotations import parse_cidr_list, parse_interfaces, parse_port_list
 from meshcni_core.pipeline import Pipeline
+from meshcni_core.rules.spec_check import MAX_U32, RESERVED_ROUTE_TABLES
 from meshcni_hooks.errors import AnnotationError, MeshcniError
+from meshcni_hooks.ruleargs import is_owner_id
 from meshcni_hooks.types import PodInfo, RedirectSpec, RulePlan, Target
 
 FIRST_PARTY_REDIRECT_EXTENSIONS = ("tproxy", "kubevirt")
@@ -76,11 +78,22 @@ def _port(flag: str, text: str) -> int:
 
 
 def _ids(flag: str, text: str) -> tuple[str, ...]:
-    ids = tuple(t.strip() for t in text.split(","))
+    ids = tuple(t.strip(" ") for t in text.split(","))
     for ident in ids:
-        if not ident or not all(c.isalnum() or c in "_.-" for c in ident):
-            raise AnnotationError(flag, text, f"{ident!r} is not a user or group id")
+        if not is_owner_id(ident):
+            raise AnnotationError(flag, text, f"{ident!r} is not a user or group id (A-Z a-z 0-9 _ . -)")
     return ids
+
+
+def _u32(name: str, text: str, what: str, reserved: tuple[int, ...] = (0,)) -> int:
+    """A decimal firewall mark or routing table number, 1 to 2^32-1, none of ``reserved``."""
+    if not (0 < len(text) <= 10 and text.isascii() and text.isdigit()):
+        raise AnnotationError(name, text, f"expected a decimal {what}")
+    number = int(text)
+    if not 0 < number <= MAX_U32 or number in reserved:
+        reserved_text = ", ".join(map(str, reserved))
+        raise AnnotationError(name, text, f"{what} {number} is outside 1-{MAX_U32} or reserved ({reserved_text})")
+    return number
 
 
 def default_proxy_uids(env: Mapping[str, str]) -> str:
@@ -112,9 +125,10 @@ def spec_from_flags(args: argparse.Namespace, env: Mapping[str, str]) -> Redirec
             "-o", _value(args.exclude_outbound_ports, env, "ISTIO_LOCAL_OUTBOUND_PORTS_EXCLUDE"), allow_all=False
         ).ports,
         kubevirt_interfaces=parse_interfaces("-k", args.kubevirt or ""),
-        tproxy_mark=_port("ISTIO_INBOUND_TPROXY_MARK", env.get("ISTIO_INBOUND_TPROXY_MARK", "1337")),
-        tproxy_route_table=_port(
-            "ISTIO_INBOUND_TPROXY_ROUTE_TABLE", env.get("ISTIO_INBOUND_TPROXY_ROUTE_TABLE", "133")
+        tproxy_mark=_u32("ISTIO_INBOUND_TPROXY_MARK", env.get("ISTIO_INBOUND_TPROXY_MARK", "1337"), "firewall mark"),
+        tproxy_route_table=_u32(
+            "ISTIO_INBOUND_TPROXY_ROUTE_TABLE", env.get("ISTIO_INBOUND_TPROXY_ROUTE_TABLE", "133"), "routing table",
+            RESERVED_ROUTE_TABLES,
         ),
     )
 

@@ -33,6 +33,8 @@ KNOWN_ARGS = {
 ID_FIRST = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
 ID_REST = ID_FIRST | frozenset("_.-")
 IFNAME_FORBIDDEN = frozenset("/: \t\n\r\x0b\x0c")
+DNS_LABEL_EDGE = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
+DNS_LABEL_INNER = DNS_LABEL_EDGE | frozenset("-")
 VERSION_STDIN_WAIT_SECONDS = 0.2
 POD_ANNOTATIONS_CAPABILITY = "io.kubernetes.cri.pod-annotations"
 
@@ -93,9 +95,38 @@ class CniRequest:
         return {str(k): str(v) for k, v in annotations.items()}
 
 
+def dns_label(text: str) -> bool:
+    """RFC 1123 label, as Kubernetes requires of namespace names."""
+    return (
+        0 < len(text) <= 63 and text[0] in DNS_LABEL_EDGE and text[-1] in DNS_LABEL_EDGE
+        and DNS_LABEL_INNER.issuperset(text)
+    )
+
+
+def dns_subdomain(text: str) -> bool:
+    """RFC 1123 subdomain, as Kubernetes requires of pod names."""
+    return 0 < len(text) <= 253 and all(dns_label(label) for label in text.split("."))
+
+
+def opaque_id(text: str) -> bool:
+    """A pod UID or sandbox id: nothing a Kubernetes runtime sends is longer or holds more."""
+    return len(text) <= 128 and (text == "" or valid_id(text))
+
+
+# What the API server enforces for these values; anything else did not come from a conforming
+# runtime. An empty value counts as absent.
+ARG_RULES = (
+    ("K8S_POD_NAMESPACE", dns_label, "a Kubernetes namespace name (RFC 1123 label)"),
+    ("K8S_POD_NAME", dns_subdomain, "a Kubernetes pod name (RFC 1123 subdomain)"),
+    ("K8S_POD_UID", opaque_id, "a pod UID (up to 128 of A-Z a-z 0-9 _ . -)"),
+    ("K8S_POD_INFRA_CONTAINER_ID", opaque_id, "a container id (up to 128 of A-Z a-z 0-9 _ . -)"),
+)
+
+
 def parse_cni_args(raw: str) -> dict[str, str]:
     """``K=V;K=V`` as kubelet, containerd and CRI-O send it: any order, empty pieces ignored,
-    split on the first ``=``; unknown keys are refused unless ``IgnoreUnknown`` is true."""
+    split on the first ``=``; unknown keys are refused unless ``IgnoreUnknown`` is true. The
+    Kubernetes values must have the shape the API server gives them."""
     pairs: dict[str, str] = {}
     for piece in raw.split(";"):
         if not piece:
@@ -110,6 +141,10 @@ def parse_cni_args(raw: str) -> dict[str, str]:
     unknown = sorted(set(pairs) - KNOWN_ARGS)
     if unknown and ignore not in ("1", "true"):
         raise CniError(f"CNI_ARGS: unknown args {unknown} (set IgnoreUnknown=1 to allow them)", code=4)
+    for key, valid, what in ARG_RULES:
+        value = pairs.get(key, "")
+        if value and not valid(value):
+            raise CniError(f"CNI_ARGS: {key}={value!r} is not {what}", code=4)
     return pairs
 
 

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from meshcni_core.rules.spec_check import check_spec
 from meshcni_hooks.errors import RuleBuildError
+from meshcni_hooks.ruleargs import destination_args
 from meshcni_hooks.types import (
     ChainDecl,
     ChainFlush,
@@ -94,14 +96,14 @@ def outbound(spec: RedirectSpec, family: int) -> tuple[list[ChainDecl], list[Rul
             add("-m", "owner", owner, ident, "-j", "RETURN")
     add("-d", lo, "-j", "RETURN")
     for net in spec.exclude_outbound.of_family(family):
-        add("-d", str(net), "-j", "RETURN")
+        add(*destination_args(net), "-j", "RETURN")
     if spec.include_outbound.all:
         add("-j", REDIRECT_CHAIN)
     else:
         included = spec.include_outbound.of_family(family)
         if included:
             for net in included:
-                add("-d", str(net), "-j", REDIRECT_CHAIN)
+                add(*destination_args(net), "-j", REDIRECT_CHAIN)
             add("-j", "RETURN")
     return [ChainDecl(family, NAT, OUTPUT_CHAIN)], out
 
@@ -137,7 +139,8 @@ def build_plan(
 ) -> RulePlan:
     """The whole plan: IPv4 always; IPv6 redirection when the pod has a global IPv6 address,
     otherwise Istio's IPv6 lock-down (unless the kernel has no IPv6 at all). ``extra`` (from
-    ``meshcni_extra_rules``) is appended."""
+    ``meshcni_extra_rules``) is appended. A spec value no rule may carry raises RuleBuildError."""
+    check_spec(spec)
     mode = modes.get(spec.mode)
     if mode is None:
         known = ", ".join(sorted(modes)) or "none"

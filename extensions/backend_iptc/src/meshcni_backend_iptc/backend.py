@@ -10,6 +10,7 @@ from typing import Any
 from meshcni_backend_iptc.rules import build_rule
 from meshcni_hooks.errors import ApplyError
 from meshcni_hooks.netns import entered
+from meshcni_hooks.ruleargs import refuse_unsafe_arguments, unsafe_arguments
 from meshcni_hooks.types import RulePlan, Target
 
 OWNED_PREFIX = "ISTIO_"
@@ -128,6 +129,7 @@ class IptcBackend:
     # -- Backend protocol -----------------------------------------------------------------------
 
     def apply(self, plan: RulePlan, target: Target) -> None:
+        refuse_unsafe_arguments(plan)
         self._check_flavour(target.iptables_flavour)
         with entered(target.netns):
             try:
@@ -151,11 +153,14 @@ class IptcBackend:
                     _ip(step.undo)
 
     def teardown(self, target: Target, hints: RulePlan | None) -> None:
+        if hints is not None and unsafe_arguments(hints):
+            hints = None  # our rules are still found by their ISTIO_ markers
         self._check_flavour(target.iptables_flavour)
         with entered(target.netns):
             self._remove_everything(hints)
 
     def missing(self, plan: RulePlan, target: Target) -> list[str]:
+        refuse_unsafe_arguments(plan)
         self._check_flavour(target.iptables_flavour)
         iptc = self._module()
         problems: list[str] = []

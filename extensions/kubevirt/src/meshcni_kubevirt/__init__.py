@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from meshcni_hooks import hookimpl
+from meshcni_hooks.ruleargs import destination_args
 from meshcni_hooks.types import NetnsFacts, PluginConfig, PodInfo, RedirectSpec, Rule
 
 SOURCE = "kubevirt"
@@ -25,7 +26,8 @@ def kubevirt_rules(spec: RedirectSpec, family: int) -> list[Rule]:
         rules += [_head(family, "-i", name, "-j", "ISTIO_REDIRECT") for name in interfaces]
     else:
         for network in include.of_family(family):
-            rules += [_head(family, "-d", str(network), "-i", name, "-j", "ISTIO_REDIRECT") for name in interfaces]
+            destination = destination_args(network)
+            rules += [_head(family, *destination, "-i", name, "-j", "ISTIO_REDIRECT") for name in interfaces]
     return rules
 
 

@@ -1,0 +1,69 @@
+"""Every RedirectSpec value is of its declared type and shape before a rule is built from it.
+
+The annotation parser produces such specs; this check holds for any ``meshcni_redirect_spec``
+implementation (and the ``istio-iptables`` drop-in), so a string where an int belongs, or a
+network with an IPv6 zone, can never be pasted into a rule.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from meshcni_hooks.errors import RuleBuildError
+from meshcni_hooks.ruleargs import is_interface_name, is_owner_id
+from meshcni_hooks.types import CidrList, PortList, RedirectSpec
+
+MAX_PORT = 65535
+MAX_U32 = 0xFFFFFFFF
+# Routing tables a TPROXY route must never land in: unspec, default, main, local.
+RESERVED_ROUTE_TABLES = (0, 253, 254, 255)
+
+
+def _is_int(value: object, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _bad(name: str, value: object, expected: str) -> RuleBuildError:
+    return RuleBuildError(f"redirect parameter {name}={value!r} is not {expected}")
+
+
+def _check_ports(name: str, ports: object, low: int = 0) -> None:
+    if not isinstance(ports, tuple) or not all(_is_int(p, low, MAX_PORT) for p in ports):
+        raise _bad(name, ports, f"a tuple of ports {low}-{MAX_PORT}")
+
+
+def _check_cidrs(name: str, cidrs: object) -> None:
+    if not isinstance(cidrs, CidrList) or not isinstance(cidrs.all, bool) or not isinstance(cidrs.networks, tuple):
+        raise _bad(name, cidrs, "a CidrList")
+    for network in cidrs.networks:
+        if not isinstance(network, ipaddress.IPv4Network | ipaddress.IPv6Network):
+            raise _bad(name, network, "an IPv4 or IPv6 network")
+        if isinstance(network, ipaddress.IPv6Network) and network.network_address.scope_id is not None:
+            raise _bad(name, network, "a network without an IPv6 zone")
+
+
+def check_spec(spec: RedirectSpec) -> None:
+    """Raise RuleBuildError naming the first field whose value a rule must not carry."""
+    for name in ("proxy_port", "inbound_capture_port"):
+        if not _is_int(getattr(spec, name), 1, MAX_PORT):
+            raise _bad(name, getattr(spec, name), f"a port 1-{MAX_PORT}")
+    for name in ("proxy_uids", "proxy_gids"):
+        ids = getattr(spec, name)
+        if not isinstance(ids, tuple) or not all(isinstance(i, str) and is_owner_id(i) for i in ids):
+            raise _bad(name, ids, "a tuple of user/group ids or names (A-Z a-z 0-9 _ . -)")
+    _check_cidrs("include_outbound", spec.include_outbound)
+    _check_cidrs("exclude_outbound", spec.exclude_outbound)
+    inbound = spec.include_inbound_ports
+    if not isinstance(inbound, PortList) or not isinstance(inbound.all, bool):
+        raise _bad("include_inbound_ports", inbound, "a PortList")
+    _check_ports("include_inbound_ports", inbound.ports)
+    _check_ports("exclude_inbound_ports", spec.exclude_inbound_ports)
+    _check_ports("exclude_outbound_ports", spec.exclude_outbound_ports)
+    interfaces = spec.kubevirt_interfaces
+    if not isinstance(interfaces, tuple) or not all(isinstance(i, str) and is_interface_name(i) for i in interfaces):
+        raise _bad("kubevirt_interfaces", interfaces, "a tuple of network interface names")
+    if not _is_int(spec.tproxy_mark, 1, MAX_U32):
+        raise _bad("tproxy_mark", spec.tproxy_mark, f"a firewall mark 1-{MAX_U32}")
+    if not _is_int(spec.tproxy_route_table, 1, MAX_U32) or spec.tproxy_route_table in RESERVED_ROUTE_TABLES:
+        raise _bad("tproxy_route_table", spec.tproxy_route_table,
+                   f"a routing table 1-{MAX_U32} other than 253 (default), 254 (main) and 255 (local)")
