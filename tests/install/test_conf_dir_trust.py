@@ -149,3 +149,12 @@ def test_a_symlinked_single_plugin_conf_is_refused_not_converted(host):
     assert not status.ready and any("replace the link" in p for p in status.problems), status.problems
     assert link.is_symlink() and json.loads(target.read_text()) == PTP
     assert sorted(os.listdir(host.conf_dir)) == ["10-calico.conf", "ZZZ-istio-cni-kubeconfig"]
+
+
+def test_a_link_the_installer_cannot_follow_stops_discovery_with_a_clear_problem(host):
+    """An absolute link into a host directory not mounted at the same path in the container."""
+    (host.conf_dir / "10-calico.conflist").symlink_to(host.root / "allowed" / "10-calico.conflist")
+    (host.conf_dir / "20-next.conflist").write_text(json.dumps(CALICO))
+    status = host.installer(conf_link_dirs=(str(host.root / "allowed"),)).reconcile()
+    assert not status.ready and any("cannot reach" in p and "mount its directory" in p for p in status.problems)
+    assert json.loads((host.conf_dir / "20-next.conflist").read_text()) == CALICO
