@@ -158,3 +158,20 @@ def test_a_link_the_installer_cannot_follow_stops_discovery_with_a_clear_problem
     status = host.installer(conf_link_dirs=(str(host.root / "allowed"),)).reconcile()
     assert not status.ready and any("cannot reach" in p and "mount its directory" in p for p in status.problems)
     assert json.loads((host.conf_dir / "20-next.conflist").read_text()) == CALICO
+
+
+def test_uninstall_cni_keeps_the_bin_dir_safe_from_a_forged_entry(host):
+    """The confirmed hole, through the real executable: uninstall overwrote /opt/cni/bin/bridge."""
+    import subprocess
+
+    from test_install_cni import MESHCNI, env_for
+
+    bridge = host.bin_dir / "bridge"
+    bridge.write_bytes(b"\x7fELF the real bridge plugin")
+    (host.conf_dir / "10-ptp.conflist").write_text(json.dumps(forged_list("../bin/bridge")))
+    proc = subprocess.run([MESHCNI, "uninstall-cni"], env=env_for(host), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert bridge.read_bytes() == b"\x7fELF the real bridge plugin"
+    assert "converted_from '../bin/bridge' in 10-ptp.conflist refused" in proc.stderr, proc.stderr
+    assert "left as a list" in proc.stdout
+    assert json.loads((host.conf_dir / "10-ptp.conflist").read_text())["plugins"] == [PTP]
