@@ -60,11 +60,15 @@ class ApiClients:
     """One API client per kubeconfig, rebuilt when the file changes (a rotated token).
 
     The node agent keeps one of these for its lifetime, so pod lookups reuse warm connections.
+    ``credential_plugins`` allows kubeconfigs that run a command or read a token file - only for
+    an operator's own kubeconfig (manifest apply, repair, explain), never for a path taken from
+    the CNI configuration (``meshcni_core.pods.credentials``).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, credential_plugins: bool = False) -> None:
         self._clients: dict[str, tuple[float, Any]] = {}
         self._lock = threading.Lock()
+        self._credential_plugins = credential_plugins
 
     def get(self, kubeconfig: str, reread: bool = False) -> Any:
         """``reread``: build a new client even when the file looks unchanged - after a 401, as the
@@ -77,22 +81,28 @@ class ApiClients:
             cached = self._clients.get(kubeconfig)
             if cached is not None and cached[0] == mtime and not reread:
                 return cached[1]
-            api_client = _load_client(kubeconfig)
+            api_client = _load_client(kubeconfig, self._credential_plugins)
             if cached is not None:
                 cached[1].close()
             self._clients[kubeconfig] = (mtime, api_client)
             return api_client
 
 
-def _load_client(kubeconfig: str) -> Any:
+def _load_client(kubeconfig: str, credential_plugins: bool) -> Any:
     from kubernetes import client, config  # heavy; only on this path
+
+    from meshcni_core.pods.credentials import load_checked_client
 
     settings = client.Configuration()
     # fetch_pod owns retrying against its deadline; urllib3's own retries would multiply each
     # request's timeout (seen: a 1 s deadline took 5 s).
     settings.retries = False
     try:
+        if not credential_plugins:
+            return load_checked_client(kubeconfig, settings)
         return config.new_client_from_config(config_file=kubeconfig, client_configuration=settings)
+    except PodLookupError:
+        raise
     except Exception as exc:  # noqa: BLE001 - the loader raises many unrelated types for bad files
         raise PodLookupError(f"cannot load kubeconfig {kubeconfig}: {exc}") from None
 
