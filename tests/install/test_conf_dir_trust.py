@@ -175,3 +175,32 @@ def test_uninstall_cni_keeps_the_bin_dir_safe_from_a_forged_entry(host):
     assert "converted_from '../bin/bridge' in 10-ptp.conflist refused" in proc.stderr, proc.stderr
     assert "left as a list" in proc.stdout
     assert json.loads((host.conf_dir / "10-ptp.conflist").read_text())["plugins"] == [PTP]
+
+
+def test_install_cni_heals_through_the_link_and_uninstall_cni_keeps_it(host):
+    """The running installer watches the provider's directory: its rewrite is healed at once."""
+    import subprocess
+    import time
+
+    from test_install_cni import MESHCNI, Running, env_for
+
+    link, target = link_primary(host, "calico")
+    running = Running(host, MESHCNI_CONF_LINK_DIRS=str(host.root / "calico"))
+    try:
+        running.wait_ready(True)
+        assert link.is_symlink() and chaining.has_our_entry_last(json.loads(target.read_text()))
+        time.sleep(1.5)  # longer than a reconcile triggered by our own write; far below the 60 s resync
+        temp = target.with_name(".10-calico.conflist.provider")
+        temp.write_text(json.dumps(CALICO))
+        os.rename(temp, target)  # the provider rewrites its own file, as Calico does
+        deadline = time.monotonic() + 5
+        while not chaining.has_our_entry_last(json.loads(target.read_text())):
+            assert time.monotonic() < deadline, "not healed through the link"
+            time.sleep(0.02)
+        assert link.is_symlink()
+    finally:
+        running.stop()
+    proc = subprocess.run([MESHCNI, "uninstall-cni"], env={**env_for(host), "MESHCNI_CONF_LINK_DIRS": str(target.parent)},
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert link.is_symlink() and json.loads(target.read_text()) == CALICO
