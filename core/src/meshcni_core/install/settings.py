@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from meshcni_core.install.confdir import CONF_EXTENSIONS
 from meshcni_core.install.files import plain_name_problem
 from meshcni_core.logs import LEVEL_NAMES
 
@@ -95,7 +96,7 @@ def from_env(env: Mapping[str, str] | None = None) -> InstallSettings:
     if mode & ~0o777:
         raise SettingsError(f"KUBECONFIG_MODE={mode_text!r} is not a file mode between 000 and 777")
     kubeconfig_file_name = _file_name(env, "KUBECFG_FILE_NAME", defaults.kubeconfig_file_name, ())
-    cni_conf_name = _file_name(env, "CNI_CONF_NAME", "", (".conf", ".conflist", ".json"))
+    cni_conf_name = _file_name(env, "CNI_CONF_NAME", "", CONF_EXTENSIONS)
     link_dirs_text = env.get("MESHCNI_CONF_LINK_DIRS", "")
     link_dirs = tuple(d.strip() for d in link_dirs_text.split(",") if d.strip())
     if any(not os.path.isabs(d) for d in link_dirs):
