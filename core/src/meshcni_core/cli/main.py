@@ -270,7 +270,7 @@ def run_manifest_apply(args: argparse.Namespace) -> int:
     kubeconfig = args.kubeconfig or os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
     if not os.path.exists(kubeconfig):
         raise MeshcniError(f"no kubeconfig at {kubeconfig}: pass --kubeconfig or set KUBECONFIG")
-    for applied in apply_all(ApiClients().get(kubeconfig), documents, dry_run=args.dry_run):
+    for applied in apply_all(ApiClients(credential_plugins=True).get(kubeconfig), documents, dry_run=args.dry_run):
         print(applied)
     return 0
 
@@ -320,10 +320,11 @@ def run_explain(args: argparse.Namespace) -> int:
         with open(args.pod) as f:
             pod = pod_from_manifest(yaml.safe_load(f))
     else:
-        from meshcni_core.pods.lookup import fetch_pod
+        from meshcni_core.pods.lookup import ApiClients, fetch_pod
 
         namespace, _, name = args.pod_ref.partition("/")
-        pod = fetch_pod(args.kubeconfig or os.environ.get("KUBECONFIG", ""), namespace, name, timeout=10)
+        pod = fetch_pod(args.kubeconfig or os.environ.get("KUBECONFIG", ""), namespace, name, timeout=10,
+                        clients=ApiClients(credential_plugins=True))  # the operator's own kubeconfig
     facts = explain.DUAL_STACK_POD if args.dual_stack else explain.IPV4_POD
     report = explain.explain(pod, Pipeline.from_netconf(netconf, {}), facts)
     print(json.dumps(report, indent=2) if args.output == "json" else explain.render_text(report))

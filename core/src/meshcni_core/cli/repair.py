@@ -92,7 +92,7 @@ def api_client_factory(kubeconfig: str | None) -> Any:
     if kubeconfig:
         from meshcni_core.pods.lookup import ApiClients
 
-        clients = ApiClients()
+        clients = ApiClients(credential_plugins=True)  # the operator's own kubeconfig
         clients.get(kubeconfig)  # fail now, with a clear message, if it cannot be loaded
         return lambda: clients.get(kubeconfig)
     configuration = client.Configuration()

@@ -7,7 +7,8 @@ verbatim, is ``plugins[0]``); Istio instead renamed the network ``k8s-pod-networ
 ``cniVersion`` 0.3.0, which orphans the runtime's cached results (keyed by network name).
 
 What uninstall needs to restore the original travels inside our own entry (``meshcni``), so no
-state file is written anywhere.
+state file is written anywhere. Anyone who can write the conf dir can forge that entry, so the
+restore name is checked before it becomes a path (``restore_name_problem``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from meshcni_core.cni.protocol import SUPPORTED_VERSIONS, VERSION_WHEN_MISSING
+from meshcni_core.install.files import plain_name_problem
 
 PLUGIN_TYPE = "istio-cni"
 MARKER = "meshcni"  # our entry's own key: {"converted_from": "<name>.conf"} after a conversion
@@ -31,6 +33,7 @@ class Chained:
     name: str  # file name to write
     content: dict[str, Any]
     replaces: str | None = None  # a .conf/.json to remove once ``name`` is written
+    refused: str = ""  # why a recorded restore name was not used (the list keeps its name instead)
 
 
 def versions_the_runtime_may_pick(doc: dict[str, Any]) -> list[str]:
@@ -81,19 +84,42 @@ def chain(name: str, doc: dict[str, Any], entry: dict[str, Any]) -> Chained:
     return Chained(f"{base}.conflist", result, replaces=name)
 
 
-def unchain(name: str, doc: dict[str, Any]) -> Chained | None:
+def restore_name_problem(list_name: str, value: Any) -> str:
+    """Why ``value`` (a ``converted_from`` read from ``list_name``) must not be written ("" if it may).
+
+    Our conversion turns ``<base>.conf`` or ``<base>.json`` into ``<base>.conflist``, so only those
+    two names are accepted: a plain visible name in the conf dir, never another file there."""
+    if not isinstance(value, str):
+        return "it is not a string"
+    problem = plain_name_problem(value)
+    if problem:
+        return problem
+    base = list_name.removesuffix(".conflist")
+    if value not in (f"{base}.conf", f"{base}.json"):
+        return f"our conversion of {list_name} can only have come from {base}.conf or {base}.json"
+    return ""
+
+
+def unchain(name: str, doc: dict[str, Any], keep_name: bool = False) -> Chained | None:
     """The file as it was before us, or None when it holds nothing of ours. A list we made from
-    a ``.conf`` becomes that ``.conf`` again (``replaces`` is then the ``.conflist``)."""
+    a ``.conf`` becomes that ``.conf`` again (``replaces`` is then the ``.conflist``); when the
+    recorded name is refused, or ``keep_name`` is set (the list is a symlink, which we never
+    convert), the list only loses our entry and ``refused`` says why."""
     if not name.endswith(".conflist") or not any(is_ours(p) for p in doc.get("plugins", [])):
         return None
     ours = [p for p in doc["plugins"] if is_ours(p)]
     others = [p for p in doc["plugins"] if not is_ours(p)]
-    converted = next((p[MARKER].get("converted_from") for p in ours if isinstance(p.get(MARKER), dict)), None)
-    if converted and len(others) == 1:
-        return Chained(str(converted), copy.deepcopy(others[0]), replaces=name)
+    marker = next((p[MARKER] for p in ours if isinstance(p.get(MARKER), dict)), None)
+    refused = ""
+    if marker is not None and "converted_from" in marker and len(others) == 1:
+        converted = marker["converted_from"]
+        problem = f"{name} is a symlink, which stays one" if keep_name else restore_name_problem(name, converted)
+        if not problem:
+            return Chained(converted, copy.deepcopy(others[0]), replaces=name)
+        refused = f"converted_from {converted!r} in {name} refused: {problem}"
     result = dict(doc)
     result["plugins"] = others
-    return Chained(name, result)
+    return Chained(name, result, refused=refused)
 
 
 def has_our_entry_last(doc: dict[str, Any]) -> bool:

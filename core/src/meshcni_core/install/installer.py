@@ -156,7 +156,7 @@ class Installer:
         server = kubeconfig.server_url(s.service_protocol, s.service_host, s.service_port)
         data = kubeconfig.render(server, token, ca, s.skip_tls_verify)
         path = s.kubeconfig_mounted_path
-        if same_bytes(path, data) and os.stat(path).st_mode & 0o777 == s.kubeconfig_mode:
+        if same_bytes(path, data) and os.lstat(path).st_mode & 0o777 == s.kubeconfig_mode:
             return
         write_atomic(path, data, mode=s.kubeconfig_mode)
         self.counters.kubeconfig_writes += 1
@@ -172,7 +172,7 @@ class Installer:
         if not s.chained:
             if self._node_problems(status, s.standalone_conf_name, str(entry.get("name", "")), ()):
                 return
-            self._write_if_changed(s.standalone_conf_name, entry, status)
+            self._write_if_changed(os.path.join(s.mounted_cni_net_dir, s.standalone_conf_name), entry, status)
             status.conf_file = s.standalone_conf_name
             return
         target = self._chained_target(status)
@@ -187,8 +187,14 @@ class Installer:
         except chaining.ChainError as exc:
             status.problems.append(str(exc))
             return
+        if target.link_target and result.replaces:
+            status.problems.append(
+                f"{target.name} is a symlink to a single-plugin file ({target.link_target}); chaining would "
+                f"replace the link with {result.name}: have the primary CNI write a .conflist")
+            return
         status.conf_file = result.name
-        self._write_if_changed(result.name, result.content, status)
+        path = target.write_path if result.name == target.name else os.path.join(s.mounted_cni_net_dir, result.name)
+        self._write_if_changed(path, result.content, status)
         if result.replaces and result.replaces != result.name:
             remove_quietly(os.path.join(s.mounted_cni_net_dir, result.replaces))  # only once the list exists
 
@@ -223,29 +229,30 @@ class Installer:
             if not os.path.exists(os.path.join(directory, name)):
                 status.problems.append(f"waiting for {name} (CNI_CONF_NAME) in {directory}")
                 return None
-            conf = confdir.read_conf(directory, name)
+            conf = confdir.read_conf(directory, name, s.conf_link_dirs)
             if not conf.valid:
                 status.problems.append(f"{name} is not a valid CNI configuration: {conf.problem}")
                 return None
-            first = confdir.discover(directory).chosen
+            first = confdir.discover(directory, s.conf_link_dirs).chosen
             if first is not None and first.name != conf.name:
                 log.warning("CNI_CONF_NAME %s is not the file the runtime uses (%s)", conf.name, first.name)
             return conf
-        found = confdir.discover(directory)
+        found = confdir.discover(directory, s.conf_link_dirs)
         for warning in found.warnings():
             status.problems.append(warning)
         if found.chosen is None:
-            status.problems.append(f"waiting for the primary CNI to write its configuration into {directory}")
+            if found.refused_link is None:
+                status.problems.append(f"waiting for the primary CNI to write its configuration into {directory}")
             return None
         if chaining.is_ours(found.chosen.content) and not found.chosen.is_list:
             status.problems.append(f"{found.chosen.name} is a standalone istio-cni file; nothing to chain into")
             return None
         return found.chosen
 
-    def _write_if_changed(self, name: str, content: dict[str, Any], status: Status) -> None:
-        path = os.path.join(self.settings.mounted_cni_net_dir, name)
-        current = confdir.read_conf(self.settings.mounted_cni_net_dir, name) if os.path.exists(path) else None
-        if current is not None and current.content == content:
+    def _write_if_changed(self, path: str, content: dict[str, Any], status: Status) -> None:
+        """Replace ``path`` (never following a link at it) unless it already holds ``content``."""
+        directory, name = os.path.split(path)
+        if confdir.read_conf(directory, name).content == content:
             return
         if self._edit_war(path):
             status.problems.append(f"edit war over {name}: another agent keeps removing our entry; backing off")
@@ -301,30 +308,43 @@ class Installer:
         done: list[str] = []
         with self._lock:
             for name in confdir.conf_files(s.mounted_cni_net_dir):
-                conf = confdir.read_conf(s.mounted_cni_net_dir, name)
-                if conf.content is None:
-                    continue
-                if not conf.is_list and chaining.is_ours(conf.content):
-                    remove_quietly(conf.path)
-                    done.append(f"removed {conf.path}")
-                    continue
-                restored = chaining.unchain(name, conf.content)
-                if restored is None:
-                    continue
-                path = os.path.join(s.mounted_cni_net_dir, restored.name)
-                if restored.name.endswith(".conflist") and not restored.content.get("plugins"):
-                    remove_quietly(path)
-                else:
-                    write_atomic(path, render_json(restored.content))
-                if restored.replaces and restored.replaces != restored.name:
-                    remove_quietly(os.path.join(s.mounted_cni_net_dir, restored.replaces))
-                done.append(f"restored {path}")
+                done += self._uninstall_from(name)
             if remove_quietly(s.kubeconfig_mounted_path):
                 done.append(f"removed {s.kubeconfig_mounted_path}")
             for directory in s.bin_dirs():
                 if os.path.isdir(directory):
                     done += binaries.remove_from(s.plugin_source_dir, directory, s.skip_binaries)
         return done
+
+    def _uninstall_from(self, name: str) -> list[str]:
+        """Take our entry out of one conf file. A restore name that would leave the conf dir (or
+        name another file in it) is refused and logged: the list then only loses our entry, so no
+        pod's chain names the plugin being removed."""
+        directory = self.settings.mounted_cni_net_dir
+        conf = confdir.read_conf(directory, name, self.settings.conf_link_dirs)
+        if conf.refused_link:
+            log.warning("%s left as it is: it is %s", conf.path, conf.problem)
+        if conf.content is None:
+            return []
+        if not conf.is_list and chaining.is_ours(conf.content):
+            remove_quietly(conf.path)  # our standalone file (a link there: only the link goes)
+            return [f"removed {conf.path}"]
+        restored = chaining.unchain(name, conf.content, keep_name=bool(conf.link_target))
+        if restored is None:
+            return []
+        if restored.name != name:  # a conversion undone: the .conf is back, then the list goes
+            path = os.path.join(directory, restored.name)
+            write_atomic(path, render_json(restored.content))
+            remove_quietly(conf.path)
+            return [f"restored {path}"]
+        if not restored.content.get("plugins"):
+            remove_quietly(conf.path)
+            return [f"removed {conf.path}"]
+        write_atomic(conf.write_path, render_json(restored.content))
+        if restored.refused:
+            log.warning("%s; removed our entry from it in place instead", restored.refused)
+            return [f"removed our entry from {conf.write_path}; left as a list ({restored.refused})"]
+        return [f"restored {conf.write_path}"]
 
     # -- watching -------------------------------------------------------------------------------
 
@@ -339,7 +359,8 @@ class Installer:
         inotify = INotify()
         mask = f.CREATE | f.DELETE | f.MODIFY | f.MOVED_TO | f.MOVED_FROM | f.CLOSE_WRITE | f.ATTRIB | f.DELETE_SELF
         s = self.settings
-        watched = [d for d in [s.mounted_cni_net_dir, *s.bin_dirs(), s.service_account_dir] if os.path.isdir(d)]
+        watched = [d for d in [s.mounted_cni_net_dir, *s.conf_link_dirs, *s.bin_dirs(), s.service_account_dir]
+                   if os.path.isdir(d)]
         for directory in watched:
             inotify.add_watch(directory, mask)
         backoff = 0.0

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from meshcni_core.install.confdir import CONF_EXTENSIONS
+from meshcni_core.install.files import plain_name_problem
 from meshcni_core.logs import LEVEL_NAMES
 
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
@@ -49,6 +51,7 @@ class InstallSettings:
     edit_war_rewrites: int = 5  # more re-patches of one file than this within the window: an edit war
     edit_war_window: float = 30.0
     platform: str = ""  # a hosted platform whose extension checks the node (MESHCNI_PLATFORM)
+    conf_link_dirs: tuple[str, ...] = ()  # where a symlinked conf file may lead (MESHCNI_CONF_LINK_DIRS)
 
     @property
     def standalone_conf_name(self) -> str:
@@ -92,17 +95,23 @@ def from_env(env: Mapping[str, str] | None = None) -> InstallSettings:
         raise SettingsError(f"KUBECONFIG_MODE={mode_text!r} is not an octal file mode") from None
     if mode & ~0o777:
         raise SettingsError(f"KUBECONFIG_MODE={mode_text!r} is not a file mode between 000 and 777")
+    kubeconfig_file_name = _file_name(env, "KUBECFG_FILE_NAME", defaults.kubeconfig_file_name, ())
+    cni_conf_name = _file_name(env, "CNI_CONF_NAME", "", CONF_EXTENSIONS)
+    link_dirs_text = env.get("MESHCNI_CONF_LINK_DIRS", "")
+    link_dirs = tuple(d.strip() for d in link_dirs_text.split(",") if d.strip())
+    if any(not os.path.isabs(d) for d in link_dirs):
+        raise SettingsError(f"MESHCNI_CONF_LINK_DIRS={link_dirs_text!r}: every directory must be absolute")
     log_level = (env.get("LOG_LEVEL") or defaults.log_level).lower()
     if log_level not in LEVEL_NAMES:
         raise SettingsError(f"LOG_LEVEL={log_level!r} is not one of {', '.join(LEVEL_NAMES)}")
     return InstallSettings(
         cni_net_dir=env.get("CNI_NET_DIR") or defaults.cni_net_dir,
         mounted_cni_net_dir=env.get("MOUNTED_CNI_NET_DIR") or defaults.mounted_cni_net_dir,
-        cni_conf_name=env.get("CNI_CONF_NAME", ""),
+        cni_conf_name=cni_conf_name,
         chained=_bool(env, "CHAINED_CNI_PLUGIN", True),
         network_config=env.get("CNI_NETWORK_CONFIG", ""),
         network_config_file=env.get("CNI_NETWORK_CONFIG_FILE", ""),
-        kubeconfig_file_name=env.get("KUBECFG_FILE_NAME") or defaults.kubeconfig_file_name,
+        kubeconfig_file_name=kubeconfig_file_name,
         kubeconfig_mode=mode,
         kube_ca_file=env.get("KUBE_CA_FILE") or os.path.join(service_account_dir, "ca.crt"),
         skip_tls_verify=_bool(env, "SKIP_TLS_VERIFY", False),
@@ -121,7 +130,21 @@ def from_env(env: Mapping[str, str] | None = None) -> InstallSettings:
         edit_war_rewrites=_number(env, "MESHCNI_EDIT_WAR_REWRITES", 5, int),
         edit_war_window=_number(env, "MESHCNI_EDIT_WAR_WINDOW", 30.0, float),
         platform=env.get("MESHCNI_PLATFORM", "").strip(),
+        conf_link_dirs=link_dirs,
     )
+
+
+def _file_name(env: Mapping[str, str], name: str, default: str, extensions: tuple[str, ...]) -> str:
+    """A file name in the conf dir: plain (the installer writes and removes it as root)."""
+    raw = env.get(name) or default
+    if not raw:
+        return raw
+    problem = plain_name_problem(raw)
+    if not problem and extensions and not raw.endswith(extensions):
+        problem = f"it does not end in {', '.join(extensions)}"
+    if problem:
+        raise SettingsError(f"{name}={raw!r} is not a file name in the conf dir: {problem}")
+    return raw
 
 
 def _number(env: Mapping[str, str], name: str, default: float, kind: type) -> Any:

@@ -60,37 +60,49 @@ class ApiClients:
     """One API client per kubeconfig, rebuilt when the file changes (a rotated token).
 
     The node agent keeps one of these for its lifetime, so pod lookups reuse warm connections.
+    ``credential_plugins`` allows kubeconfigs that run a command or read a token file - only for
+    an operator's own kubeconfig (manifest apply, repair, explain), never for a path taken from
+    the CNI configuration (``meshcni_core.pods.credentials``).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, credential_plugins: bool = False) -> None:
         self._clients: dict[str, tuple[float, Any]] = {}
         self._lock = threading.Lock()
+        self._credential_plugins = credential_plugins
 
-    def get(self, kubeconfig: str) -> Any:
+    def get(self, kubeconfig: str, reread: bool = False) -> Any:
+        """``reread``: build a new client even when the file looks unchanged - after a 401, as the
+        token may have been rewritten since (within the same mtime, or after the client was built)."""
         try:
             mtime = os.stat(kubeconfig).st_mtime
         except OSError as exc:
             raise PodLookupError(f"cannot read kubeconfig {kubeconfig}: {exc.strerror}") from None
         with self._lock:
             cached = self._clients.get(kubeconfig)
-            if cached is not None and cached[0] == mtime:
+            if cached is not None and cached[0] == mtime and not reread:
                 return cached[1]
-            api_client = _load_client(kubeconfig)
+            api_client = _load_client(kubeconfig, self._credential_plugins)
             if cached is not None:
                 cached[1].close()
             self._clients[kubeconfig] = (mtime, api_client)
             return api_client
 
 
-def _load_client(kubeconfig: str) -> Any:
+def _load_client(kubeconfig: str, credential_plugins: bool) -> Any:
     from kubernetes import client, config  # heavy; only on this path
+
+    from meshcni_core.pods.credentials import load_checked_client
 
     settings = client.Configuration()
     # fetch_pod owns retrying against its deadline; urllib3's own retries would multiply each
     # request's timeout (seen: a 1 s deadline took 5 s).
     settings.retries = False
     try:
+        if not credential_plugins:
+            return load_checked_client(kubeconfig, settings)
         return config.new_client_from_config(config_file=kubeconfig, client_configuration=settings)
+    except PodLookupError:
+        raise
     except Exception as exc:  # noqa: BLE001 - the loader raises many unrelated types for bad files
         raise PodLookupError(f"cannot load kubeconfig {kubeconfig}: {exc}") from None
 
@@ -106,7 +118,8 @@ def fetch_pod(
     clock: Callable[[], float] = time.monotonic,
 ) -> PodInfo:
     """GET the pod through ``kubeconfig``, retrying while it is not yet visible or the API is
-    unavailable, until ``timeout`` seconds have passed. 401/403 fail at once."""
+    unavailable, until ``timeout`` seconds have passed. A 401 re-reads the kubeconfig once (the
+    token may have been rotated on disk), then fails; a 403 fails at once."""
     if not kubeconfig:
         raise PodLookupError(
             f"pod {namespace}/{name}: the runtime passed no annotations and netconf has no "
@@ -116,8 +129,10 @@ def fetch_pod(
     from kubernetes.client.exceptions import ApiException
 
     owned = clients is None
-    api_client = (clients or ApiClients()).get(kubeconfig)
+    clients = clients or ApiClients()
+    api_client = clients.get(kubeconfig)
     api = client.CoreV1Api(api_client)
+    reread = False
     deadline = clock() + timeout
     delay = FIRST_RETRY_DELAY
     attempts = 0
@@ -132,7 +147,20 @@ def fetch_pod(
                 )
                 return pod_from_api_object(pod)
             except ApiException as exc:
-                if exc.status in (401, 403):
+                if exc.status == 401 and not reread and clock() < deadline:
+                    reread = True
+                    api_client = clients.get(kubeconfig, reread=True)
+                    api = client.CoreV1Api(api_client)
+                    continue
+                if exc.status == 401:
+                    raise PodLookupError(
+                        f"pod {namespace}/{name}: the API server refused the kubeconfig's credentials "
+                        f"(HTTP 401 {exc.reason}), also after re-reading {kubeconfig}: its token is no longer "
+                        "valid - is this a stale install whose DaemonSet was removed?",
+                        "the node agent rewrites the token while it runs; without it, this node's CNI "
+                        "configuration is stale: run `meshcni uninstall-cni` on the node, or install again",
+                    ) from None
+                if exc.status == 403:
                     raise PodLookupError(
                         f"pod {namespace}/{name}: the API server refused the kubeconfig's credentials "
                         f"(HTTP {exc.status} {exc.reason})",
