@@ -170,3 +170,23 @@ def test_an_applyset_of_another_tool_or_an_object_of_another_set_is_left_alone(t
         assert refused.returncode == 2
         assert "ServiceAccount/istio-cni belongs to another applyset (applyset-other-v1)" in refused.stderr
         assert api.objects[theirs]["metadata"]["labels"] == {PART_OF_LABEL: "applyset-other-v1"}
+
+
+def test_the_label_policy_brings_its_admission_policy_and_takes_it_away(tmp_path):
+    """Issue 9 item 14: the ValidatingAdmissionPolicy and binding are applied with the label policy,
+    and pruned when the policy changes."""
+    admission = "/apis/admissionregistration.k8s.io/v1"
+    policy = f"{admission}/validatingadmissionpolicies/istio-cni-repair-label-only"
+    binding = f"{admission}/validatingadmissionpolicybindings/istio-cni-repair-label-only"
+    with FakeApiServer() as api:
+        kubeconfig = api.write_kubeconfig(str(tmp_path / "kubeconfig"))
+        label = apply(kubeconfig, sets=["values.cni.repair.deletePods=false"])
+        assert label.returncode == 0, label.stderr
+        assert {policy, binding} <= stored_paths(api)
+        assert api.objects[binding]["spec"] == {"policyName": "istio-cni-repair-label-only",
+                                                "validationActions": ["Deny"]}
+        delete = apply(kubeconfig, sets=[])
+        assert delete.returncode == 0, delete.stderr
+        assert lines(delete, "pruned") == ["ValidatingAdmissionPolicy/istio-cni-repair-label-only pruned",
+                                           "ValidatingAdmissionPolicyBinding/istio-cni-repair-label-only pruned"]
+        assert not {policy, binding} & stored_paths(api)

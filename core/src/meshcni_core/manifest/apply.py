@@ -37,6 +37,10 @@ KINDS: dict[tuple[str, str], tuple[str, str, bool]] = {
     ("rbac.authorization.k8s.io/v1", "RoleBinding"): ("/apis/rbac.authorization.k8s.io/v1", "rolebindings", True),
     ("apps/v1", "DaemonSet"): ("/apis/apps/v1", "daemonsets", True),
     ("apps/v1", "Deployment"): ("/apis/apps/v1", "deployments", True),
+    ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicy"):
+        ("/apis/admissionregistration.k8s.io/v1", "validatingadmissionpolicies", False),
+    ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicyBinding"):
+        ("/apis/admissionregistration.k8s.io/v1", "validatingadmissionpolicybindings", False),
     ("k8s.cni.cncf.io/v1", "NetworkAttachmentDefinition"):
         ("/apis/k8s.cni.cncf.io/v1", "network-attachment-definitions", True),
 }

@@ -12,6 +12,7 @@ import copy
 import json
 from typing import Any
 
+from meshcni_core.manifest.repair_policy import label_only_policy
 from meshcni_core.manifest.values import ResolvedValues
 
 NAME = "istio-cni"
@@ -167,7 +168,7 @@ def repair_objects(resolved: ResolvedValues) -> list[dict[str, Any]]:
             },
         },
     }
-    return [
+    objects = [
         _meta("v1", "ServiceAccount", REPAIR_NAME, resolved.namespace),
         {**_meta("rbac.authorization.k8s.io/v1", "ClusterRole", REPAIR_NAME),
          "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": verbs},
@@ -175,6 +176,11 @@ def repair_objects(resolved: ResolvedValues) -> list[dict[str, Any]]:
         _cluster_binding(REPAIR_NAME, resolved.namespace),
         deployment,
     ]
+    if acting == ["patch"]:  # RBAC cannot narrow patch to one label: an admission policy does
+        username = f"system:serviceaccount:{resolved.namespace}:{REPAIR_NAME}"
+        objects += label_only_policy(username, repair["brokenPodLabelKey"], repair["brokenPodLabelValue"],
+                                     {"app": NAME})
+    return objects
 
 
 def _cluster_binding(name: str, namespace: str) -> dict[str, Any]:
