@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -304,3 +305,23 @@ def test_the_label_patch_never_lands_on_a_replacement_under_the_same_name(api):
     *_, body = api.patches[-1]
     assert body["metadata"]["uid"] == stale.uid and body["metadata"]["resourceVersion"] == stale.resource_version
 
+
+
+@pytest.mark.parametrize("policy", ["delete", "label"])
+def test_a_pod_replaced_under_the_repair_is_dropped_and_its_successor_untouched(api, policy, caplog):
+    """The 409's fresh read finds another UID: the replacement is never acted on."""
+    caplog.set_level(logging.INFO, logger="meshcni.repair")
+    repair = controller(api, policy)
+    stop, thread = run_daemon(repair)
+    try:
+        eventually(lambda: any(method == "WATCH" for method, _, _ in api.requests))
+        api.faults.replaced_before_write.add(("default", "web-0"))
+        pod(api, "web-0", BROKEN)
+        eventually(lambda: "was replaced under the same name" in caplog.text)
+        time.sleep(0.5)
+        successor = api.pods[("default", "web-0")]
+        assert successor["metadata"]["uid"] == "uid-default-web-0-replacement" and successor["metadata"]["labels"] == {}
+        assert repair.stats.failures == 0 and repair.stats.given_up == 0 and repair.queue_depth() == 0
+    finally:
+        stop.set()
+        thread.join(timeout=10)

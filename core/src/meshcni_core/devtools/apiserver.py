@@ -7,9 +7,9 @@ server-side apply (GET, LIST by label, DELETE with preconditions, dryRun), with 
 versions (a merge patch carrying ``metadata.resourceVersion`` is refused with 409 when the pod
 changed since, and one carrying another ``metadata.uid`` with 422, as the real server does),
 checks bearer tokens or client certificates, and injects faults: a pod that becomes visible only
-after some reads, a pod changed just before a write (kubelet updating a crash-looping pod), fixed
-error statuses, slowness, dropped watches, and a compacted history (a watch from an old
-resourceVersion gets 410 Gone).
+after some reads, a pod changed (kubelet updating a crash-looping pod) or replaced (a StatefulSet)
+just before a write, fixed error statuses, slowness, dropped watches, and a compacted history (a
+watch from an old resourceVersion gets 410 Gone).
 
 Certificates are made with the ``openssl`` command into a private directory.
 """
@@ -43,6 +43,9 @@ class Faults:
     # (ns, name) -> how many more writes (PATCH, DELETE) of the pod find it changed just before they
     # arrive, as kubelet's status update of a crash-looping init container would change it.
     changed_before_writes: dict[tuple[str, str], int] = field(default_factory=dict)
+    # (ns, name) -> the pod is replaced just before the next write of it: deleted, and created again
+    # under the same name with a new UID and a fresh status, as a StatefulSet does.
+    replaced_before_write: set[tuple[str, str]] = field(default_factory=set)
     watch_generation: int = 0  # bump (drop_watches) to end every open watch stream
 
 
@@ -324,7 +327,19 @@ class FakeApiServer:
         return 404, _status(404, f"{url.path} not found")
 
     def _changed_before_write(self, namespace: str, name: str) -> None:
-        """The ``changed_before_writes`` fault: a status update lands just before this write."""
+        """The ``changed_before_writes`` and ``replaced_before_write`` faults, just before a write."""
+        if (namespace, name) in self.faults.replaced_before_write:
+            self.faults.replaced_before_write.discard((namespace, name))
+            old = self.pods.pop((namespace, name))
+            self._rv += 1
+            self._record("DELETED", {**old, "metadata": {**old["metadata"], "resourceVersion": str(self._rv)}})
+            self._rv += 1
+            new = copy.deepcopy(old)
+            new["metadata"].update(uid=f"{old['metadata']['uid']}-replacement", resourceVersion=str(self._rv),
+                                   labels={})
+            new["status"] = {"phase": "Pending"}
+            self.pods[(namespace, name)] = new
+            self._record("ADDED", new)
         left = self.faults.changed_before_writes.get((namespace, name), 0)
         if left > 0:
             self.faults.changed_before_writes[(namespace, name)] = left - 1
@@ -343,6 +358,7 @@ class FakeApiServer:
             if pod is None:
                 return 404, _status(404, f'pods "{name}" not found', reason="NotFound")
             self._changed_before_write(namespace, name)
+            pod = self.pods[(namespace, name)]
             self.patches.append((namespace, name, content_type, copy.deepcopy(body)))
             # As the real server: a resourceVersion in the patch is an optimistic lock (checked
             # first), and metadata.uid is immutable.
@@ -371,6 +387,7 @@ class FakeApiServer:
             if pod is None:
                 return 404, _status(404, f'pods "{name}" not found', reason="NotFound")
             self._changed_before_write(namespace, name)
+            pod = self.pods[(namespace, name)]
             for field_name, key in (("uid", "uid"), ("resourceVersion", "resourceVersion")):
                 wanted = preconditions.get(field_name)
                 if wanted is not None and wanted != pod["metadata"][key]:
