@@ -102,8 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
         "apply", help="server-side apply the generated objects, and prune what is no longer generated",
         description="Generates exactly as 'meshcni manifest generate' and applies each object with "
                     "fieldManager=meshcni as a member of the ApplySet ConfigMap/istio-cni-applyset in "
-                    "kube-system; then deletes the members the values no longer generate. Prints whether each "
-                    "object was created, configured, unchanged or pruned.")
+                    "kube-system; then deletes the members the values no longer generate. Values that no longer "
+                    "install the CNI (components.cni.enabled=false) also bring the DaemonSet istio-cni-uninstall, "
+                    "which removes the plugin from every node; a later apply removes it once it is Ready "
+                    "everywhere. Prints whether each object was created, configured, unchanged or pruned.")
     add_value_sources(apply)
     apply.add_argument("--kubeconfig", help="default $KUBECONFIG, else ~/.kube/config")
     apply.add_argument("--dry-run", action="store_true",
