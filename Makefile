@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PACKAGES := hooks core extensions/redirect_tproxy extensions/kubevirt extensions/backend_iptc extensions/repair_delete extensions/platform_gke extensions/platform_openshift examples/meshcni-example-extension
 PYPROJECTS := $(addsuffix /pyproject.toml,$(PACKAGES)) pyproject.toml
-DEV_TOOLS := pytest hypothesis ruff mypy container-runtime-interface-api==2.0.1 kubernetes-validate
+DEV_TOOLS := pytest hypothesis ruff mypy container-runtime-interface-api==2.0.1 kubernetes-validate cel-python
 
 .PHONY: install system-deps e2e-tools plugin-bundle test lint typecheck demo bench clean
 

@@ -139,14 +139,71 @@ def test_moving_the_install_to_another_namespace_removes_it_from_the_old_one(tmp
         assert not any("/namespaces/istio-system/" in path for path in api.objects)
 
 
-def test_disabling_the_component_removes_everything(tmp_path):
+UNINSTALL = "/apis/apps/v1/namespaces/istio-system/daemonsets/istio-cni-uninstall"
+DISABLED = ["components.cni.enabled=false"]
+
+
+def daemon_set_status(api: FakeApiServer, path: str, desired: int, ready: int) -> None:
+    """What the DaemonSet controller reports: pods scheduled to ``desired`` nodes, ``ready`` Ready."""
+    api.objects[path]["status"] = {"observedGeneration": 0, "desiredNumberScheduled": desired,
+                                   "updatedNumberScheduled": desired, "numberReady": ready}
+
+
+def test_disabling_the_component_removes_everything_and_uninstalls_from_the_nodes(tmp_path):
+    """Issue 9 item 13: with the install DaemonSet pruned, a clean-up DaemonSet with the same host
+    mounts runs uninstall-cni on every node, and a later apply removes it once it ran everywhere."""
     with FakeApiServer() as api:
         kubeconfig = api.write_kubeconfig(str(tmp_path / "kubeconfig"))
         assert apply(kubeconfig).returncode == 0
+        install = api.objects["/apis/apps/v1/namespaces/kube-system/daemonsets/istio-cni-node"]
         disabled = apply(kubeconfig, "--set", "components.cni.enabled=false")
         assert disabled.returncode == 0, disabled.stderr
         assert len(lines(disabled, "pruned")) == len(render(resolve(sets=OPENSHIFT)))
+        assert lines(disabled, "created") == ["DaemonSet/istio-cni-uninstall -n kube-system created"]
+        assert "removes the plugin from every node" in disabled.stderr
+        cleanup_path = "/apis/apps/v1/namespaces/kube-system/daemonsets/istio-cni-uninstall"
+        assert stored_paths(api) == {cleanup_path}
+        cleanup = api.objects[cleanup_path]["spec"]["template"]["spec"]
+        assert cleanup["initContainers"][0]["command"] == [
+            "meshcni", "uninstall-cni", "--wait-for-agent", "/var/run/meshcni/cni.sock"]
+        host_volumes = [v for v in install["spec"]["template"]["spec"]["volumes"] if v["name"] != "netns-dir"]
+        assert cleanup["volumes"] == host_volumes  # the same host paths install-cni wrote to
+        assert cleanup["hostNetwork"] is True  # the plugin, still chained, never runs for its pods
+
+        still = apply(kubeconfig, "--set", "components.cni.enabled=false")  # not run everywhere yet: kept
+        assert still.returncode == 0 and lines(still, "unchanged") == ["DaemonSet/istio-cni-uninstall -n kube-system unchanged"]
+        daemon_set_status(api, cleanup_path, desired=3, ready=2)
+        assert lines(apply(kubeconfig, "--set", "components.cni.enabled=false"), "pruned") == []
+        daemon_set_status(api, cleanup_path, desired=3, ready=3)
+        done = apply(kubeconfig, "--set", "components.cni.enabled=false")
+        assert lines(done, "pruned") == ["DaemonSet/istio-cni-uninstall -n kube-system pruned"]
         assert stored_paths(api) == set()
+        again = apply(kubeconfig, "--set", "components.cni.enabled=false")
+        assert again.returncode == 0 and again.stdout == "" and stored_paths(api) == set()
+
+
+def test_no_clean_up_without_an_install_and_none_left_when_reinstalling(tmp_path):
+    with FakeApiServer() as api:
+        kubeconfig = api.write_kubeconfig(str(tmp_path / "kubeconfig"))
+        never_installed = apply(kubeconfig, sets=DISABLED)
+        assert never_installed.returncode == 0 and never_installed.stdout == "" and stored_paths(api) == set()
+        assert apply(kubeconfig, sets=[]).returncode == 0
+        assert apply(kubeconfig, sets=DISABLED).returncode == 0
+        assert UNINSTALL in stored_paths(api)
+        reinstalled = apply(kubeconfig, sets=[])  # back before the clean-up finished: it must not go on
+        assert reinstalled.returncode == 0, reinstalled.stderr
+        assert lines(reinstalled, "pruned") == ["DaemonSet/istio-cni-uninstall -n istio-system pruned"]
+        assert stored_paths(api) == {object_path(d) for d in render(resolve(sets=[]))}
+
+
+def test_a_namespace_move_or_a_rollout_never_uninstalls(tmp_path):
+    with FakeApiServer() as api:
+        kubeconfig = api.write_kubeconfig(str(tmp_path / "kubeconfig"))
+        assert apply(kubeconfig, sets=[]).returncode == 0
+        moved = apply(kubeconfig, sets=["components.cni.namespace=kube-system"])
+        changed = apply(kubeconfig, sets=["components.cni.namespace=kube-system", "values.cni.logLevel=debug"])
+        assert moved.returncode == changed.returncode == 0
+        assert not any("istio-cni-uninstall" in path for path in api.objects)
 
 
 def test_an_applyset_of_another_tool_or_an_object_of_another_set_is_left_alone(tmp_path):
@@ -170,3 +227,23 @@ def test_an_applyset_of_another_tool_or_an_object_of_another_set_is_left_alone(t
         assert refused.returncode == 2
         assert "ServiceAccount/istio-cni belongs to another applyset (applyset-other-v1)" in refused.stderr
         assert api.objects[theirs]["metadata"]["labels"] == {PART_OF_LABEL: "applyset-other-v1"}
+
+
+def test_the_label_policy_brings_its_admission_policy_and_takes_it_away(tmp_path):
+    """Issue 9 item 14: the ValidatingAdmissionPolicy and binding are applied with the label policy,
+    and pruned when the policy changes."""
+    admission = "/apis/admissionregistration.k8s.io/v1"
+    policy = f"{admission}/validatingadmissionpolicies/istio-cni-repair-label-only"
+    binding = f"{admission}/validatingadmissionpolicybindings/istio-cni-repair-label-only"
+    with FakeApiServer() as api:
+        kubeconfig = api.write_kubeconfig(str(tmp_path / "kubeconfig"))
+        label = apply(kubeconfig, sets=["values.cni.repair.deletePods=false"])
+        assert label.returncode == 0, label.stderr
+        assert {policy, binding} <= stored_paths(api)
+        assert api.objects[binding]["spec"] == {"policyName": "istio-cni-repair-label-only",
+                                                "validationActions": ["Deny"]}
+        delete = apply(kubeconfig, sets=[])
+        assert delete.returncode == 0, delete.stderr
+        assert lines(delete, "pruned") == ["ValidatingAdmissionPolicy/istio-cni-repair-label-only pruned",
+                                           "ValidatingAdmissionPolicyBinding/istio-cni-repair-label-only pruned"]
+        assert not {policy, binding} & stored_paths(api)

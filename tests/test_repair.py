@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -49,7 +50,7 @@ def repair_cli(api, *args, env=None):
 
 
 def test_one_shot_labels_only_broken_pods_of_the_node(api):
-    pod(api, "broken", BROKEN)
+    judged = pod(api, "broken", BROKEN)["metadata"]
     pod(api, "healthy", HEALTHY)
     pod(api, "not-meshed", BROKEN, annotations={})
     pod(api, "other-node", BROKEN, node="node-2")
@@ -58,7 +59,8 @@ def test_one_shot_labels_only_broken_pods_of_the_node(api):
     assert api.pods[("default", "broken")]["metadata"]["labels"] == {"cni.istio.io/uninitialized": "true"}
     namespace, name, content_type, body = api.patches[-1]
     assert (namespace, name) == ("default", "broken") and content_type.startswith("application/merge-patch+json") and body == {
-        "metadata": {"labels": {"cni.istio.io/uninitialized": "true"}}}  # the label only
+        "metadata": {"labels": {"cni.istio.io/uninitialized": "true"},  # the label only, and its preconditions
+                     "uid": judged["uid"], "resourceVersion": judged["resourceVersion"]}}
     assert [e["reason"] for e in api.k8s_events] == ["LabelBrokenPod"]
     assert api.k8s_events[0]["involvedObject"]["uid"] == "uid-default-broken"
     code, outcomes, _ = repair_cli(api, "--node-name", "node-1", "--label-pods")
@@ -252,3 +254,74 @@ def test_a_replacement_under_the_same_name_is_never_reprogrammed(api):
     api.pods[("default", "web-0")]["metadata"]["uid"] = stale.uid
     actions.reprogram(stale)
     assert [p["metadata"]["uid"] for p in programmed] == [stale.uid]  # the pod as read just now
+
+
+def run_daemon(repair):
+    stop = threading.Event()
+    thread = threading.Thread(target=repair.run, args=(stop,), daemon=True)
+    thread.start()
+    return stop, thread
+
+
+@pytest.mark.parametrize("policy", ["delete", "label"])
+def test_a_pod_changed_under_the_repair_is_repaired_on_its_next_state(api, policy):
+    """Issue 9 item 4: kubelet keeps updating a crash-looping pod, so a write carrying the
+    resourceVersion the controller judged can meet a 409. The pod (same UID) is read again and
+    repaired, not dropped for good."""
+    repair = controller(api, policy)
+    stop, thread = run_daemon(repair)
+    try:
+        eventually(lambda: any(method == "WATCH" for method, _, _ in api.requests))  # listed and watching
+        api.faults.changed_before_writes[("default", "crashing")] = 1
+        pod(api, "crashing", BROKEN)
+        if policy == "delete":
+            eventually(lambda: ("default", "crashing") not in api.pods)
+        else:
+            eventually(lambda: api.pods[("default", "crashing")]["metadata"]["labels"] == {
+                "cni.istio.io/uninitialized": "true"})
+        assert (DELETE_OR_PATCH[policy], 409) in [(m, s) for m, path, s in api.requests if "/pods/crashing" in path]
+        assert api.faults.changed_before_writes[("default", "crashing")] == 0
+        assert repair.stats.given_up == 0
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+
+
+DELETE_OR_PATCH = {"delete": "DELETE", "label": "PATCH"}
+
+
+def test_the_label_patch_never_lands_on_a_replacement_under_the_same_name(api):
+    """Issue 9 item 9: the label carries the judged pod's UID and resourceVersion."""
+    from meshcni_core.repair.controller import broken_pod
+
+    stale = broken_pod(pod(api, "web-0", BROKEN))
+    api.delete_pod("default", "web-0")
+    pod(api, "web-0", HEALTHY)  # the StatefulSet's replacement: same name, new UID and resourceVersion
+    api.pods[("default", "web-0")]["metadata"]["uid"] = "uid-replacement"
+    with pytest.raises(ApiException) as info:
+        ApiRepairActions(ApiClients().get(api.kubeconfig)).label(stale, {"cni.istio.io/uninitialized": "true"})
+    assert info.value.status == 409
+    assert api.pods[("default", "web-0")]["metadata"]["labels"] == {}
+    *_, body = api.patches[-1]
+    assert body["metadata"]["uid"] == stale.uid and body["metadata"]["resourceVersion"] == stale.resource_version
+
+
+
+@pytest.mark.parametrize("policy", ["delete", "label"])
+def test_a_pod_replaced_under_the_repair_is_dropped_and_its_successor_untouched(api, policy, caplog):
+    """The 409's fresh read finds another UID: the replacement is never acted on."""
+    caplog.set_level(logging.INFO, logger="meshcni.repair")
+    repair = controller(api, policy)
+    stop, thread = run_daemon(repair)
+    try:
+        eventually(lambda: any(method == "WATCH" for method, _, _ in api.requests))
+        api.faults.replaced_before_write.add(("default", "web-0"))
+        pod(api, "web-0", BROKEN)
+        eventually(lambda: "was replaced under the same name" in caplog.text)
+        time.sleep(0.5)
+        successor = api.pods[("default", "web-0")]
+        assert successor["metadata"]["uid"] == "uid-default-web-0-replacement" and successor["metadata"]["labels"] == {}
+        assert repair.stats.failures == 0 and repair.stats.given_up == 0 and repair.queue_depth() == 0
+    finally:
+        stop.set()
+        thread.join(timeout=10)

@@ -99,3 +99,56 @@ def test_repair_pods_outside_the_node_agent_is_refused(tmp_path):
         proc = subprocess.run([MESHCNI, "repair", "--kubeconfig", api.write_kubeconfig(str(tmp_path / "kc")),
                                "--repair-pods"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "only the node agent reaches" in proc.stderr
+
+
+def _meshed_pod(ip: str) -> dict:
+    return {"metadata": {"namespace": "default", "name": "victim", "uid": "uid-victim", "annotations": STATUS},
+            "spec": {"containers": [{"name": "app"}, {"name": "istio-proxy"}]},
+            "status": {"podIP": ip, "podIPs": [{"ip": ip}]}}
+
+
+def _extra_interface(netns_lab, ns: str, name: str, address: str) -> None:
+    """A veth end called ``name`` holding ``address`` in ``ns`` (its peer stays beside it)."""
+    peer = f"{name[:6]}p{netns_lab.token}"
+    netns_lab.ip(ns, "link", "add", name, "type", "veth", "peer", "name", peer)
+    netns_lab.ip(ns, "addr", "add", address, "dev", name)
+    netns_lab.ip(ns, "link", "set", name, "up")
+
+
+def test_reprogram_picks_only_the_namespace_holding_the_pod_ip_on_its_primary_interface(netns_lab, tmp_path):
+    """Issue 9 item 10: a namespace holding the pod's IP on another interface (a neighbour with
+    NET_ADMIN, or a secondary network) is never programmed in the pod's place."""
+    from meshcni_core.pipeline import Pipeline
+    from meshcni_core.repair.reprogram import Reprogrammer
+
+    victim, peer, impostor = netns_lab.netns("victim"), netns_lab.netns("peer"), netns_lab.netns("impostor")
+    netns_lab.link(victim, ["192.0.2.30/24"], peer, ["192.0.2.1/24"])
+    _extra_interface(netns_lab, impostor, "net1", "192.0.2.30/24")
+    netns_dir = tmp_path / "netns"
+    netns_dir.mkdir()
+    for link, path in (("a-impostor", impostor), ("b-peer", peer), ("c-victim", victim)):  # listed first: impostor
+        (netns_dir / link).symlink_to(path)
+    reprogram = Reprogrammer(lambda: Pipeline.from_netconf(mesh_netconf(), {}), str(netns_dir))
+    assert reprogram(_meshed_pod("192.0.2.30")) == "reprogrammed"
+    assert "-A ISTIO_OUTPUT" in netns_lab.save(victim)
+    assert netns_lab.save(impostor) == "" and netns_lab.save(peer) == ""
+
+
+def test_reprogram_refuses_two_namespaces_claiming_the_pod_ip(netns_lab, tmp_path, caplog):
+    from meshcni_core.pipeline import Pipeline
+    from meshcni_core.repair.reprogram import Reprogrammer
+    from meshcni_hooks.errors import MeshcniError
+
+    victim, twin = netns_lab.netns("victim"), netns_lab.netns("twin")
+    _extra_interface(netns_lab, victim, "eth0", "192.0.2.30/24")
+    _extra_interface(netns_lab, twin, "eth0", "192.0.2.30/24")  # e.g. a neighbour that took the IP
+    netns_dir = tmp_path / "netns"
+    netns_dir.mkdir()
+    for path in (victim, twin):
+        (netns_dir / Path(path).name).symlink_to(path)
+    reprogram = Reprogrammer(lambda: Pipeline.from_netconf(mesh_netconf(), {}), str(netns_dir))
+    with pytest.raises(MeshcniError, match="ambiguous") as info:
+        reprogram(_meshed_pod("192.0.2.30"))
+    assert str(netns_dir / Path(victim).name) in info.value.msg and str(netns_dir / Path(twin).name) in info.value.msg
+    assert "ambiguous" in caplog.text  # the agent's log says why the pod was left alone
+    assert netns_lab.save(victim) == "" and netns_lab.save(twin) == ""

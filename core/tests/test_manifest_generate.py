@@ -11,6 +11,7 @@ from meshcni_core.builtin.config import load_plugin_config
 from meshcni_core.cli.main import build_parser
 from meshcni_core.install.settings import from_env
 from meshcni_core.install.template import render_entry
+from meshcni_core.manifest.node_cleanup import uninstall_daemon_set
 from meshcni_core.manifest.render import render, to_yaml
 from meshcni_core.manifest.values import resolve
 
@@ -21,6 +22,7 @@ CASES = {
     "seed-overlay": ([SEED_OVERLAY], []),
     "seed-gke": ([], sets_of(GKE)),
     "seed-openshift": ([], sets_of(OPENSHIFT)),
+    "repair-label": ([], ["values.cni.repair.deletePods=false"]),
 }
 FIXED_TAG = ["tag=1.6.0"]  # golden files must not change with meshcni's own version
 
@@ -52,7 +54,10 @@ OPTION_CHANGES = {
     "values.cni.repair.initContainerName=my-check": {(REPAIR, f"{RCTR}.env[4].value")},
     "values.cni.repair.labelPods=false": {(REPAIR, f"{RCTR}.env[0].value")},
     "values.cni.repair.deletePods=false": {(REPAIR, f"{RCTR}.env[1].value"),
-                                           ("ClusterRole/istio-cni-repair", "rules[0].verbs[3]")},
+                                           ("ClusterRole/istio-cni-repair", "rules[0].verbs[3]"),
+                                           # the label policy: patch narrowed to the label by admission
+                                           ("ValidatingAdmissionPolicy/istio-cni-repair-label-only", ""),
+                                           ("ValidatingAdmissionPolicyBinding/istio-cni-repair-label-only", "")},
     "values.cni.repair.brokenPodLabelKey=example.com/broken": {(REPAIR, f"{RCTR}.env[5].value")},
     "values.cni.repair.brokenPodLabelValue=yes": {(REPAIR, f"{RCTR}.env[6].value")},
     "values.cni.extensions[0]=tproxy": {(CM, "data.cni_network_config")},
@@ -127,14 +132,62 @@ def matches(changes, expected):
 def every_manifest():
     for files, sets in CASES.values():
         yield from generate(files, sets)
+        yield node_cleanup(files, sets)
     for option in OPTION_CHANGES:
         yield from generate(sets=[option])
+        yield node_cleanup(sets=[option])
+
+
+def node_cleanup(files=(), sets=()):
+    """The clean-up DaemonSet ``manifest apply`` adds when these values are applied with the CNI disabled."""
+    return uninstall_daemon_set(resolve(files, [*FIXED_TAG, *sets, "components.cni.enabled=false"]))
+
+
+def test_golden_node_cleanup(request):
+    text = to_yaml([node_cleanup()])
+    path = GOLDEN / "node-cleanup.yaml"
+    if request.config.getoption("--update-golden"):
+        path.write_text(text)
+    assert text == path.read_text(), "the clean-up DaemonSet changed; review and rerun with --update-golden"
+
+
+@pytest.mark.parametrize("case", [*CASES, "values.cni.cniConfFileName=istio-cni.conf", "values.cni.chained=false"])
+def test_the_node_cleanup_uninstalls_what_the_install_installed(case):
+    """Same host paths, and the same settings for uninstall-cni as install-cni had."""
+    files, sets = CASES.get(case, ([], [case]))
+    install = by_name(generate(files, sets))[DS]["spec"]["template"]["spec"]
+    cleanup = node_cleanup(files, sets)["spec"]["template"]["spec"]
+    assert cleanup["volumes"] == [v for v in install["volumes"] if v["name"] != "netns-dir"]
+    mounts = {m["name"]: m["mountPath"] for m in install["containers"][0]["volumeMounts"]}
+    assert all(mounts[m["name"]] == m["mountPath"] for m in cleanup["initContainers"][0]["volumeMounts"])
+    install_env = {v["name"]: v.get("value") for v in install["containers"][0]["env"]}
+    cleanup_env = {v["name"]: v["value"] for v in cleanup["initContainers"][0]["env"]}
+    assert cleanup_env == {k: install_env[k] for k in cleanup_env}
+    assert from_env(cleanup_env).chained == from_env({**install_env, "CNI_NETWORK_CONFIG": "{}"}).chained
+    assert cleanup["initContainers"][0]["image"] == install["containers"][0]["image"]
+    assert cleanup["automountServiceAccountToken"] is False and "serviceAccountName" not in cleanup
+
+
+# API versions newer than the oldest schema checked, and the release that brought each.
+INTRODUCED = {"admissionregistration.k8s.io/v1": "1.30.0"}  # ValidatingAdmissionPolicy went GA
+
+
+def _release(version):
+    return tuple(int(part) for part in version.split("."))
 
 
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
 def test_every_generated_object_validates_against_the_kubernetes_schema(version):
+    checked = 0
     for document in every_manifest():
+        introduced = INTRODUCED.get(document["apiVersion"])
+        if introduced and _release(version) < _release(introduced):
+            with pytest.raises(kubernetes_validate.SchemaNotFoundError):  # it really is not served there
+                kubernetes_validate.validate(document, version, strict=True)
+            continue
         kubernetes_validate.validate(document, version, strict=True)
+        checked += 1
+    assert checked
 
 
 def test_repair_role_grants_only_what_its_policy_uses():

@@ -290,7 +290,8 @@ class RepairActions(Protocol):
     """What a repair policy may do to a pod; the core implements it against the API server."""
 
     def label(self, pod: BrokenPod, labels: Mapping[str, str]) -> None:
-        """Merge-patch these labels onto the pod (nothing else of it is written)."""
+        """Merge-patch these labels onto the pod (nothing else of it is written), only if its UID
+        and resourceVersion are still ``pod``'s."""
 
     def delete(self, pod: BrokenPod) -> None:
         """Delete the pod only if its UID and resourceVersion are still ``pod``'s, so that a

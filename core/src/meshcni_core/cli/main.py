@@ -5,6 +5,7 @@ Subcommands available in this release:
 * ``meshcni install-cni`` - the DaemonSet's main process: installs the plugin on the host, keeps
   it chained into the node's CNI configuration, and serves it as the node agent;
 * ``meshcni uninstall-cni`` - removes everything install-cni put on the host;
+* ``meshcni idle`` - waits for SIGTERM (the clean-up DaemonSet's container, manifest/node_cleanup.py);
 * ``meshcni repair`` - find pods that started without redirection and label or delete them
   (Istio 1.6's istio-cni-repair flags and REPAIR_* variables; ``meshcni repair --help``);
 * ``meshcni agent`` - the node agent alone, serving ``istio-cni`` requests over a Unix socket;
@@ -56,8 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
     install.add_argument("--once", action="store_true", help="reconcile once and exit: 0 when ready, 1 when not")
     install.add_argument("--log-level", default="info", choices=LEVEL_NAMES)
 
-    sub.add_parser("uninstall-cni", help="remove everything install-cni put on this node",
-                   description="Configured by the same environment variables as install-cni.")
+    uninstall = sub.add_parser("uninstall-cni", help="remove everything install-cni put on this node",
+                               description="Configured by the same environment variables as install-cni.")
+    uninstall.add_argument("--wait-for-agent", metavar="SOCKET",
+                           help="first wait until no agent serves SOCKET (install-cni, while it runs, would "
+                                "chain the plugin back); the clean-up DaemonSet passes the agent's socket")
+    sub.add_parser("idle", help="do nothing until SIGTERM: the clean-up DaemonSet's container, Ready once its "
+                               "init container uninstalled the plugin from the node")
     sub.add_parser("repair", help="label or delete pods that started without redirection (see meshcni repair --help)",
                    add_help=False)
 
@@ -96,8 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
         "apply", help="server-side apply the generated objects, and prune what is no longer generated",
         description="Generates exactly as 'meshcni manifest generate' and applies each object with "
                     "fieldManager=meshcni as a member of the ApplySet ConfigMap/istio-cni-applyset in "
-                    "kube-system; then deletes the members the values no longer generate. Prints whether each "
-                    "object was created, configured, unchanged or pruned.")
+                    "kube-system; then deletes the members the values no longer generate. Values that no longer "
+                    "install the CNI (components.cni.enabled=false) also bring the DaemonSet istio-cni-uninstall, "
+                    "which removes the plugin from every node; a later apply removes it once it is Ready "
+                    "everywhere. Prints whether each object was created, configured, unchanged or pruned.")
     add_value_sources(apply)
     apply.add_argument("--kubeconfig", help="default $KUBECONFIG, else ~/.kube/config")
     apply.add_argument("--dry-run", action="store_true",
@@ -128,7 +136,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "install-cni":
             return run_install(args)
         if args.command == "uninstall-cni":
-            return run_uninstall()
+            return run_uninstall(args.wait_for_agent)
+        if args.command == "idle":
+            from meshcni_core.cli.cleanup import idle
+
+            return idle()
         if args.command == "explain":
             return run_explain(args)
         if args.command == "manifest":
@@ -263,15 +275,26 @@ def run_manifest_generate(args: argparse.Namespace) -> int:
 
 def run_manifest_apply(args: argparse.Namespace) -> int:
     from meshcni_core.manifest.apply import apply_all
+    from meshcni_core.manifest.node_cleanup import UNINSTALL_DAEMON_SET, uninstall_daemon_set
     from meshcni_core.manifest.render import render
     from meshcni_core.pods.lookup import ApiClients
 
-    documents = render(_resolved_values(args))  # everything is validated before anything is sent
+    resolved = _resolved_values(args)
+    documents = render(resolved)  # everything is validated before anything is sent
     kubeconfig = args.kubeconfig or os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
     if not os.path.exists(kubeconfig):
         raise MeshcniError(f"no kubeconfig at {kubeconfig}: pass --kubeconfig or set KUBECONFIG")
-    for applied in apply_all(ApiClients(credential_plugins=True).get(kubeconfig), documents, dry_run=args.dry_run):
+    cleanup = uninstall_daemon_set(resolved)
+    cleaning = False
+    clients = ApiClients(credential_plugins=True)
+    for applied in apply_all(clients.get(kubeconfig), documents, dry_run=args.dry_run, node_cleanup=cleanup):
         print(applied)
+        cleaning |= applied.kind == "DaemonSet" and applied.name == UNINSTALL_DAEMON_SET and \
+            not applied.action.startswith("pruned")
+    if cleaning:
+        print(f"meshcni: DaemonSet/{UNINSTALL_DAEMON_SET} -n {resolved.namespace} removes the plugin from every "
+              "node (Ready on a node = that node is clean); apply again once it is Ready everywhere to remove it",
+              file=sys.stderr)
     return 0
 
 
@@ -331,8 +354,13 @@ def run_explain(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_uninstall() -> int:
-    for action in _installer(with_platform_checks=False).uninstall():
+def run_uninstall(wait_for_agent: str | None = None) -> int:
+    installer = _installer(with_platform_checks=False)  # bad settings fail before any wait
+    if wait_for_agent:
+        from meshcni_core.cli.cleanup import wait_for_agent_to_stop
+
+        wait_for_agent_to_stop(wait_for_agent)
+    for action in installer.uninstall():
         print(action)
     return 0
 

@@ -4,9 +4,12 @@ No API server can run on the machines this project is built on, so the real ``ku
 client is pointed at this instead. It serves pods (GET, LIST and WATCH with field/label
 selectors, merge-PATCH, DELETE with preconditions), Events, and any other kind through
 server-side apply (GET, LIST by label, DELETE with preconditions, dryRun), with resource
-versions, checks bearer tokens or client certificates, and injects
-faults: a pod that becomes visible only after some reads, fixed error statuses, slowness, dropped
-watches, and a compacted history (a watch from an old resourceVersion gets 410 Gone).
+versions (a merge patch carrying ``metadata.resourceVersion`` is refused with 409 when the pod
+changed since, and one carrying another ``metadata.uid`` with 422, as the real server does),
+checks bearer tokens or client certificates, and injects faults: a pod that becomes visible only
+after some reads, a pod changed (kubelet updating a crash-looping pod) or replaced (a StatefulSet)
+just before a write, fixed error statuses, slowness, dropped watches, and a compacted history (a
+watch from an old resourceVersion gets 410 Gone).
 
 Certificates are made with the ``openssl`` command into a private directory.
 """
@@ -37,6 +40,12 @@ class Faults:
     hidden_reads: dict[tuple[str, str], int] = field(default_factory=dict)
     fail_next: list[int] = field(default_factory=list)  # HTTP statuses for the next requests, in order
     delay_seconds: float = 0.0
+    # (ns, name) -> how many more writes (PATCH, DELETE) of the pod find it changed just before they
+    # arrive, as kubelet's status update of a crash-looping init container would change it.
+    changed_before_writes: dict[tuple[str, str], int] = field(default_factory=dict)
+    # (ns, name) -> the pod is replaced just before the next write of it: deleted, and created again
+    # under the same name with a new UID and a fresh status, as a StatefulSet does.
+    replaced_before_write: set[tuple[str, str]] = field(default_factory=set)
     watch_generation: int = 0  # bump (drop_watches) to end every open watch stream
 
 
@@ -317,6 +326,28 @@ class FakeApiServer:
             return self._list_pods(parts[3] if len(parts) == 5 else None, query)
         return 404, _status(404, f"{url.path} not found")
 
+    def _changed_before_write(self, namespace: str, name: str) -> None:
+        """The ``changed_before_writes`` and ``replaced_before_write`` faults, just before a write."""
+        if (namespace, name) in self.faults.replaced_before_write:
+            self.faults.replaced_before_write.discard((namespace, name))
+            old = self.pods.pop((namespace, name))
+            self._rv += 1
+            self._record("DELETED", {**old, "metadata": {**old["metadata"], "resourceVersion": str(self._rv)}})
+            self._rv += 1
+            new = copy.deepcopy(old)
+            new["metadata"].update(uid=f"{old['metadata']['uid']}-replacement", resourceVersion=str(self._rv),
+                                   labels={})
+            new["status"] = {"phase": "Pending"}
+            self.pods[(namespace, name)] = new
+            self._record("ADDED", new)
+        left = self.faults.changed_before_writes.get((namespace, name), 0)
+        if left > 0:
+            self.faults.changed_before_writes[(namespace, name)] = left - 1
+            pod = self.pods[(namespace, name)]
+            self._rv += 1
+            pod["metadata"]["resourceVersion"] = str(self._rv)
+            self._record("MODIFIED", pod)
+
     def _patch_pod(
         self, namespace: str, name: str, content_type: str, body: dict[str, Any]
     ) -> tuple[int, dict[str, Any]]:
@@ -326,7 +357,19 @@ class FakeApiServer:
             pod = self.pods.get((namespace, name))
             if pod is None:
                 return 404, _status(404, f'pods "{name}" not found', reason="NotFound")
+            self._changed_before_write(namespace, name)
+            pod = self.pods[(namespace, name)]
             self.patches.append((namespace, name, content_type, copy.deepcopy(body)))
+            # As the real server: a resourceVersion in the patch is an optimistic lock (checked
+            # first), and metadata.uid is immutable.
+            meta = body.get("metadata") or {}
+            if meta.get("resourceVersion") not in (None, pod["metadata"]["resourceVersion"]):
+                return 409, _status(409, f'Operation cannot be fulfilled on pods "{name}": the object has been '
+                                         "modified; please apply your changes to the latest version and try again",
+                                    "Conflict")
+            if meta.get("uid") not in (None, pod["metadata"]["uid"]):
+                return 422, _status(422, f'Pod "{name}" is invalid: metadata.uid: Invalid value: "{meta["uid"]}": '
+                                         "field is immutable", "Invalid")
             for key, value in (body.get("metadata") or {}).get("labels", {}).items():
                 if value is None:
                     pod["metadata"]["labels"].pop(key, None)
@@ -343,6 +386,8 @@ class FakeApiServer:
             pod = self.pods.get((namespace, name))
             if pod is None:
                 return 404, _status(404, f'pods "{name}" not found', reason="NotFound")
+            self._changed_before_write(namespace, name)
+            pod = self.pods[(namespace, name)]
             for field_name, key in (("uid", "uid"), ("resourceVersion", "resourceVersion")):
                 wanted = preconditions.get(field_name)
                 if wanted is not None and wanted != pod["metadata"][key]:
@@ -472,7 +517,7 @@ def _verb_and_resource(method: str, parts: list[str]) -> tuple[str, str]:
     return verb, resource
 
 
-REASONS = {401: "Unauthorized", 404: "NotFound", 409: "Conflict", 429: "TooManyRequests"}
+REASONS = {401: "Unauthorized", 404: "NotFound", 409: "Conflict", 422: "Invalid", 429: "TooManyRequests"}
 
 
 def _status(code: int, message: str, reason: str = "") -> dict[str, Any]:

@@ -10,7 +10,7 @@ preconditions so that nothing changed since it was listed is removed.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +37,10 @@ KINDS: dict[tuple[str, str], tuple[str, str, bool]] = {
     ("rbac.authorization.k8s.io/v1", "RoleBinding"): ("/apis/rbac.authorization.k8s.io/v1", "rolebindings", True),
     ("apps/v1", "DaemonSet"): ("/apis/apps/v1", "daemonsets", True),
     ("apps/v1", "Deployment"): ("/apis/apps/v1", "deployments", True),
+    ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicy"):
+        ("/apis/admissionregistration.k8s.io/v1", "validatingadmissionpolicies", False),
+    ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicyBinding"):
+        ("/apis/admissionregistration.k8s.io/v1", "validatingadmissionpolicybindings", False),
     ("k8s.cni.cncf.io/v1", "NetworkAttachmentDefinition"):
         ("/apis/k8s.cni.cncf.io/v1", "network-attachment-definitions", True),
 }
@@ -71,13 +75,17 @@ def collection_path(api_version: str, kind: str, namespace: str) -> str:
 BY_GROUP_KIND = {group_kind({"apiVersion": v, "kind": k}): (v, k) for v, k in KINDS}
 
 
-def apply_all(api_client: Any, documents: Iterable[Mapping[str, Any]], dry_run: bool = False) -> list[Applied]:
-    """Apply ``documents`` as meshcni's whole set: what is applied, then what was pruned."""
+def apply_all(api_client: Any, documents: Iterable[Mapping[str, Any]], dry_run: bool = False,
+              node_cleanup: Mapping[str, Any] | None = None) -> list[Applied]:
+    """Apply ``documents`` as meshcni's whole set: what is applied, then what was pruned.
+    ``node_cleanup`` is the clean-up DaemonSet for these values, added when the plugin must be
+    removed from the nodes (``node_cleanup.with_node_cleanup``)."""
+    from meshcni_core.manifest.node_cleanup import with_node_cleanup
     from meshcni_core.manifest.values import meshcni_version
 
     version = meshcni_version()
-    members = [member(d) for d in documents]
-    for document in members:
+    documents = list(documents)
+    for document in [*documents, *([node_cleanup] if node_cleanup else [])]:
         object_path(document)  # an unknown kind fails before anything is sent
     parent_document = applyset.parent(Scope(), version)
     existing = _get(api_client, object_path(parent_document), parent_document)
@@ -85,6 +93,11 @@ def apply_all(api_client: Any, documents: Iterable[Mapping[str, Any]], dry_run: 
     unknown = sorted(previous.group_kinds - set(BY_GROUP_KIND))
     if unknown:
         raise MeshcniError(f"the applyset lists kinds this meshcni cannot prune: {', '.join(unknown)}")
+    if node_cleanup is not None:
+        listed = _members(api_client, "apps/v1", "DaemonSet", previous)
+        daemon_sets = {item["metadata"]["name"]: item for _, item in listed}
+        documents = with_node_cleanup(documents, daemon_sets, node_cleanup)
+    members = [member(d) for d in documents]
     current = Scope.of(members)
     # While applying, the parent names every kind and namespace of the old set and the new one, so
     # an interrupted run still finds the old members next time; afterwards exactly the new ones.
@@ -130,39 +143,50 @@ def _apply(api_client: Any, document: Mapping[str, Any], dry_run: bool) -> Appli
                    action + (" (dry run)" if dry_run else ""))
 
 
+def _members(api_client: Any, api_version: str, kind: str, scope: Scope) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(collection URL, object) of every member of the set of this kind that ``scope`` may hold."""
+    from kubernetes.client.exceptions import ApiException
+
+    if group_kind({"apiVersion": api_version, "kind": kind}) not in scope.group_kinds:
+        return
+    selector = [("labelSelector", f"{PART_OF_LABEL}={applyset_id()}")]
+    namespaced = KINDS[(api_version, kind)][2]
+    for namespace in sorted(scope.namespaces | {PARENT_NAMESPACE}) if namespaced else [""]:
+        collection = collection_path(api_version, kind, namespace)
+        try:
+            listed = _call(api_client, "GET", collection, selector)
+        except ApiException as exc:
+            if exc.status == 404:  # the kind is no longer served (its CRD was removed): no members
+                continue
+            raise MeshcniError(f"listing {kind} in {namespace or 'the cluster'} failed: "
+                               f"{exc.status} {exc.reason}", details=str(exc.body or "")) from None
+        for item in listed.get("items", []):
+            yield collection, item
+
+
 def _prune(api_client: Any, scope: Scope, keep: set[str], dry_run: bool) -> list[Applied]:
     """Delete the set's members outside ``keep`` (object paths), kind by kind, namespace by namespace."""
     from kubernetes.client.exceptions import ApiException
 
     pruned = []
-    selector = [("labelSelector", f"{PART_OF_LABEL}={applyset_id()}")]
     for name in sorted(scope.group_kinds):
         api_version, kind = BY_GROUP_KIND[name]
-        namespaced = KINDS[(api_version, kind)][2]
-        for namespace in sorted(scope.namespaces | {PARENT_NAMESPACE}) if namespaced else [""]:
-            collection = collection_path(api_version, kind, namespace)
+        for collection, item in _members(api_client, api_version, kind, scope):
+            metadata = item["metadata"]
+            path = f"{collection}/{metadata['name']}"
+            if path in keep:
+                continue
+            preconditions = {"uid": metadata.get("uid"), "resourceVersion": metadata.get("resourceVersion")}
+            body = {"preconditions": preconditions, "propagationPolicy": "Background"}
+            document = {"kind": kind, "metadata": metadata}
             try:
-                listed = _call(api_client, "GET", collection, selector)
+                _call(api_client, "DELETE", path, [("dryRun", "All")] if dry_run else [], body)
             except ApiException as exc:
-                if exc.status == 404:  # the kind is no longer served (its CRD was removed): nothing to prune
+                if exc.status == 404:  # already gone
                     continue
-                raise MeshcniError(f"listing {kind} in {namespace or 'the cluster'} to prune failed: "
-                                   f"{exc.status} {exc.reason}", details=str(exc.body or "")) from None
-            for item in listed.get("items", []):
-                metadata = item["metadata"]
-                path = f"{collection}/{metadata['name']}"
-                if path in keep:
-                    continue
-                preconditions = {"uid": metadata.get("uid"), "resourceVersion": metadata.get("resourceVersion")}
-                body = {"preconditions": preconditions, "propagationPolicy": "Background"}
-                document = {"kind": kind, "metadata": metadata}
-                try:
-                    _call(api_client, "DELETE", path, [("dryRun", "All")] if dry_run else [], body)
-                except ApiException as exc:
-                    if exc.status == 404:  # already gone
-                        continue
-                    raise _failure("pruning", document, exc) from None
-                pruned.append(Applied(kind, metadata["name"], namespace, "pruned" + (" (dry run)" if dry_run else "")))
+                raise _failure("pruning", document, exc) from None
+            pruned.append(Applied(kind, metadata["name"], metadata.get("namespace", ""),
+                                  "pruned" + (" (dry run)" if dry_run else "")))
     return pruned
 
 

@@ -12,10 +12,12 @@ import copy
 import json
 from typing import Any
 
+from meshcni_core.manifest.repair_policy import label_only_policy
 from meshcni_core.manifest.values import ResolvedValues
 
 NAME = "istio-cni"
 REPAIR_NAME = "istio-cni-repair"
+INSTALL_DAEMON_SET = "istio-cni-node"
 CONFIG_MAP = "istio-cni-config"
 MONITORING_PORT = 8000
 AGENT_SOCKET_DIR = "/var/run/meshcni"
@@ -70,33 +72,73 @@ def network_config(cni: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
-def daemon_set(resolved: ResolvedValues) -> dict[str, Any]:
-    cni = resolved.cni
-    env: list[dict[str, Any]] = [
-        {"name": "CNI_NET_DIR", "value": cni["cniConfDir"]},
-        {"name": "CHAINED_CNI_PLUGIN", "value": str(cni["chained"]).lower()},
-        {"name": "LOG_LEVEL", "value": cni["logLevel"]},
-        {"name": "CNI_NETWORK_CONFIG",
-         "valueFrom": {"configMapKeyRef": {"name": CONFIG_MAP, "key": "cni_network_config"}}},
-        {"name": "KUBERNETES_NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
-    ]
-    if cni["cniConfFileName"]:
-        env.insert(0, {"name": "CNI_CONF_NAME", "value": cni["cniConfFileName"]})
-    if cni["platform"]:  # install-cni runs the platform's node checks (the image holds its extension)
-        env.append({"name": "MESHCNI_PLATFORM", "value": cni["platform"]})
-    repair = cni["repair"]
-    if repair["enabled"] and repair["repairPods"]:  # read-only: the agent's own identity suffices
-        env += [{"name": "REPAIR_ENABLED", "value": "true"}, {"name": "REPAIR_REPAIR-PODS", "value": "true"},
-                {"name": "REPAIR_INIT-CONTAINER-NAME", "value": repair["initContainerName"]}]
-    host_paths = [
+def host_paths(cni: dict[str, Any]) -> list[tuple[str, str, str, str | None]]:
+    """(volume name, host path, mount path, mount propagation) of what install-cni changes on a node."""
+    return [
         ("cni-bin-dir", cni["cniBinDir"], "/host/opt/cni/bin", None),
         ("cni-net-dir", cni["cniConfDir"], "/host/etc/cni/net.d", None),
         ("agent-socket-dir", AGENT_SOCKET_DIR, AGENT_SOCKET_DIR, None),
         # The agent enters pods' network namespaces by the paths the runtime hands the plugin.
         ("netns-dir", "/var/run/netns", "/var/run/netns", "HostToContainer"),
     ]
+
+
+def node_settings_env(cni: dict[str, Any]) -> list[dict[str, Any]]:
+    """The install-cni variables that say where the plugin goes (uninstall-cni reads the same)."""
+    env: list[dict[str, Any]] = [
+        {"name": "CNI_NET_DIR", "value": cni["cniConfDir"]},
+        {"name": "CHAINED_CNI_PLUGIN", "value": str(cni["chained"]).lower()},
+        {"name": "LOG_LEVEL", "value": cni["logLevel"]},
+    ]
+    if cni["cniConfFileName"]:
+        env.insert(0, {"name": "CNI_CONF_NAME", "value": cni["cniConfFileName"]})
+    return env
+
+
+def node_daemon_set(resolved: ResolvedValues, name: str, labels: dict[str, str], pod_spec: dict[str, Any],
+                    pod_annotations: dict[str, str], host_pid: bool = False) -> dict[str, Any]:
+    """A DaemonSet on every Linux node, whatever its taints, on the host network (so the plugin
+    never runs for its own pods)."""
+    placement: dict[str, Any] = {"nodeSelector": {"kubernetes.io/os": "linux"}, "hostNetwork": True}
+    if host_pid:
+        placement["hostPID"] = True  # runtimes may name a netns as /proc/<pid>/ns/net
+    return {
+        **_meta("apps/v1", "DaemonSet", name, resolved.namespace, labels),
+        "spec": {
+            "selector": {"matchLabels": labels},
+            "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}},
+            "template": {
+                "metadata": {"labels": labels, "annotations": pod_annotations},
+                "spec": {
+                    **placement,
+                    "tolerations": [{"effect": "NoSchedule", "operator": "Exists"},
+                                    {"key": "CriticalAddonsOnly", "operator": "Exists"},
+                                    {"effect": "NoExecute", "operator": "Exists"}],
+                    "priorityClassName": "system-node-critical",
+                    **pod_spec,
+                },
+            },
+        },
+    }
+
+
+def daemon_set(resolved: ResolvedValues) -> dict[str, Any]:
+    cni = resolved.cni
+    env = [
+        *node_settings_env(cni),
+        {"name": "CNI_NETWORK_CONFIG",
+         "valueFrom": {"configMapKeyRef": {"name": CONFIG_MAP, "key": "cni_network_config"}}},
+        {"name": "KUBERNETES_NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+    ]
+    if cni["platform"]:  # install-cni runs the platform's node checks (the image holds its extension)
+        env.append({"name": "MESHCNI_PLATFORM", "value": cni["platform"]})
+    repair = cni["repair"]
+    if repair["enabled"] and repair["repairPods"]:  # read-only: the agent's own identity suffices
+        env += [{"name": "REPAIR_ENABLED", "value": "true"}, {"name": "REPAIR_REPAIR-PODS", "value": "true"},
+                {"name": "REPAIR_INIT-CONTAINER-NAME", "value": repair["initContainerName"]}]
+    paths = host_paths(cni)
     mounts = [{"name": name, "mountPath": path, **({"mountPropagation": prop} if prop else {})}
-              for name, _, path, prop in host_paths]
+              for name, _, path, prop in paths]
     container = {
         "name": "install-cni", "image": resolved.image, "imagePullPolicy": cni["pullPolicy"],
         "command": ["meshcni", "install-cni", "--log-level", cni["logLevel"]],
@@ -107,30 +149,14 @@ def daemon_set(resolved: ResolvedValues) -> dict[str, Any]:
         # Entering other pods' network namespaces and programming them takes the host's privileges.
         "securityContext": {"privileged": True},
     }
-    labels = {"k8s-app": "istio-cni-node"}
-    return {
-        **_meta("apps/v1", "DaemonSet", "istio-cni-node", resolved.namespace, labels),
-        "spec": {
-            "selector": {"matchLabels": labels},
-            "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}},
-            "template": {
-                "metadata": {"labels": labels, "annotations": dict(cni["podAnnotations"])},
-                "spec": {
-                    "nodeSelector": {"kubernetes.io/os": "linux"},
-                    "hostNetwork": True,  # so the plugin never runs for its own pod
-                    "hostPID": True,  # runtimes may name a netns as /proc/<pid>/ns/net
-                    "tolerations": [{"effect": "NoSchedule", "operator": "Exists"},
-                                    {"key": "CriticalAddonsOnly", "operator": "Exists"},
-                                    {"effect": "NoExecute", "operator": "Exists"}],
-                    "priorityClassName": "system-node-critical",
-                    "serviceAccountName": NAME,
-                    "terminationGracePeriodSeconds": 5,
-                    "containers": [container],
-                    "volumes": [{"name": name, "hostPath": {"path": host}} for name, host, _, _ in host_paths],
-                },
-            },
-        },
+    pod_spec = {
+        "serviceAccountName": NAME,
+        "terminationGracePeriodSeconds": 5,
+        "containers": [container],
+        "volumes": [{"name": name, "hostPath": {"path": host}} for name, host, _, _ in paths],
     }
+    return node_daemon_set(resolved, INSTALL_DAEMON_SET, {"k8s-app": "istio-cni-node"}, pod_spec,
+                           dict(cni["podAnnotations"]), host_pid=True)
 
 
 def repair_objects(resolved: ResolvedValues) -> list[dict[str, Any]]:
@@ -167,7 +193,7 @@ def repair_objects(resolved: ResolvedValues) -> list[dict[str, Any]]:
             },
         },
     }
-    return [
+    objects = [
         _meta("v1", "ServiceAccount", REPAIR_NAME, resolved.namespace),
         {**_meta("rbac.authorization.k8s.io/v1", "ClusterRole", REPAIR_NAME),
          "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": verbs},
@@ -175,6 +201,11 @@ def repair_objects(resolved: ResolvedValues) -> list[dict[str, Any]]:
         _cluster_binding(REPAIR_NAME, resolved.namespace),
         deployment,
     ]
+    if acting == ["patch"]:  # RBAC cannot narrow patch to one label: an admission policy does
+        username = f"system:serviceaccount:{resolved.namespace}:{REPAIR_NAME}"
+        objects += label_only_policy(username, repair["brokenPodLabelKey"], repair["brokenPodLabelValue"],
+                                     {"app": NAME})
+    return objects
 
 
 def _cluster_binding(name: str, namespace: str) -> dict[str, Any]:

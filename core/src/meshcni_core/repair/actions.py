@@ -1,9 +1,12 @@
 """RepairActions against the API server, through the kubernetes client.
 
-The label is a merge patch of ``metadata.labels`` alone; the delete carries UID and
-resourceVersion preconditions, so the API server refuses it (409) for a replacement pod created
-under the same name; Events are ``Warning`` events from ``meshcni-repair`` on the pod.
-Reprogramming needs the pod's node: ``NodeRepairActions`` is what the node agent hands policies.
+The label is a merge patch of ``metadata.labels`` that also carries the judged pod's
+``metadata.uid`` and ``metadata.resourceVersion``: the API server takes a resourceVersion in a
+patch as an optimistic lock (409 Conflict when the pod changed since, which a replacement created
+under the same name always has) and refuses a different (immutable) uid with 422. The delete
+carries the same two as preconditions (409 for a replacement or a changed pod). Events are
+``Warning`` events from ``meshcni-repair`` on the pod. Reprogramming needs the pod's node:
+``NodeRepairActions`` is what the node agent hands policies.
 """
 
 from __future__ import annotations
@@ -28,8 +31,8 @@ class ApiRepairActions:
         self._api = client.CoreV1Api(api_client)
 
     def label(self, pod: BrokenPod, labels: Mapping[str, str]) -> None:
-        self._api.patch_namespaced_pod(pod.name, pod.namespace, {"metadata": {"labels": dict(labels)}},
-                                       _content_type=MERGE_PATCH)
+        patch = {"metadata": {"uid": pod.uid, "resourceVersion": pod.resource_version, "labels": dict(labels)}}
+        self._api.patch_namespaced_pod(pod.name, pod.namespace, patch, _content_type=MERGE_PATCH)
 
     def delete(self, pod: BrokenPod) -> None:
         c = self._client

@@ -3,9 +3,11 @@
 Fixes Istio 1.6's defects (istio-cni-behavior.md §6, §8 D13): the work queue is keyed by
 namespace/name, so repeated updates of a pod coalesce and the policy always sees its latest
 state (re-checked before acting); failures back off per key (exponentially) under a global rate
-limit; a pod is given up after ``max_attempts``; a replaced or vanished pod (409 on the delete's
-preconditions, 404) is dropped, never retried against its successor. The watch is node-scoped,
-resumed from the last resourceVersion, and relisted on 410 Gone.
+limit; a pod is given up after ``max_attempts``. A write refused with 409 (its UID and
+resourceVersion preconditions) is followed by a fresh read: the same UID means the pod only
+changed (kubelet updates a crash-looping pod constantly), so it is judged again on its new state;
+another UID (a replacement under the same name) or a 404 drops it, never acting on its successor.
+The watch is node-scoped, resumed from the last resourceVersion, and relisted on 410 Gone.
 """
 
 from __future__ import annotations
@@ -210,13 +212,53 @@ class RepairController:
                     if result in ("not broken", "dry run"):
                         self._handled.pop(key, None)
             except ApiException as exc:
-                if exc.status in (404, 409):
-                    log.info("%s/%s changed or vanished before %s (HTTP %s): dropped", *key, self.policy.name,
-                             exc.status)
+                if exc.status == 409:
+                    self._after_conflict(key, pod)
+                    continue
+                if exc.status == 404:
+                    log.info("%s/%s vanished before %s: dropped", *key, self.policy.name)
                     continue
                 self._retry(key, _describe(exc))
             except Exception as exc:  # noqa: BLE001 - network and other failures: retry with back-off
                 self._retry(key, _describe(exc))
+
+    def _after_conflict(self, key: tuple[str, str], judged: Mapping[str, Any]) -> None:
+        """The pod changed between our read and our write: judge it again on its current state if
+        it is still the same pod (UID), drop it if it was replaced or is gone."""
+        from kubernetes.client.exceptions import ApiException
+
+        uid = str((judged.get("metadata") or {}).get("uid", ""))
+        try:
+            current = self.read_pod(*key)
+        except ApiException as exc:
+            if exc.status == 404:
+                log.info("%s/%s vanished before %s: dropped", *key, self.policy.name)
+                return
+            self._retry(key, _describe(exc))
+            return
+        except Exception as exc:  # noqa: BLE001 - network failures: retry with back-off
+            self._retry(key, _describe(exc))
+            return
+        if str((current.get("metadata") or {}).get("uid", "")) != uid:
+            log.info("%s/%s was replaced under the same name before %s: dropped", *key, self.policy.name)
+            return
+        log.info("%s/%s changed before %s (HTTP 409): judging its current state", *key, self.policy.name)
+        with self._cond:
+            self._handled.pop(key, None)
+            if key in self._latest:
+                self._latest[key] = self.slim(current)
+            if key not in self._queued:
+                self._enqueue(key, FIRST_BACKOFF_SECONDS)
+
+    def read_pod(self, namespace: str, name: str) -> dict[str, Any]:
+        import json
+
+        from kubernetes import client
+
+        response: Any = client.CoreV1Api(self.client_factory()).read_namespaced_pod(name, namespace,
+                                                                                     _preload_content=False)
+        pod: dict[str, Any] = json.loads(response.data)
+        return pod
 
     def _retry(self, key: tuple[str, str], reason: str) -> None:
         self.stats.failures += 1
