@@ -99,7 +99,7 @@ class Pipeline:
             if cached is not None:
                 return cached
         return fetch_pod(
-            self.config.kubeconfig, namespace, name, self.config.pod_lookup_timeout, clients=self.api_clients
+            self.config.kubeconfig, namespace, name, self.config.pod_lookup_timeout, uid=uid, clients=self.api_clients
         )
 
     def decide(self, pod: PodInfo, facts: NetnsFacts | None = None) -> Decision:
