@@ -173,8 +173,9 @@ class IptablesRestoreBackend:
             try:
                 was_empty, complete = self._apply_fresh(plan, tools)
                 if not was_empty:
-                    # After the fresh attempt: IPv4's changed nothing (its -N failed); a family whose
-                    # fresh transaction succeeded held none of our chains, and keeps its new rules.
+                    # After the fresh attempt: IPv4's changed nothing (its first table is nat, where
+                    # every plan declares chains, and its -N failed there first); a family whose fresh
+                    # transaction succeeded held none of our chains, and keeps its new rules.
                     undo.previous = self.snapshot(tools, available_families())
                 if not complete:
                     self._reconcile(plan, tools, dict(undo.previous) if undo.previous else None)
