@@ -49,7 +49,8 @@ def cni_env(command: str, netns: str, pod: str, namespace: str = "default") -> d
     return {
         "PATH": os.environ["PATH"], "CNI_COMMAND": command, "CNI_CONTAINERID": f"bench-{pod}", "CNI_NETNS": netns,
         "CNI_IFNAME": "eth0", "CNI_PATH": "/usr/lib/cni",
-        "CNI_ARGS": f"IgnoreUnknown=1;K8S_POD_NAMESPACE={namespace};K8S_POD_NAME={pod};K8S_POD_UID=uid-{pod}",
+        "CNI_ARGS": f"IgnoreUnknown=1;K8S_POD_NAMESPACE={namespace};K8S_POD_NAME={pod};"
+        f"K8S_POD_UID=uid-{namespace}-{pod}",
     }
 
 

@@ -20,6 +20,7 @@ import pluggy
 from meshcni_core import extensions, netns
 from meshcni_core.builtin.annotations import INTERCEPTION_MODE, KUBEVIRT_INTERFACES
 from meshcni_core.builtin.eligibility import needs_container_list
+from meshcni_core.netns_locks import serialised
 from meshcni_core.pods.cache import PodCache
 from meshcni_core.pods.lookup import ApiClients, fetch_pod, pod_from_annotations
 from meshcni_core.rules.builder import build_plan
@@ -99,7 +100,7 @@ class Pipeline:
             if cached is not None:
                 return cached
         return fetch_pod(
-            self.config.kubeconfig, namespace, name, self.config.pod_lookup_timeout, clients=self.api_clients
+            self.config.kubeconfig, namespace, name, self.config.pod_lookup_timeout, uid=uid, clients=self.api_clients
         )
 
     def decide(self, pod: PodInfo, facts: NetnsFacts | None = None) -> Decision:
@@ -146,12 +147,13 @@ class Pipeline:
         decision = self.decide(pod)
         if decision.redirect:
             assert decision.spec is not None
-            if facts is None:
-                netns.check_target(target.netns)
-                facts = netns.read_facts(target.netns)
-            decision.plan = self.plan(pod, decision.spec, facts)
-            plan = decision.plan
-            guarded(self.pm, "apply", lambda: self.backend().apply(plan, target))
+            with serialised(target.netns):
+                if facts is None:
+                    netns.check_target(target.netns)
+                    facts = netns.read_facts(target.netns)
+                decision.plan = self.plan(pod, decision.spec, facts)
+                plan = decision.plan
+                guarded(self.pm, "apply", lambda: self.backend().apply(plan, target))
         self.report("ADD", decision, started)
         return decision
 
@@ -160,13 +162,20 @@ class Pipeline:
         if not decision.redirect:
             return []
         assert decision.spec is not None
-        netns.check_target(target.netns)
-        facts = netns.read_facts(target.netns)
-        plan = self.plan(pod, decision.spec, facts)
-        return list(guarded(self.pm, "check", lambda: self.backend().missing(plan, target)))
+        with serialised(target.netns):
+            netns.check_target(target.netns)
+            facts = netns.read_facts(target.netns)
+            plan = self.plan(pod, decision.spec, facts)
+            return list(guarded(self.pm, "check", lambda: self.backend().missing(plan, target)))
 
     def delete(self, target: Target, pod: PodInfo | None) -> None:
         started = time.perf_counter()
+        with serialised(target.netns):
+            self._teardown(target, pod)
+        if pod is not None:
+            self.report("DEL", Decision(pod=pod), started)
+
+    def _teardown(self, target: Target, pod: PodInfo | None) -> None:
         try:
             netns.check_target(target.netns)
             hints = self.teardown_hints(target, pod)
@@ -178,8 +187,6 @@ class Pipeline:
                 impl.function(target=target, config=self.config, pod=pod)
             except Exception as exc:  # noqa: BLE001 - teardown failures are logged, never fatal
                 log.warning("DEL: teardown of extension %s failed: %s", impl.plugin_name, exc)
-        if pod is not None:
-            self.report("DEL", Decision(pod=pod), started)
 
     def teardown_hints(self, target: Target, pod: PodInfo | None) -> RulePlan | None:
         """What ADD probably programmed, so backends can recognise rules that carry no ISTIO_

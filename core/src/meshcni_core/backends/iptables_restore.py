@@ -1,8 +1,11 @@
 """The default backend: one ``iptables-restore --noflush`` transaction per address family,
 run inside the pod's netns with the iptables flavour (nft or legacy) the host uses.
 
-Both families run in parallel. If any step fails, everything of ours is removed again, so a
-failed ADD never leaves a partial rule set.
+Both families run in parallel. If any step fails, what this ADD changed is undone: in a
+namespace that held nothing of ours, everything of ours is removed; in one that already held our
+rules (a repeated ADD), the tables are restored as they were before and only the routes this ADD
+added are removed. A failed ADD never leaves a partial rule set, nor strips what an earlier ADD
+programmed.
 """
 
 from __future__ import annotations
@@ -11,11 +14,17 @@ import os
 import shutil
 import subprocess
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from meshcni_core import netns
 from meshcni_core.netns import IF_INET6
-from meshcni_core.rules.restore import missing_rules, parse_save, render_fresh_transaction, render_transaction
+from meshcni_core.rules.restore import (
+    TABLES_WE_USE,
+    missing_rules,
+    parse_save,
+    render_fresh_transaction,
+    render_transaction,
+)
 from meshcni_hooks.errors import ApplyError
 from meshcni_hooks.ruleargs import refuse_unsafe_arguments, unsafe_arguments
 from meshcni_hooks.types import RouteStep, RulePlan, Target
@@ -65,6 +74,16 @@ def tools_for(flavour: str) -> Tools:
     return Tools(flavour, resolved["save"], resolved["restore"])
 
 
+@dataclass
+class Undo:
+    """What an apply changed, for its rollback: ``previous`` is None when the namespace held
+    nothing of ours (then everything of ours goes), else the ``iptables-save`` of each family
+    before the transaction; ``routes`` are the route steps that were not there before."""
+
+    previous: dict[int, str] | None = None
+    routes: list[RouteStep] = field(default_factory=list)
+
+
 def _run_parallel(commands: Mapping[int, tuple[list[str], str | None]]) -> dict[int, subprocess.CompletedProcess[str]]:
     """Start every command, then wait for all; returns completed processes by family."""
     procs = {
@@ -112,9 +131,11 @@ class IptablesRestoreBackend:
                 raise ApplyError(f"{tools.save[family]} failed: {proc.stderr.strip()}")
         return {f: p.stdout for f, p in done.items()}
 
-    def _reconcile(self, plan: RulePlan | None, tools: Tools) -> None:
-        families = available_families()
-        saved = self.snapshot(tools, families)
+    def _reconcile(self, plan: RulePlan | None, tools: Tools, saved: dict[int, str] | None = None) -> None:
+        """Make every family hold exactly ``plan`` of ours; ``saved`` is a fresh snapshot of them."""
+        if saved is None:
+            saved = self.snapshot(tools, available_families())
+        families = tuple(saved)
         transactions = {f: render_transaction(plan, f, parse_save(saved[f])) for f in families}
         commands = {
             f: ([tools.restore[f], "--noflush", "--wait", LOCK_WAIT_SECONDS], text)
@@ -130,40 +151,72 @@ class IptablesRestoreBackend:
         if failures:
             raise ApplyError("iptables-restore rejected the rules", "\n".join(failures))
 
-    def _apply_fresh(self, plan: RulePlan, tools: Tools) -> bool:
+    def _apply_fresh(self, plan: RulePlan, tools: Tools) -> tuple[bool, bool]:
         """One restore per family assuming nothing of ours is there yet (a new pod: half the
-        executions of a reconcile). False when some family already had our chains; whatever
-        succeeded is then completed by the reconcile, which is idempotent."""
+        executions of a reconcile). Returns (the namespace held nothing of ours, every family
+        is done). The IPv4 ``-N`` of our chains is the guard: it fails, changing nothing, when an
+        earlier ADD left our chains. Whatever else succeeded is completed by the reconcile, which
+        is idempotent."""
         families = plan.families()
         if not families or not any(c.family == 4 for c in plan.chains):
-            return False  # the guard needs IPv4 chains: every plan we build declares them
+            return False, False  # the guard needs IPv4 chains: every plan we build declares them
         commands = {
             f: ([tools.restore[f], "--noflush", "--wait", LOCK_WAIT_SECONDS], render_fresh_transaction(plan, f))
             for f in families
         }
-        return all(p.returncode == 0 for p in _run_parallel(commands).values())
+        done = _run_parallel(commands)
+        return done[4].returncode == 0, all(p.returncode == 0 for p in done.values())
 
     def apply(self, plan: RulePlan, target: Target) -> None:
         refuse_unsafe_arguments(plan)
         tools = self.tools(target)
         with netns.entered(target.netns):
+            undo = Undo()
             try:
-                if not self._apply_fresh(plan, tools):
-                    self._reconcile(plan, tools)
+                was_empty, complete = self._apply_fresh(plan, tools)
+                if not was_empty:
+                    # After the fresh attempt: IPv4's changed nothing (its first table is nat, where
+                    # every plan declares chains, and its -N failed there first); a family whose fresh
+                    # transaction succeeded held none of our chains, and keeps its new rules.
+                    undo.previous = self.snapshot(tools, available_families())
+                if not complete:
+                    self._reconcile(plan, tools, dict(undo.previous) if undo.previous else None)
                 for step in plan.routes:
-                    self._run_route(step)
-            except ApplyError as exc:
-                rollback = self._remove_everything(tools, plan)
+                    self._run_route(step, undo, routes_were_ours=not was_empty)
+            except (ApplyError, OSError) as exc:
+                error = exc if isinstance(exc, ApplyError) else ApplyError(f"applying the rules failed: {exc}")
+                rollback = self._roll_back(tools, plan, undo)
                 if rollback:
-                    exc.details = f"{exc.details}\nrollback also failed: {rollback}".strip()
-                raise
+                    error.details = f"{error.details}\nrollback also failed: {rollback}".strip()
+                raise error from None
 
-    def _run_route(self, step: RouteStep) -> None:
+    def _run_route(self, step: RouteStep, undo: Undo, routes_were_ours: bool) -> None:
+        """Run one route step, noting it for the rollback unless an earlier ADD already had it."""
+        there_before = routes_were_ours and bool(step.show) and step.expect in _ip(step.show).stdout
         if step.pre:
             _ip(step.pre)
+        if not there_before:
+            undo.routes.append(step)
         proc = _ip(step.args)
         if proc.returncode != 0 and not step.ignore_errors:
             raise ApplyError(f"ip {' '.join(step.args)} failed: {proc.stderr.strip()}")
+
+    def _roll_back(self, tools: Tools, plan: RulePlan, undo: Undo) -> str:
+        """Undo what this apply changed; returns an error text or ''."""
+        if undo.previous is None:
+            return self._remove_everything(tools, plan)
+        problems = []
+        restores = {
+            f: ([tools.restore[f], "--wait", LOCK_WAIT_SECONDS], tables_as_saved(text, plan.tables(f)))
+            for f, text in undo.previous.items()
+        }
+        for family, proc in _run_parallel(restores).items():
+            if proc.returncode != 0:
+                problems.append(f"IPv{family}: restoring the tables as they were: {proc.stderr.strip()}")
+        for step in undo.routes:
+            if step.undo:
+                _ip(step.undo)
+        return "; ".join(problems)
 
     def _remove_everything(self, tools: Tools, hints: RulePlan | None) -> str:
         """Reconcile to an empty plan and undo routes; returns an error text or ''."""
@@ -195,6 +248,28 @@ class IptablesRestoreBackend:
                 if step.show and step.expect not in _ip(step.show).stdout:
                     problems.append(f"ip {' '.join(step.show)}: {step.expect!r} is missing")
         return problems
+
+
+def tables_as_saved(saved: str, touched: list[str] | tuple[str, ...]) -> str:
+    """``iptables-restore`` input (without --noflush) that puts our tables back as ``saved``
+    shows them: each table replaced by its saved section, and a table the snapshot did not have
+    but the transaction touched emptied."""
+    sections: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in saved.splitlines():
+        if line.startswith("*"):
+            current = sections.setdefault(line[1:].strip(), [line])
+        elif current is not None:
+            current.append(line)
+            if line.strip() == "COMMIT":
+                current = None
+    out: list[str] = []
+    for table in TABLES_WE_USE:
+        if table in sections:
+            out.extend(sections[table])
+        elif table in touched:
+            out.extend([f"*{table}", "COMMIT"])
+    return "\n".join(out) + "\n" if out else ""
 
 
 def available_families() -> tuple[int, ...]:

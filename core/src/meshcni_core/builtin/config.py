@@ -11,9 +11,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
+from meshcni_core.agent.client import agent_timeout
 from meshcni_core.logs import LEVEL_NAMES
 from meshcni_hooks import hookimpl
-from meshcni_hooks.errors import ConfigError
+from meshcni_hooks.errors import ConfigError, MeshcniError
 from meshcni_hooks.types import PluginConfig
 
 log = logging.getLogger("meshcni")
@@ -52,6 +53,20 @@ def _choice(value: str, path: str, choices: tuple[str, ...]) -> str:
     return value
 
 
+def _check_lookup_within_agent_deadline(lookup_timeout: float, netconf: Mapping[str, object]) -> None:
+    """The pod lookup must end before istio-cni stops waiting for the agent, so that the lookup's
+    own error (naming the pod and the API's last answer) is what the runtime reports."""
+    try:
+        deadline = agent_timeout(netconf)
+    except MeshcniError as exc:
+        raise ConfigError(exc.msg) from None
+    if lookup_timeout >= deadline:
+        raise ConfigError(
+            f"netconf key kubernetes.pod_lookup_timeout ({lookup_timeout:g}s) must be shorter than "
+            f"agent_timeout ({deadline:g}s, how long istio-cni waits for the node agent)"
+        )
+
+
 def load_plugin_config(netconf: Mapping[str, object]) -> PluginConfig:
     k8s = netconf.get("kubernetes", {})
     if k8s is None:
@@ -64,6 +79,7 @@ def load_plugin_config(netconf: Mapping[str, object]) -> PluginConfig:
     timeout = k8s.get("pod_lookup_timeout", 30.0)
     if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout <= 300:
         raise ConfigError(f"netconf key kubernetes.pod_lookup_timeout must be seconds in (0, 300], got {timeout!r}")
+    _check_lookup_within_agent_deadline(float(timeout), netconf)
     settings = netconf.get("extension_settings", {}) or {}
     if not isinstance(settings, dict) or not all(isinstance(v, dict) for v in settings.values()):
         raise ConfigError(f"netconf key extension_settings must map extension names to objects, got {settings!r}")

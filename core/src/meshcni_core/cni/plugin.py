@@ -63,8 +63,9 @@ def handle(env: Mapping[str, str], stdin: bytes, commands: CniCommands | None = 
 
 
 def forward_to_agent(env: Mapping[str, str], stdin: bytes) -> tuple[int, str] | None:
-    """The agent's answer, or None when this process must serve the request (no agent listening,
-    VERSION/STATUS/GC, undecodable input, or a pod passed through without any work)."""
+    """The agent's answer (or the error that it could not be trusted or did not answer), or None
+    when this process must serve the request (no agent listening, VERSION/STATUS/GC, undecodable
+    input, or a pod passed through without any work)."""
     command = env.get("CNI_COMMAND")
     if command not in ("ADD", "DEL", "CHECK", "STATUS"):
         return None
@@ -84,12 +85,15 @@ def forward_to_agent(env: Mapping[str, str], stdin: bytes) -> tuple[int, str] | 
         return None
     if command == "ADD" and _passed_through(env, netconf):
         return None
-    from meshcni_core.agent.client import call_agent
+    from meshcni_core.agent.client import agent_timeout, call_agent
 
-    answer = call_agent(socket_path, env, stdin)
+    version = str(netconf.get("cniVersion", ""))
+    try:
+        answer = call_agent(socket_path, env, stdin, agent_timeout(netconf))
+    except CniError as exc:  # an untrusted peer, or an agent that has the request but did not answer
+        return 1, render_error(exc, version)
     if answer is None and command == "STATUS":
-        return 1, render_error(CniError(f"node agent at {socket_path} did not answer", code=50),
-                               str(netconf.get("cniVersion", "")))
+        return 1, render_error(CniError(f"node agent at {socket_path} did not answer", code=50), version)
     return answer
 
 

@@ -226,6 +226,6 @@ def cni(command: str, netns_path: str, netconf: dict[str, Any], pod: str = "app-
         "CNI_IFNAME": "eth0",
         "CNI_PATH": "/opt/cni/bin",
         "CNI_ARGS": f"K8S_POD_INFRA_CONTAINER_ID={container_id};IgnoreUnknown=1;K8S_POD_NAMESPACE={namespace};"
-        f"K8S_POD_NAME={pod};K8S_POD_UID={uid or 'uid-' + pod}",
+        f"K8S_POD_NAME={pod};K8S_POD_UID={uid or f'uid-{namespace}-{pod}'}",
     }
     return subprocess.run([PLUGIN], input=json.dumps(netconf), env=env, capture_output=True, text=True, timeout=60)

@@ -3,7 +3,8 @@
 A pod's ADD then needs no API call when the runtime did not pass its annotations. The watch is
 field-selected to the node (``spec.nodeName``); a dropped watch is resumed from the last
 resourceVersion seen; 410 Gone (history compacted) means list again. A pod missing from the cache
-(not seen yet) or whose UID differs (replaced under the same name) is read with a GET as before.
+(not seen yet), whose UID differs (replaced under the same name) or asked for without a UID is read
+with a GET as before.
 """
 
 from __future__ import annotations
@@ -40,12 +41,15 @@ class PodCache:
     def __len__(self) -> int:
         return len(self._pods)
 
-    def get(self, namespace: str, name: str, uid: str = "") -> PodInfo | None:
-        if not self.synced.is_set():
+    def get(self, namespace: str, name: str, uid: str) -> PodInfo | None:
+        """The cached pod of that name when it is the pod with that UID. Without a UID (a runtime
+        that did not pass K8S_POD_UID) it is a miss, never a match on the name alone: the pod
+        under that name may be a replacement the watch has not caught up with."""
+        if not uid or not self.synced.is_set():
             return None
         with self._lock:
             pod = self._pods.get((namespace, name))
-        if pod is None or (uid and pod.uid and pod.uid != uid):
+        if pod is None or pod.uid != uid:
             return None
         return pod
 

@@ -107,19 +107,32 @@ def _load_client(kubeconfig: str, credential_plugins: bool) -> Any:
         raise PodLookupError(f"cannot load kubeconfig {kubeconfig}: {exc}") from None
 
 
+def _same_pod(found: PodInfo, uid: str) -> PodInfo:
+    """``found`` unless a UID was asked for and the pod under that name has another one: a GET
+    reads the latest state, so the pod asked for was deleted and replaced under the same name."""
+    if uid and found.uid != uid:
+        raise PodLookupError(
+            f"pod {found.namespace}/{found.name} has UID {found.uid}, not {uid}: the pod this sandbox is for "
+            "was replaced by another pod of the same name",
+        )
+    return found
+
+
 def fetch_pod(
     kubeconfig: str,
     namespace: str,
     name: str,
     timeout: float,
     *,
+    uid: str = "",
     clients: ApiClients | None = None,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
 ) -> PodInfo:
     """GET the pod through ``kubeconfig``, retrying while it is not yet visible or the API is
     unavailable, until ``timeout`` seconds have passed. A 401 re-reads the kubeconfig once (the
-    token may have been rotated on disk), then fails; a 403 fails at once."""
+    token may have been rotated on disk), then fails; a 403 fails at once, and so does a pod under
+    that name with another ``uid`` (when one is given): the pod asked for was replaced."""
     if not kubeconfig:
         raise PodLookupError(
             f"pod {namespace}/{name}: the runtime passed no annotations and netconf has no "
@@ -145,7 +158,6 @@ def fetch_pod(
                 pod = api.read_namespaced_pod(
                     name, namespace, _request_timeout=max(0.1, min(REQUEST_TIMEOUT, remaining))
                 )
-                return pod_from_api_object(pod)
             except ApiException as exc:
                 if exc.status == 401 and not reread and clock() < deadline:
                     reread = True
@@ -169,6 +181,8 @@ def fetch_pod(
                 last = f"HTTP {exc.status} {exc.reason}"
             except Exception as exc:  # noqa: BLE001 - connection refused, TLS, timeouts: all retryable
                 last = f"{type(exc).__name__}: {exc}"
+            else:
+                return _same_pod(pod_from_api_object(pod), uid)
             if clock() + delay >= deadline:
                 raise PodLookupError(
                     f"pod {namespace}/{name} could not be read from the API server within {timeout:g}s "
