@@ -112,7 +112,7 @@ def test_install_cni_serves_adds_from_its_pod_cache(tmp_path, netns_lab):
                                  "--monitoring-address", "127.0.0.1"], env=env, stderr=subprocess.PIPE, text=True)
         try:
             line = proc.stderr.readline()
-            while "monitoring on port" not in line:
+            while "monitoring on " not in line:
                 assert line, "install-cni exited"
                 line = proc.stderr.readline()
             port = line.rsplit(" ", 1)[1].strip()

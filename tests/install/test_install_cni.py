@@ -40,7 +40,7 @@ class Running:
             env={**env_for(host), **extra_env}, stderr=subprocess.PIPE, text=True,
         )
         line = self.proc.stderr.readline()
-        while "monitoring on port" not in line:
+        while "monitoring on " not in line:
             assert line, "install-cni exited"
             line = self.proc.stderr.readline()
         self.port = int(line.rsplit(" ", 1)[1])

@@ -230,7 +230,7 @@ def run_install(args: argparse.Namespace) -> int:
         return 0 if status.ready else 1
     preload()
     server = monitoring.serve(installer, registry, args.monitoring_address, args.monitoring_port)
-    print(f"monitoring on port {server.server_address[1]}", file=sys.stderr, flush=True)
+    print(f"monitoring on {args.monitoring_address} port {server.server_address[1]}", file=sys.stderr, flush=True)
     stop = threading.Event()
     watcher = threading.Thread(target=installer.watch, args=(stop,), daemon=True, name="meshcni-install-watch")
     watcher.start()

@@ -1,5 +1,10 @@
 """``/healthz``, ``/readyz`` and ``/metrics`` for the node agent.
 
+Served on the address kubelet probes (the node's IP under hostNetwork, reachable from pods too),
+so a connection gets a thread only while there is one free (``MAX_CONNECTIONS``, at most
+``MAX_PER_SOURCE`` per client address) and must send its request within ``READ_TIMEOUT``; beyond
+those limits it is closed at once.
+
 Ready only while the plugin binary, our conf entry and the kubeconfig are all in place (the
 installer's last reconcile found no problem). Metrics: the installer's counters, and - for the
 requests the agent served - counts by command, failures by CNI error code and an ADD latency
@@ -9,9 +14,12 @@ histogram.
 from __future__ import annotations
 
 import json
+import socket
 import threading
+from collections import Counter as Tally
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -20,6 +28,11 @@ from prometheus_client.registry import Collector
 from meshcni_core.install.installer import Installer
 
 ADD_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# Metric label values come from a client's request: only these are kept as they are.
+COMMANDS = frozenset({"ADD", "DEL", "CHECK", "STATUS", "GC", "VERSION"})
+MAX_CONNECTIONS = 32
+MAX_PER_SOURCE = 4
+READ_TIMEOUT = 5.0
 
 
 class RequestMetrics:
@@ -34,15 +47,61 @@ class RequestMetrics:
                                      buckets=ADD_BUCKETS, registry=registry)
 
     def record(self, command: str, exit_code: int, stdout: str, seconds: float) -> None:
+        command = command if command in COMMANDS else "other"
         self.requests.labels(command).inc()
         if command == "ADD":
             self.add_seconds.observe(seconds)
         if exit_code != 0:
-            try:
-                code = str(json.loads(stdout).get("code", "unknown"))
-            except (ValueError, AttributeError):
-                code = "unknown"
-            self.failures.labels(command, code).inc()
+            self.failures.labels(command, _error_code(stdout)).inc()
+
+
+def _error_code(stdout: str) -> str:
+    """The CNI error code of an error object, as a bounded label: 1-999 or "unknown"."""
+    try:
+        code = json.loads(stdout).get("code")
+    except (ValueError, AttributeError):
+        return "unknown"
+    return str(code) if isinstance(code, int) and 0 < code < 1000 else "unknown"
+
+
+class BoundedHTTPServer(ThreadingHTTPServer):
+    """A thread per connection, but only ``MAX_CONNECTIONS`` of them, ``MAX_PER_SOURCE`` per
+    client address; a connection beyond either is closed unread."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: Any):
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        super().__init__(address, handler)
+        self._slots = threading.Lock()
+        self._per_source: Tally[str] = Tally()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        source = client_address[0] if isinstance(client_address, tuple) else ""
+        with self._slots:
+            full = self._per_source.total() >= MAX_CONNECTIONS or self._per_source[source] >= MAX_PER_SOURCE
+            if not full:
+                self._per_source[source] += 1
+        if full:
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._release(source)
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._release(client_address[0] if isinstance(client_address, tuple) else "")
+
+    def _release(self, source: str) -> None:
+        with self._slots:
+            self._per_source[source] -= 1
+            if self._per_source[source] <= 0:
+                del self._per_source[source]
 
 
 class InstallerCollector(Collector):
@@ -71,6 +130,8 @@ def serve(installer: Installer, registry: CollectorRegistry, address: str, port:
     registry.register(InstallerCollector(installer))
 
     class Handler(BaseHTTPRequestHandler):
+        timeout = READ_TIMEOUT  # each read of the request; HTTP/1.0: one request per connection
+
         def do_GET(self) -> None:
             if self.path == "/healthz":
                 self._send(200, "text/plain", b"ok\n")
@@ -93,7 +154,6 @@ def serve(installer: Installer, registry: CollectorRegistry, address: str, port:
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer((address, port), Handler)
-    server.daemon_threads = True
+    server = BoundedHTTPServer((address, port), Handler)
     threading.Thread(target=server.serve_forever, daemon=True, name="meshcni-monitoring").start()
     return server

@@ -79,6 +79,8 @@ def daemon_set(resolved: ResolvedValues) -> dict[str, Any]:
         {"name": "CNI_NETWORK_CONFIG",
          "valueFrom": {"configMapKeyRef": {"name": CONFIG_MAP, "key": "cni_network_config"}}},
         {"name": "KUBERNETES_NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+        # install-cni serves its probes on this address only (hostNetwork: the node's IP, which kubelet probes)
+        {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
     ]
     if cni["cniConfFileName"]:
         env.insert(0, {"name": "CNI_CONF_NAME", "value": cni["cniConfFileName"]})
