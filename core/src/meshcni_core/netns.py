@@ -18,9 +18,12 @@ from meshcni_hooks.types import NetnsFacts
 __all__ = ["NetnsError", "check_target", "entered", "is_current", "open_request_netns", "read_facts"]
 
 # Where runtimes pin pod network namespaces: containerd and CRI-O (/var/run/netns, which is
-# /run/netns on most hosts), Docker-based runtimes (cri-dockerd). The node agent accepts a
-# CNI_NETNS only there, or as /proc/<pid>/ns/net.
-RUNTIME_NETNS_DIRS = ("/var/run/netns", "/run/netns", "/var/run/docker/netns", "/run/docker/netns")
+# /run/netns on most hosts; containerd's state dir with netns_mounts_under_state_dir), Docker-based
+# runtimes (cri-dockerd). The node agent accepts a CNI_NETNS only there, or as /proc/<pid>/ns/net.
+RUNTIME_NETNS_DIRS = (
+    "/var/run/netns", "/run/netns", "/run/containerd/io.containerd.grpc.v1.cri/netns",
+    "/var/run/docker/netns", "/run/docker/netns",
+)
 PROC_NETNS = re.compile(r"/proc/[1-9][0-9]*/ns/net")
 
 # /proc/net/if_inet6 scope column: 00 global, 20 link, 10 host. The file is absent when the
