@@ -1,9 +1,7 @@
 """``/healthz``, ``/readyz`` and ``/metrics`` for the node agent.
 
-Served on the address kubelet probes (the node's IP under hostNetwork, reachable from pods too),
-so a connection gets a thread only while there is one free (``MAX_CONNECTIONS``, at most
-``MAX_PER_SOURCE`` per client address) and must send its request within ``READ_TIMEOUT``; beyond
-those limits it is closed at once.
+Served on the address kubelet probes (the node's IP under hostNetwork, which pods can reach too),
+with bounded connections and a read deadline (install/bounded_http.py).
 
 Ready only while the plugin binary, our conf entry and the kubeconfig are all in place (the
 installer's last reconcile found no problem). Metrics: the installer's counters, and - for the
@@ -14,25 +12,20 @@ histogram.
 from __future__ import annotations
 
 import json
-import socket
 import threading
-from collections import Counter as Tally
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from meshcni_core.install.bounded_http import BoundedHTTPServer, DeadlineHandler
 from meshcni_core.install.installer import Installer
 
 ADD_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 # Metric label values come from a client's request: only these are kept as they are.
 COMMANDS = frozenset({"ADD", "DEL", "CHECK", "STATUS", "GC", "VERSION"})
-MAX_CONNECTIONS = 32
-MAX_PER_SOURCE = 4
-READ_TIMEOUT = 5.0
+READ_TIMEOUT = 5.0  # seconds, for each read and for the whole request
 
 
 class RequestMetrics:
@@ -64,46 +57,6 @@ def _error_code(stdout: str) -> str:
     return str(code) if isinstance(code, int) and 0 < code < 1000 else "unknown"
 
 
-class BoundedHTTPServer(ThreadingHTTPServer):
-    """A thread per connection, but only ``MAX_CONNECTIONS`` of them, ``MAX_PER_SOURCE`` per
-    client address; a connection beyond either is closed unread."""
-
-    daemon_threads = True
-
-    def __init__(self, address: tuple[str, int], handler: Any):
-        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-        super().__init__(address, handler)
-        self._slots = threading.Lock()
-        self._per_source: Tally[str] = Tally()
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        source = client_address[0] if isinstance(client_address, tuple) else ""
-        with self._slots:
-            full = self._per_source.total() >= MAX_CONNECTIONS or self._per_source[source] >= MAX_PER_SOURCE
-            if not full:
-                self._per_source[source] += 1
-        if full:
-            self.shutdown_request(request)
-            return
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self._release(source)
-            raise
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._release(client_address[0] if isinstance(client_address, tuple) else "")
-
-    def _release(self, source: str) -> None:
-        with self._slots:
-            self._per_source[source] -= 1
-            if self._per_source[source] <= 0:
-                del self._per_source[source]
-
-
 class InstallerCollector(Collector):
     def __init__(self, installer: Installer):
         self.installer = installer
@@ -125,12 +78,12 @@ class InstallerCollector(Collector):
 
 
 def serve(installer: Installer, registry: CollectorRegistry, address: str, port: int,
-          extra_problems: Callable[[], list[str]] = list) -> ThreadingHTTPServer:
+          extra_problems: Callable[[], list[str]] = list) -> BoundedHTTPServer:
     """Start the HTTP server on a daemon thread; returns it (``shutdown()`` to stop)."""
     registry.register(InstallerCollector(installer))
 
-    class Handler(BaseHTTPRequestHandler):
-        timeout = READ_TIMEOUT  # each read of the request; HTTP/1.0: one request per connection
+    class Handler(DeadlineHandler):
+        timeout = READ_TIMEOUT  # each read; HTTP/1.0: one request per connection
 
         def do_GET(self) -> None:
             if self.path == "/healthz":
@@ -154,6 +107,6 @@ def serve(installer: Installer, registry: CollectorRegistry, address: str, port:
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    server = BoundedHTTPServer((address, port), Handler)
+    server = BoundedHTTPServer((address, port), Handler, read_deadline=READ_TIMEOUT)
     threading.Thread(target=server.serve_forever, daemon=True, name="meshcni-monitoring").start()
     return server
