@@ -89,7 +89,7 @@ def measure(rounds: int, plugin: str) -> dict:
             for i in range(rounds * 3 + 64):
                 api.add_pod("default", f"app-{i}", containers=["app", "istio-proxy"],
                             init_containers=["istio-validation"], annotations={"sidecar.istio.io/status": STATUS})
-            agent = start_agent(agent_socket)
+            agent = start_agent(agent_socket, plugin_conf(kubeconfig, agent_socket))
             counter = iter(range(10**6))
 
             def eligible(socket_path: str) -> tuple[float, int]:

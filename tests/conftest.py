@@ -42,7 +42,7 @@ def install_cni(tmp_path):
         try:
             assert proc.stderr is not None
             line = proc.stderr.readline()
-            while "monitoring on port" not in line:
+            while "monitoring on " not in line:
                 assert line, "install-cni exited"
                 line = proc.stderr.readline()
             port = line.rsplit(" ", 1)[1].strip()

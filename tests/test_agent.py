@@ -33,16 +33,28 @@ def run_plugin(command: str, ns: str, conf: dict, path: str | None = None, pod: 
     return subprocess.run([PLUGIN], input=json.dumps(conf), env=env, capture_output=True, text=True, timeout=60)
 
 
-@pytest.fixture
-def agent(tmp_path):
-    sock = str(tmp_path / "run" / "cni.sock")
-    proc = subprocess.Popen([MESHCNI, "agent", "--socket", sock, "--log-level", "debug"],
+def agent_config(tmp_path: Path, sock: str) -> str:
+    """The agent's own configuration: the same istio-cni entry the plugin's netconf holds."""
+    path = tmp_path / "agent-netconf.json"
+    path.write_text(json.dumps(netconf(sock)))
+    return str(path)
+
+
+def start_agent(sock: str, config: str, *extra: str) -> subprocess.Popen:
+    proc = subprocess.Popen([MESHCNI, "agent", "--socket", sock, "--config", config, "--log-level", "debug", *extra],
                             stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 30
     while not os.path.exists(sock):
         assert proc.poll() is None, proc.stderr.read()
         assert time.monotonic() < deadline, "agent did not start"
         time.sleep(0.05)
+    return proc
+
+
+@pytest.fixture
+def agent(tmp_path):
+    sock = str(tmp_path / "run" / "cni.sock")
+    proc = start_agent(sock, agent_config(tmp_path, sock))
     try:
         yield sock, proc
     finally:
@@ -90,7 +102,8 @@ def test_stale_socket_falls_back_and_a_new_agent_replaces_it(lab, tmp_path):
     listener.close()  # the file stays, nobody listens: a crashed agent
     ns = lab.netns("pod")
     assert run_plugin("ADD", ns, netconf(stale)).returncode == 0
-    proc = subprocess.Popen([MESHCNI, "agent", "--socket", stale], stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([MESHCNI, "agent", "--socket", stale, "--config", agent_config(tmp_path, stale)],
+                            stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 30
         while run_plugin("ADD", ns, netconf(stale), path="/nonexistent").returncode != 0:
@@ -103,7 +116,8 @@ def test_stale_socket_falls_back_and_a_new_agent_replaces_it(lab, tmp_path):
 
 def test_second_agent_refuses_to_start(agent):
     sock, _ = agent
-    second = subprocess.run([MESHCNI, "agent", "--socket", sock], capture_output=True, text=True, timeout=60)
+    second = subprocess.run([MESHCNI, "agent", "--socket", sock, "--config", agent_config(Path(sock).parent, sock)],
+                            capture_output=True, text=True, timeout=60)
     assert second.returncode != 0 and "already serving" in second.stderr
 
 

@@ -65,7 +65,7 @@ OPTION_CHANGES = {
     "values.cni.repair.repairPods=true": {
         ("ServiceAccount/istio-cni-repair", ""), ("ClusterRole/istio-cni-repair", ""),
         ("ClusterRoleBinding/istio-cni-repair", ""), (REPAIR, ""),
-        *((DS, f"{CTR}.env[{i}].{key}") for i in (5, 6, 7) for key in ("name", "value"))},
+        *((DS, f"{CTR}.env[{i}].{key}") for i in (6, 7, 8) for key in ("name", "value"))},
     "components.cni.namespace=kube-system": "every namespaced object and every subject moves",
 }
 

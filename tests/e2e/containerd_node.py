@@ -120,6 +120,11 @@ class ContainerdNode:
         return str(self.work / "containerd.sock")
 
     @property
+    def netns_dir(self) -> str:
+        """Where this containerd pins pod network namespaces (netns_mounts_under_state_dir)."""
+        return str(self.work / "state" / "io.containerd.grpc.v1.cri" / "netns")
+
+    @property
     def log(self) -> str:
         path = self.work / "containerd.log"
         return path.read_text(errors="replace") if path.exists() else ""

@@ -60,11 +60,13 @@ def test_installer_under_containerd(node, tmp_path):
         before = runtime.run_pod("early", "default", {"sidecar.istio.io/status": MESH_STATUS})
         assert rules_in(runtime.netns_of(before)) == ""  # no istio-cni in the chain yet
         installer = subprocess.Popen([MESHCNI, "install-cni", "--socket", str(tmp_path / "run" / "cni.sock"),
-                                      "--monitoring-port", "0", "--monitoring-address", "127.0.0.1"],
+                                      "--monitoring-port", "0", "--monitoring-address", "127.0.0.1",
+                                      "--netns-dir", runtime.netns_dir],
                                      env=env, stderr=subprocess.DEVNULL)
         wait_for(lambda: json.loads(conflist.read_text())["plugins"][-1]["type"] == "istio-cni")
         time.sleep(0.5)  # containerd reloads asynchronously on the rename event
         first = runtime.run_pod("app-1", "default", {"sidecar.istio.io/status": MESH_STATUS})
+        assert runtime.netns_of(first).startswith(runtime.netns_dir + "/")
         assert "-A ISTIO_OUTPUT -j ISTIO_REDIRECT" in rules_in(runtime.netns_of(first))
         # the primary CNI rewrites its configuration without us; the installer puts us back
         primary_writes(conflist, primary)

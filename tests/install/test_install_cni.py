@@ -31,23 +31,25 @@ def env_for(host) -> dict[str, str]:
 
 
 class Running:
-    def __init__(self, host, **extra_env: str):
+    def __init__(self, host, address: str | None = "127.0.0.1", **extra_env: str):
+        """``address`` None: install-cni's default monitoring address."""
         self.host = host
         self.socket = str(host.root / "run" / "cni.sock")
+        self.address = address or extra_env.get("POD_IP", "127.0.0.1")
         self.proc = subprocess.Popen(
-            [MESHCNI, "install-cni", "--socket", self.socket, "--monitoring-address", "127.0.0.1",
+            [MESHCNI, "install-cni", "--socket", self.socket, *(["--monitoring-address", address] if address else []),
              "--monitoring-port", "0", "--log-level", "debug"],
             env={**env_for(host), **extra_env}, stderr=subprocess.PIPE, text=True,
         )
         line = self.proc.stderr.readline()
-        while "monitoring on port" not in line:
+        while "monitoring on " not in line:
             assert line, "install-cni exited"
             line = self.proc.stderr.readline()
         self.port = int(line.rsplit(" ", 1)[1])
 
     def get(self, path: str) -> tuple[int, str]:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as r:
+            with urllib.request.urlopen(f"http://{self.address}:{self.port}{path}", timeout=5) as r:
                 return r.status, r.read().decode()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read().decode()

@@ -116,7 +116,7 @@ def run_demo(pods_dir: Path, use_agent: bool = True) -> int:
     try:
         agent_socket = os.path.join(work, "agent", "cni.sock")
         if use_agent:
-            agent = start_agent(agent_socket)
+            agent = start_agent(agent_socket, conflist(os.path.join(work, "ipam"), agent_socket))
         bin_dir = os.path.join(work, "bin")
         os.makedirs(bin_dir)
         for name in ("ptp", "host-local", "loopback"):

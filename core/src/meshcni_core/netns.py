@@ -9,11 +9,22 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
+from collections.abc import Sequence
 
-from meshcni_hooks.netns import SELF_NETNS, NetnsError, entered
+from meshcni_hooks.netns import SELF_NETNS, NetnsError, entered, identity, open_verified
 from meshcni_hooks.types import NetnsFacts
 
-__all__ = ["NetnsError", "check_target", "entered", "is_current", "read_facts"]
+__all__ = ["NetnsError", "check_target", "entered", "is_current", "open_request_netns", "read_facts"]
+
+# Where runtimes pin pod network namespaces: containerd and CRI-O (/var/run/netns, which is
+# /run/netns on most hosts; containerd's state dir with netns_mounts_under_state_dir), Docker-based
+# runtimes (cri-dockerd). The node agent accepts a CNI_NETNS only there, or as /proc/<pid>/ns/net.
+RUNTIME_NETNS_DIRS = (
+    "/var/run/netns", "/run/netns", "/run/containerd/io.containerd.grpc.v1.cri/netns",
+    "/var/run/docker/netns", "/run/docker/netns",
+)
+PROC_NETNS = re.compile(r"/proc/[1-9][0-9]*/ns/net")
 
 # /proc/net/if_inet6 scope column: 00 global, 20 link, 10 host. The file is absent when the
 # kernel has no IPv6 stack.
@@ -23,8 +34,23 @@ IPV6_GLOBAL_SCOPE = "00"
 
 def is_current(path: str) -> bool:
     """True when ``path`` is the namespace this thread is in (e.g. CNI_NETNS = the host's)."""
-    mine, theirs = os.stat(SELF_NETNS), os.stat(path)
-    return (mine.st_dev, mine.st_ino) == (theirs.st_dev, theirs.st_ino)
+    mine = os.stat(SELF_NETNS)
+    return (mine.st_dev, mine.st_ino) == identity(path)
+
+
+def open_request_netns(path: str, directories: Sequence[str] = RUNTIME_NETNS_DIRS) -> int:
+    """Open a CNI_NETNS from a client of the node agent, once: accepted only as
+    ``/proc/<pid>/ns/net`` or as an entry directly inside one of ``directories`` that is not a
+    symlink; the descriptor must be an nsfs file. The caller closes it (and holds it for the
+    request, see meshcni_hooks.netns.held)."""
+    if PROC_NETNS.fullmatch(path):
+        return open_verified(path)  # the kernel's own link to the process's namespace
+    parent, name = os.path.split(path)
+    if parent not in directories or name in ("", ".", "..") or "\0" in path:
+        accepted = ", ".join(directories) or "(none)"
+        raise NetnsError(f"CNI_NETNS {path!r} is refused: the node agent accepts only /proc/<pid>/ns/net "
+                         f"or an entry of the runtime's netns directories ({accepted})")
+    return open_verified(path, os.O_NOFOLLOW)
 
 
 def check_target(path: str) -> None:

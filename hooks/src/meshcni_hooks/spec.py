@@ -101,6 +101,10 @@ def meshcni_install_check(node: NodeFacts) -> Sequence[str] | None:
 def meshcni_load_config(netconf: Mapping[str, object], env: Mapping[str, str]) -> PluginConfig | None:
     """Turn the request's netconf (stdin JSON) into a :class:`PluginConfig`.
 
+    ``env`` is the plugin process's environment when ``istio-cni`` serves a request itself; the
+    node agent builds one pipeline per configuration and passes an empty mapping, so a
+    configuration must not depend on per-request variables (``CNI_*``).
+
     firstresult. The core's implementation is ``trylast``. To adjust the core's result, write a
     ``wrapper=True`` implementation that takes the result of ``yield`` and returns a
     ``dataclasses.replace`` of it. Raise ``ConfigError`` to reject the configuration.

@@ -1,124 +1,272 @@
 """``meshcni agent``: serves istio-cni's ADD/DEL/CHECK over a root-only Unix socket.
 
 Everything the plugin needs is imported once; pipelines (plugin manager, loaded extensions,
-backend tools) are cached per plugin configuration and API clients per kubeconfig, so an ADD
-costs the rule work plus one socket round trip. Each request runs on its own thread; ``setns``
-moves only that thread into the pod's network namespace.
+backend tools) are built from the agent's own configuration (agent/config.py) and kept warm, so
+an ADD costs the rule work plus one socket round trip.
+
+One asyncio loop accepts connections, checks the peer (agent/peer.py) and reads each request
+under a deadline and a size limit; only complete requests reach the pool of worker threads, so
+idle or slow clients hold a file descriptor, never a thread. ``setns`` moves only the worker
+thread into the pod's network namespace, which is opened once per request
+(``netns.open_request_netns``) and held for it.
+
+When the agent cannot take a connection (a refused peer, or ``max_connections`` already open)
+it closes it before reading anything: the plugin sees the connection end without a reply and
+serves the request in-process.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
 import socket
-import socketserver
 import stat
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from meshcni_core.agent.wire import recv_frame, send_frame
+from meshcni_core import netns
+from meshcni_core.agent import config as agent_config
+from meshcni_core.agent.peer import PeerPolicy, peer_of
+from meshcni_core.agent.wire import HEADER_SIZE, encode_frame
+from meshcni_core.cni import fastjson
 from meshcni_core.cni.commands import CniCommands, config_key
-from meshcni_core.cni.plugin import handle
+from meshcni_core.cni.plugin import handle, render_error
+from meshcni_core.cni.protocol import CniError
 from meshcni_core.pipeline import Pipeline
 from meshcni_core.pods.cache import PodCache
 from meshcni_core.pods.lookup import ApiClients
+from meshcni_hooks.netns import held
 
 if TYPE_CHECKING:
     from meshcni_core.install.monitoring import RequestMetrics
 
 log = logging.getLogger("meshcni.agent")
 
+NETNS_COMMANDS = ("ADD", "DEL", "CHECK")
+PIPELINES_KEPT = 4  # configurations change only when install-cni rewrites its entry
+DIFFERENCES_REPORTED = 32
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one agent gives its clients. A plugin sends its request right after connecting,
+    and a request is a netconf with the pod's annotations (Kubernetes caps those at 256 KiB)."""
+
+    max_connections: int = 512  # open at once (being read, waiting or served)
+    workers: int = 32  # requests served at once
+    read_deadline: float = 10.0  # seconds from accept to the request's last byte
+    write_deadline: float = 10.0
+    max_request_bytes: int = 1024 * 1024
+
 
 class Agent:
-    """``readiness`` (problems that make STATUS answer "not available") and ``metrics`` come
-    from ``meshcni install-cni``; a bare ``meshcni agent`` has neither."""
+    """``config`` returns the plugin configuration pipelines run with (install-cni: the entry it
+    writes; ``meshcni agent``: its ``--config`` file). ``readiness`` (problems that make STATUS
+    answer "not available") and ``metrics`` come from ``meshcni install-cni``."""
 
-    def __init__(self, socket_path: str, readiness: Callable[[], list[str]] | None = None,
-                 metrics: RequestMetrics | None = None):
+    def __init__(self, socket_path: str, config: Callable[[], Mapping[str, Any]],
+                 readiness: Callable[[], list[str]] | None = None, metrics: RequestMetrics | None = None,
+                 limits: Limits = Limits(), netns_dirs: tuple[str, ...] = netns.RUNTIME_NETNS_DIRS,
+                 peers: PeerPolicy | None = None):
         self.socket_path = socket_path
+        self.config = config
+        self.limits = limits
+        self.netns_dirs = netns_dirs
+        self.peers = peers or PeerPolicy()
         self.api_clients = ApiClients()
-        self._pipelines: dict[str, Pipeline] = {}
+        self._pipelines: OrderedDict[str, Pipeline] = OrderedDict()
         self._lock = threading.Lock()
+        self._differences_seen: set[tuple[str, ...]] = set()
         self.commands = CniCommands(self.pipeline, readiness=readiness)
         self.metrics = metrics
         self.pod_cache: PodCache | None = None  # set by install-cni once its kubeconfig exists
-        self.server: socketserver.ThreadingUnixStreamServer | None = None
 
     def pipeline(self, netconf: Mapping[str, Any], env: Mapping[str, str]) -> Pipeline:
-        key = config_key(netconf)
+        """The warm pipeline for a configuration. Built without the request's environment: one
+        pipeline serves every request of that configuration (see meshcni_load_config)."""
+        own = agent_config.own_part(netconf)
+        key = config_key(own)
         with self._lock:
             cached = self._pipelines.get(key)
             if cached is None:
-                cached = Pipeline.from_netconf(netconf, env)  # logging stays the agent's own
+                cached = Pipeline.from_netconf(own, {})  # logging stays the agent's own
                 cached.api_clients = self.api_clients
                 self._pipelines[key] = cached
+                while len(self._pipelines) > PIPELINES_KEPT:
+                    self._pipelines.popitem(last=False)
+            self._pipelines.move_to_end(key)
             cached.pod_cache = self.pod_cache
         return cached
 
+    # -- one request ------------------------------------------------------------------------
+
     def serve_request(self, request: Mapping[str, Any]) -> dict[str, Any]:
-        env = {str(k): str(v) for k, v in dict(request.get("env", {})).items()}
-        stdin = str(request.get("stdin", "")).encode("utf-8", "surrogateescape")
+        env = {k: v for k, v in request["env"].items() if k.startswith("CNI_")}
         started = time.perf_counter()
-        code, stdout = handle(env, stdin, self.commands)
+        code, stdout = self._serve(env, request["stdin"].encode("utf-8", "surrogateescape"))
         if self.metrics is not None:
             self.metrics.record(env.get("CNI_COMMAND", ""), code, stdout, time.perf_counter() - started)
         return {"code": code, "stdout": stdout}
 
-    def listen(self) -> socketserver.ThreadingUnixStreamServer:
-        directory = os.path.dirname(self.socket_path) or "."
-        os.makedirs(directory, mode=0o700, exist_ok=True)
-        _remove_stale_socket(self.socket_path)
-        agent = self
-
-        class Handler(socketserver.BaseRequestHandler):
-            def handle(self) -> None:
-                try:
-                    reply = agent.serve_request(recv_frame(self.request))
-                except (OSError, ValueError) as exc:
-                    log.warning("dropped a malformed request: %s", exc)
-                    return
-                try:
-                    send_frame(self.request, reply)
-                except OSError as exc:
-                    log.warning("plugin went away before the reply: %s", exc)
-
-        old_umask = os.umask(0o177)  # the socket is created 0600: root's plugin only
+    def _serve(self, env: dict[str, str], stdin: bytes) -> tuple[int, str]:
+        version = ""
         try:
-            server = AgentSocketServer(self.socket_path, Handler)
+            client_netconf = fastjson.loads(stdin)
+        except ValueError:
+            return handle(env, stdin, self.commands)  # the plugin's own error for unparsable input
+        if isinstance(client_netconf, dict):
+            version = str(client_netconf.get("cniVersion", ""))
+            try:
+                netconf, differing = agent_config.for_request(self.config(), client_netconf)
+            except Exception as exc:  # noqa: BLE001 - any reason the agent has no configuration
+                return 1, render_error(CniError(f"node agent has no plugin configuration: {exc}", code=11), version)
+            self._report_difference(differing)
+            stdin = fastjson.dumps(netconf).encode()
+        path = env.get("CNI_NETNS", "")
+        if not path or env.get("CNI_COMMAND") not in NETNS_COMMANDS:
+            return handle(env, stdin, self.commands)
+        try:
+            fd = netns.open_request_netns(path, self.netns_dirs)
+        except netns.NetnsError as exc:
+            if env.get("CNI_COMMAND") == "DEL" and not os.path.lexists(path):  # gone: nothing to remove
+                return handle({**env, "CNI_NETNS": ""}, stdin, self.commands)
+            return 1, render_error(exc, version)
+        try:
+            with held(path, fd):
+                return handle(env, stdin, self.commands)
         finally:
-            os.umask(old_umask)
-        self.server = server
-        return server
+            os.close(fd)
+
+    def _report_difference(self, differing: list[str]) -> None:
+        if not differing:
+            return
+        key = tuple(differing)
+        with self._lock:
+            if key in self._differences_seen or len(self._differences_seen) >= DIFFERENCES_REPORTED:
+                return
+            self._differences_seen.add(key)
+        log.warning("a plugin sent a netconf that differs from the agent's configuration in %s; "
+                    "serving with the agent's own (this happens briefly while install-cni updates its entry)",
+                    ", ".join(differing))
+
+    # -- the socket -------------------------------------------------------------------------
 
     def run(self, stop: threading.Event | None = None) -> None:
         """Serve until SIGTERM/SIGINT; ``stop`` is set then too (for threads beside the agent)."""
-        server = self.listen()
-        stop = stop or threading.Event()
-
-        def on_signal(signum: int, frame: object) -> None:
-            stop.set()
-            threading.Thread(target=server.shutdown, daemon=True).start()
-
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
-        log.info("serving istio-cni requests on %s", self.socket_path)
+        listener = self.listen()
         try:
-            server.serve_forever(poll_interval=0.5)
+            asyncio.run(_Server(self, listener, stop or threading.Event()).serve())
         finally:
-            server.server_close()
+            listener.close()
             _unlink_quietly(self.socket_path)
             log.info("stopped")
 
+    def listen(self) -> socket.socket:
+        prepare_socket_directory(os.path.dirname(self.socket_path) or ".")
+        _remove_stale_socket(self.socket_path)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old_umask = os.umask(0o177)  # the socket is created 0600: root's plugin only
+        try:
+            listener.bind(self.socket_path)
+        finally:
+            os.umask(old_umask)
+        # A plugin's connect() on a full backlog fails at once and it does the whole ADD in-process
+        # (~800 ms): with a backlog of 5 and 32 pods starting together, p99 went from 0.3 s to 3.5 s.
+        listener.listen(512)
+        return listener
 
-class AgentSocketServer(socketserver.ThreadingUnixStreamServer):
-    # socketserver's default backlog is 5. A plugin's connect() on a full Unix-socket backlog fails
-    # at once (it has a timeout set), and it then does the whole ADD in-process (~800 ms): with 32
-    # pods starting together, p99 went from 0.3 s to 3.5 s (measured).
-    request_queue_size = 512
-    daemon_threads = True
+
+class _Server:
+    def __init__(self, agent: Agent, listener: socket.socket, stop: threading.Event):
+        self.agent = agent
+        self.limits = agent.limits
+        self.listener = listener
+        self.stop = stop
+        self.open_connections = 0
+        self.workers = ThreadPoolExecutor(self.limits.workers, thread_name_prefix="meshcni-agent")
+        self._last_warning: dict[str, float] = {}
+
+    async def serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        stopping = asyncio.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stopping.set)
+        server = await asyncio.start_unix_server(self.on_connection, sock=self.listener)
+        log.info("serving istio-cni requests on %s", self.agent.socket_path)
+        try:
+            await stopping.wait()
+        finally:
+            self.stop.set()
+            server.close()
+            self.workers.shutdown(wait=False, cancel_futures=True)
+
+    async def on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            refusal = self.agent.peers.refusal(peer_of(writer.get_extra_info("socket")))
+            if refusal:
+                self._warn("peer", f"refused a connection: {refusal}")
+                return
+            if self.open_connections >= self.limits.max_connections:
+                self._warn("full", f"{self.open_connections} connections open (the limit): closed one unread; "
+                                   "its plugin serves the request in-process")
+                return
+            self.open_connections += 1
+            try:
+                await self._exchange(reader, writer)
+            finally:
+                self.open_connections -= 1
+        except TimeoutError:  # before OSError, its base class
+            self._warn("deadline", "dropped a connection that sent no complete request in time")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, asyncio.IncompleteReadError) as exc:
+            self._warn("malformed", f"dropped a request: {type(exc).__name__}: {exc}")
+        finally:
+            writer.transport.abort()
+
+    async def _exchange(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        request = await asyncio.wait_for(self._read_request(reader), self.limits.read_deadline)
+        loop = asyncio.get_running_loop()
+        reply = await loop.run_in_executor(self.workers, self.agent.serve_request, request)
+        writer.write(encode_frame(reply))
+        await asyncio.wait_for(writer.drain(), self.limits.write_deadline)
+
+    async def _read_request(self, reader: asyncio.StreamReader) -> dict[str, Any]:
+        size = int.from_bytes(await reader.readexactly(HEADER_SIZE), "big")
+        if size > self.limits.max_request_bytes:
+            raise ValueError(f"request of {size} bytes is larger than {self.limits.max_request_bytes}")
+        request = fastjson.loads(await reader.readexactly(size))
+        env, stdin = request["env"], request["stdin"]
+        if not (isinstance(env, dict) and all(isinstance(v, str) for v in env.values()) and isinstance(stdin, str)):
+            raise ValueError("a request is {env: {name: string}, stdin: string}")
+        return {"env": env, "stdin": stdin}
+
+    def _warn(self, kind: str, message: str) -> None:
+        """At most one warning of a kind every 10 s: a flood must not flood the log too."""
+        now = time.monotonic()
+        if now - self._last_warning.get(kind, -60.0) >= 10.0:
+            self._last_warning[kind] = now
+            log.warning("%s", message)
+
+
+def prepare_socket_directory(directory: str) -> None:
+    """The socket's directory, root's own and 0700: created so, repaired when it exists with a
+    wider mode, refused when it belongs to someone else (they could swap the socket under us)."""
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    st = os.lstat(directory)
+    if not stat.S_ISDIR(st.st_mode):
+        raise SystemExit(f"meshcni agent: {directory} is not a directory")
+    if st.st_uid != os.geteuid():
+        raise SystemExit(f"meshcni agent: {directory} belongs to uid {st.st_uid}, not to the agent "
+                         f"(uid {os.geteuid()}); remove it or give it to root")
+    if stat.S_IMODE(st.st_mode) != 0o700:
+        log.warning("socket directory %s had mode %o: set to 700", directory, stat.S_IMODE(st.st_mode))
+        os.chmod(directory, 0o700)
 
 
 def _remove_stale_socket(path: str) -> None:

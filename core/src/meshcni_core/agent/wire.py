@@ -17,9 +17,13 @@ MAX_FRAME = 16 * 1024 * 1024
 HEADER_SIZE = 4
 
 
-def send_frame(sock: _socket.socket, obj: Any) -> None:
+def encode_frame(obj: Any) -> bytes:
     data = fastjson.dumps(obj).encode()
-    sock.sendall(len(data).to_bytes(HEADER_SIZE, "big") + data)
+    return len(data).to_bytes(HEADER_SIZE, "big") + data
+
+
+def send_frame(sock: _socket.socket, obj: Any) -> None:
+    sock.sendall(encode_frame(obj))
 
 
 def recv_frame(sock: _socket.socket) -> Any:

@@ -44,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     agent = sub.add_parser("agent", help="serve istio-cni requests warm over a Unix socket")
     agent.add_argument("--socket", default=DEFAULT_SOCKET, help=f"socket path (default {DEFAULT_SOCKET}); "
                        "istio-cni uses the netconf key agent_socket, with the same default")
+    agent.add_argument("--config", required=True, metavar="FILE",
+                       help="the plugin configuration requests run with: istio-cni's netconf, or a conflist "
+                            "holding it (a client's netconf supplies only its per-request parts)")
+    add_agent_options(agent)
     agent.add_argument("--log-level", default="info", choices=LEVEL_NAMES)
 
     install = sub.add_parser("install-cni", help="install and keep the plugin on this node, and serve it",
@@ -51,7 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "MESHCNI_* ones (docs/installer.md), e.g. MESHCNI_PLATFORM=gke to run a "
                              "hosted platform's node checks before the plugin is chained.")
     install.add_argument("--socket", default=DEFAULT_SOCKET, help=f"agent socket (default {DEFAULT_SOCKET})")
-    install.add_argument("--monitoring-address", default="0.0.0.0", help="address for /readyz, /healthz, /metrics")
+    add_agent_options(install)
+    install.add_argument("--monitoring-address", default=os.environ.get("POD_IP") or "127.0.0.1",
+                         help="address for /readyz, /healthz, /metrics: the one kubelet probes (default $POD_IP, "
+                              "which the DaemonSet sets; else 127.0.0.1)")
     install.add_argument("--monitoring-port", type=int, default=8000, help="port for /readyz, /healthz, /metrics "
                          "(default 8000; 0 picks a free one)")
     install.add_argument("--once", action="store_true", help="reconcile once and exit: 0 when ready, 1 when not")
@@ -113,6 +120,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_agent_options(parser: argparse.ArgumentParser) -> None:
+    from meshcni_core.netns import RUNTIME_NETNS_DIRS
+
+    parser.add_argument("--netns-dir", action="append", metavar="DIR", dest="netns_dirs",
+                        help="a directory where the runtime pins pod network namespaces; a CNI_NETNS is accepted "
+                             "only directly inside one, or as /proc/<pid>/ns/net; repeatable (default: "
+                             f"{' '.join(RUNTIME_NETNS_DIRS)})")
+    parser.add_argument("--max-connections", type=int, default=512, metavar="N",
+                        help="connections the agent keeps open at once; beyond, it closes new ones unread and "
+                             "their plugins serve in-process (default 512)")
+
+
+def agent_limits(args: argparse.Namespace) -> dict[str, Any]:
+    from meshcni_core.agent.server import Limits
+    from meshcni_core.netns import RUNTIME_NETNS_DIRS
+
+    if args.max_connections < 1:
+        raise MeshcniError("--max-connections must be at least 1")
+    return {"limits": Limits(max_connections=args.max_connections),
+            "netns_dirs": tuple(args.netns_dirs or RUNTIME_NETNS_DIRS)}
+
+
 def add_value_sources(parser: argparse.ArgumentParser, purpose: str = "") -> None:
     parser.add_argument("-f", "--filename", action="append", default=[], metavar="FILE",
                         help="an IstioOperator file (install.istio.io/v1alpha1); repeatable"
@@ -132,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "agent":
-            return run_agent(args.socket, args.log_level)
+            return run_agent(args)
         if args.command == "install-cni":
             return run_install(args)
         if args.command == "uninstall-cni":
@@ -154,13 +183,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
-def run_agent(socket_path: str, log_level: str) -> int:
+def run_agent(args: argparse.Namespace) -> int:
+    from meshcni_core.agent.config import AgentConfigError, load_file
     from meshcni_core.agent.server import Agent, preload
     from meshcni_core.logs import configure_logging
 
-    configure_logging(log_level)
+    configure_logging(args.log_level)
+    try:
+        config = load_file(args.config)
+    except AgentConfigError as exc:
+        raise MeshcniError(str(exc)) from None
     preload()
-    Agent(socket_path).run()
+    Agent(args.socket, lambda: config, **agent_limits(args)).run()
     return 0
 
 
@@ -192,8 +226,8 @@ def run_install(args: argparse.Namespace) -> int:
     configure_logging(args.log_level)
     installer = _installer()
     registry = CollectorRegistry()
-    agent = Agent(args.socket, readiness=lambda: list(installer.status.problems),
-                  metrics=monitoring.RequestMetrics(registry))
+    agent = Agent(args.socket, installer.netconf, readiness=lambda: list(installer.status.problems),
+                  metrics=monitoring.RequestMetrics(registry), **agent_limits(args))
     repair = None
     if _repair_enabled():  # built before anything starts: a refused setting is a clean exit 2
         from meshcni_core.cli.repair import controller_from_env
@@ -208,7 +242,7 @@ def run_install(args: argparse.Namespace) -> int:
         return 0 if status.ready else 1
     preload()
     server = monitoring.serve(installer, registry, args.monitoring_address, args.monitoring_port)
-    print(f"monitoring on port {server.server_address[1]}", file=sys.stderr, flush=True)
+    print(f"monitoring on {args.monitoring_address} port {server.server_address[1]}", file=sys.stderr, flush=True)
     stop = threading.Event()
     watcher = threading.Thread(target=installer.watch, args=(stop,), daemon=True, name="meshcni-install-watch")
     watcher.start()

@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 MESHCNI = str(Path(sys.executable).with_name("meshcni"))
 
 
-def start_agent(socket_path: str, log_level: str = "warn") -> subprocess.Popen[bytes]:
-    """``meshcni agent`` on ``socket_path``, returned once it listens; the caller stops it."""
-    agent = subprocess.Popen([MESHCNI, "agent", "--socket", socket_path, "--log-level", log_level])
+def start_agent(socket_path: str, netconf: Mapping[str, Any], log_level: str = "warn") -> subprocess.Popen[bytes]:
+    """``meshcni agent`` on ``socket_path`` running with ``netconf`` (written beside the socket),
+    returned once it listens; the caller stops it."""
+    directory = os.path.dirname(socket_path)
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    config = os.path.join(directory, "netconf.json")
+    with open(config, "w") as f:
+        json.dump(netconf, f)
+    agent = subprocess.Popen([MESHCNI, "agent", "--socket", socket_path, "--config", config, "--log-level", log_level])
     deadline = time.monotonic() + 30
     while not os.path.exists(socket_path):
         if agent.poll() is not None or time.monotonic() > deadline:

@@ -1,5 +1,8 @@
 """``/healthz``, ``/readyz`` and ``/metrics`` for the node agent.
 
+Served on the address kubelet probes (the node's IP under hostNetwork, which pods can reach too),
+with bounded connections and a read deadline (install/bounded_http.py).
+
 Ready only while the plugin binary, our conf entry and the kubeconfig are all in place (the
 installer's last reconcile found no problem). Metrics: the installer's counters, and - for the
 requests the agent served - counts by command, failures by CNI error code and an ADD latency
@@ -11,15 +14,18 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from meshcni_core.install.bounded_http import BoundedHTTPServer, DeadlineHandler
 from meshcni_core.install.installer import Installer
 
 ADD_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# Metric label values come from a client's request: only these are kept as they are.
+COMMANDS = frozenset({"ADD", "DEL", "CHECK", "STATUS", "GC", "VERSION"})
+READ_TIMEOUT = 5.0  # seconds, for each read and for the whole request
 
 
 class RequestMetrics:
@@ -34,15 +40,21 @@ class RequestMetrics:
                                      buckets=ADD_BUCKETS, registry=registry)
 
     def record(self, command: str, exit_code: int, stdout: str, seconds: float) -> None:
+        command = command if command in COMMANDS else "other"
         self.requests.labels(command).inc()
         if command == "ADD":
             self.add_seconds.observe(seconds)
         if exit_code != 0:
-            try:
-                code = str(json.loads(stdout).get("code", "unknown"))
-            except (ValueError, AttributeError):
-                code = "unknown"
-            self.failures.labels(command, code).inc()
+            self.failures.labels(command, _error_code(stdout)).inc()
+
+
+def _error_code(stdout: str) -> str:
+    """The CNI error code of an error object, as a bounded label: 1-999 or "unknown"."""
+    try:
+        code = json.loads(stdout).get("code")
+    except (ValueError, AttributeError):
+        return "unknown"
+    return str(code) if isinstance(code, int) and 0 < code < 1000 else "unknown"
 
 
 class InstallerCollector(Collector):
@@ -66,11 +78,13 @@ class InstallerCollector(Collector):
 
 
 def serve(installer: Installer, registry: CollectorRegistry, address: str, port: int,
-          extra_problems: Callable[[], list[str]] = list) -> ThreadingHTTPServer:
+          extra_problems: Callable[[], list[str]] = list) -> BoundedHTTPServer:
     """Start the HTTP server on a daemon thread; returns it (``shutdown()`` to stop)."""
     registry.register(InstallerCollector(installer))
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(DeadlineHandler):
+        timeout = READ_TIMEOUT  # each read; HTTP/1.0: one request per connection
+
         def do_GET(self) -> None:
             if self.path == "/healthz":
                 self._send(200, "text/plain", b"ok\n")
@@ -93,7 +107,6 @@ def serve(installer: Installer, registry: CollectorRegistry, address: str, port:
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer((address, port), Handler)
-    server.daemon_threads = True
+    server = BoundedHTTPServer((address, port), Handler, read_deadline=READ_TIMEOUT)
     threading.Thread(target=server.serve_forever, daemon=True, name="meshcni-monitoring").start()
     return server

@@ -129,6 +129,8 @@ def daemon_set(resolved: ResolvedValues) -> dict[str, Any]:
         {"name": "CNI_NETWORK_CONFIG",
          "valueFrom": {"configMapKeyRef": {"name": CONFIG_MAP, "key": "cni_network_config"}}},
         {"name": "KUBERNETES_NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+        # install-cni serves its probes on this address only (hostNetwork: the node's IP, which kubelet probes)
+        {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
     ]
     if cni["platform"]:  # install-cni runs the platform's node checks (the image holds its extension)
         env.append({"name": "MESHCNI_PLATFORM", "value": cni["platform"]})
