@@ -66,13 +66,13 @@ def warnings(pod: PodInfo, spec: RedirectSpec) -> list[str]:
     proxy = sidecar.proxy_container(pod)
     early = sidecar.init_containers_before_proxy(pod)
     if proxy is not None and early:
-        names = ", ".join(c.name for c in early)
+        names = f"init container{'s' if len(early) > 1 else ''} " + ", ".join(c.name for c in early)
         when = ("they are listed before the native sidecar istio-proxy, so they run before it starts"
                 if proxy.native_sidecar else
                 "they run before the istio-proxy container starts (with a native sidecar, annotation "
                 "sidecar.istio.io/nativeSidecar: \"true\" on Kubernetes 1.28+, the proxy starts first)")
         found.append(
-            f"init containers {names}: the redirect rules exist before any init container runs, and {when}; "
+            f"{names}: the redirect rules exist before any init container runs, and {when}; "
             f"their outbound TCP is sent to port {spec.proxy_port}, where nothing listens yet, and fails. "
             f"Either run them as the proxy's UID (securityContext.runAsUser: {spec.proxy_uids[0]}), or exclude "
             f"what they reach with the annotations {EXCLUDE_OUTBOUND_IP_RANGES} or {EXCLUDE_OUTBOUND_PORTS}"
