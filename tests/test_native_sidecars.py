@@ -119,3 +119,19 @@ def test_runtime_annotations_take_the_proxy_uid_from_the_agents_pod_cache(lab, a
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert_captured_except(lab, bypassing_uid=OPENSHIFT_UID, captured_uid=1337)
     assert not [path for _, path, _ in api.requests if path.endswith("/pods/app-1")]  # the cache answered
+
+
+def test_unreadable_status_annotation_is_read_from_the_api_or_fails_naming_it(lab, api, tmp_path):  # noqa: F811
+    """Today's Istio never parses the status annotation (it always reads the pod from the API);
+    we parse it to spare the API, and ask the API when it cannot be read."""
+    listeners(lab)
+    broken = netconf({"sidecar.istio.io/status": '{"initContainers": ["istio-proxy"'})
+    proc = cni("ADD", lab.pod, broken)
+    error = json.loads(proc.stdout)
+    assert proc.returncode == 1 and error["code"] == 102
+    assert "annotation sidecar.istio.io/status does not list the pod's containers" in error["msg"]
+    assert lab.save(lab.pod) == ""
+    native_sidecar_pod(api)
+    broken["kubernetes"] = {**broken["kubernetes"], "kubeconfig": api.write_kubeconfig(str(tmp_path / "kubeconfig"))}
+    add(lab, broken)
+    assert_captured_except(lab, bypassing_uid=OPENSHIFT_UID, captured_uid=1337)

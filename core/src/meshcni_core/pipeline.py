@@ -24,7 +24,7 @@ from meshcni_core.builtin.eligibility import STATUS, needs_container_list
 from meshcni_core.pods.cache import PodCache
 from meshcni_core.pods.lookup import ApiClients, fetch_pod, pod_from_annotations
 from meshcni_core.rules.builder import build_plan
-from meshcni_hooks.errors import AnnotationError, ConfigError, MeshcniError
+from meshcni_hooks.errors import AnnotationError, ConfigError, MeshcniError, PodLookupError
 from meshcni_hooks.types import (
     Backend,
     NetnsFacts,
@@ -99,6 +99,12 @@ class Pipeline:
             cached = self.pod_cache.get(namespace, name, uid)
             if cached is not None:
                 return cached
+        if annotations is not None and not self.config.kubeconfig:
+            raise PodLookupError(
+                f"pod {namespace}/{name}: annotation {STATUS} does not list the pod's containers as the injector "
+                "writes them (JSON with containers/initContainers lists), and netconf has no "
+                "kubernetes.kubeconfig to read the pod from the API server"
+            )
         return fetch_pod(
             self.config.kubeconfig, namespace, name, self.config.pod_lookup_timeout, clients=self.api_clients
         )
