@@ -15,7 +15,7 @@ from meshcni_core import explain
 from meshcni_core.cli.main import DEFAULT_EXPLAIN_NETCONF
 from meshcni_core.devtools.netlab import cni
 from meshcni_core.pipeline import Pipeline
-from meshcni_hooks.types import PodInfo
+from meshcni_hooks.types import ContainerInfo, PodInfo
 
 MESHCNI = str(Path(sys.executable).with_name("meshcni"))
 PODS = Path(__file__).resolve().parents[1] / "examples" / "pods"
@@ -26,11 +26,15 @@ def pods(draw) -> PodInfo:
     injected = draw(st.booleans())
     apps = draw(st.lists(st.sampled_from(["app", "worker"]), min_size=1 if injected else 0, max_size=2, unique=True))
     has_proxy = injected and draw(st.booleans())
-    init = draw(st.sampled_from([(), ("istio-validation",), ("istio-init",)]))
+    native = has_proxy and draw(st.booleans())  # istio-proxy as an init container with restartPolicy: Always
+    init = draw(st.sampled_from([(), ("istio-validation",), ("istio-init",)])) + (("istio-proxy",) if native else ())
     annotations: dict[str, str] = {}
-    if injected:  # what the injector writes: the containers and init containers it added
+    if injected:  # what the injector writes: the containers and init containers it added (null when none)
         annotations["sidecar.istio.io/status"] = json.dumps(
-            {"containers": ["istio-proxy"] if has_proxy else [], "initContainers": list(init)})
+            {"containers": ["istio-proxy"] if has_proxy and not native else None, "initContainers": list(init)})
+    regular = (*apps, *(["istio-proxy"] if has_proxy and not native else []))
+    specs = (*(ContainerInfo(c, init=True, restart_policy="Always" if c == "istio-proxy" else "") for c in init),
+             *(ContainerInfo(c) for c in regular))
     for key, values in (
         ("sidecar.istio.io/inject", ["true", "false", "yes", "No", "0", "maybe"]),
         ("sidecar.istio.io/interceptionMode", ["REDIRECT", "TPROXY", "NONE", "tproxy"]),
@@ -42,7 +46,7 @@ def pods(draw) -> PodInfo:
             annotations[key] = value
     return PodInfo(
         namespace=draw(st.sampled_from(["default", "istio-system", "prod"])), name="app-1",
-        annotations=annotations, containers=(*apps, *(["istio-proxy"] if has_proxy else [])), init_containers=init,
+        annotations=annotations, containers=regular, init_containers=init, container_specs=specs,
     )
 
 
