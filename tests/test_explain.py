@@ -15,7 +15,7 @@ from meshcni_core import explain
 from meshcni_core.cli.main import DEFAULT_EXPLAIN_NETCONF
 from meshcni_core.devtools.netlab import cni
 from meshcni_core.pipeline import Pipeline
-from meshcni_hooks.types import PodInfo
+from meshcni_hooks.types import ContainerInfo, PodInfo
 
 MESHCNI = str(Path(sys.executable).with_name("meshcni"))
 PODS = Path(__file__).resolve().parents[1] / "examples" / "pods"
@@ -26,11 +26,15 @@ def pods(draw) -> PodInfo:
     injected = draw(st.booleans())
     apps = draw(st.lists(st.sampled_from(["app", "worker"]), min_size=1 if injected else 0, max_size=2, unique=True))
     has_proxy = injected and draw(st.booleans())
-    init = draw(st.sampled_from([(), ("istio-validation",), ("istio-init",)]))
+    native = has_proxy and draw(st.booleans())  # istio-proxy as an init container with restartPolicy: Always
+    init = draw(st.sampled_from([(), ("istio-validation",), ("istio-init",)])) + (("istio-proxy",) if native else ())
     annotations: dict[str, str] = {}
-    if injected:  # what the injector writes: the containers and init containers it added
+    if injected:  # what the injector writes: the containers and init containers it added (null when none)
         annotations["sidecar.istio.io/status"] = json.dumps(
-            {"containers": ["istio-proxy"] if has_proxy else [], "initContainers": list(init)})
+            {"containers": ["istio-proxy"] if has_proxy and not native else None, "initContainers": list(init)})
+    regular = (*apps, *(["istio-proxy"] if has_proxy and not native else []))
+    specs = (*(ContainerInfo(c, init=True, restart_policy="Always" if c == "istio-proxy" else "") for c in init),
+             *(ContainerInfo(c) for c in regular))
     for key, values in (
         ("sidecar.istio.io/inject", ["true", "false", "yes", "No", "0", "maybe"]),
         ("sidecar.istio.io/interceptionMode", ["REDIRECT", "TPROXY", "NONE", "tproxy"]),
@@ -42,7 +46,7 @@ def pods(draw) -> PodInfo:
             annotations[key] = value
     return PodInfo(
         namespace=draw(st.sampled_from(["default", "istio-system", "prod"])), name="app-1",
-        annotations=annotations, containers=(*apps, *(["istio-proxy"] if has_proxy else [])), init_containers=init,
+        annotations=annotations, containers=regular, init_containers=init, container_specs=specs,
     )
 
 
@@ -91,3 +95,67 @@ def test_cli_explains_with_install_values_as_they_would_be_rendered(tmp_path):
     assert refused.returncode == 2 and refused.stdout == "" and "did you mean 'excludeNamespaces'" in refused.stderr
     both = outcome("--netconf", str(tmp_path / "x.json"), "--set", "values.cni.logLevel=info")
     assert both.returncode == 2 and "either --netconf or install values" in both.stderr
+
+
+# -- today's Istio: native sidecars, the proxy's UID from the pod, init containers before the proxy --
+
+def injected_pod(tmp_path, *, init_containers: list[dict], containers: list[dict], status: dict) -> str:
+    manifest = {"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": "app-1", "namespace": "default",
+                             "annotations": {"sidecar.istio.io/status": json.dumps(status)}},
+                "spec": {"initContainers": init_containers, "containers": containers}}
+    path = tmp_path / "pod.json"
+    path.write_text(json.dumps(manifest))
+    return str(path)
+
+
+def explained(path: str, output: str = "json"):
+    proc = subprocess.run([MESHCNI, "explain", "--pod", path, "--output", output], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout) if output == "json" else proc.stdout
+
+
+NATIVE_PROXY = {"name": "istio-proxy", "image": "proxyv2", "restartPolicy": "Always",
+                "securityContext": {"runAsUser": 1000650000, "runAsGroup": 1000650000}}
+MIGRATE = {"name": "migrate", "image": "app"}
+NATIVE_STATUS = {"initContainers": ["istio-validation", "istio-proxy"], "containers": None}
+CLASSIC_STATUS = {"initContainers": ["istio-validation"], "containers": ["istio-proxy"]}
+
+
+def test_native_sidecar_pod_is_redirected_with_the_proxys_uid(tmp_path):
+    text = explained(injected_pod(tmp_path, init_containers=[{"name": "istio-validation"}, NATIVE_PROXY, MIGRATE],
+                                  containers=[{"name": "app"}], status=NATIVE_STATUS), output="text")
+    assert text.startswith("pod default/app-1: REDIRECT")
+    assert "istio-proxy with restartPolicy: Always (a native sidecar)" in text
+    assert "-A ISTIO_OUTPUT -m owner --uid-owner 1000650000 -j RETURN" in text
+    assert "WARNING" not in text  # migrate runs after the native sidecar has started
+
+
+def test_plain_init_container_named_istio_proxy_is_skipped(tmp_path):
+    report = explained(injected_pod(tmp_path, init_containers=[{"name": "istio-proxy"}],
+                                    containers=[{"name": "app"}, {"name": "worker"}], status=NATIVE_STATUS))
+    assert report["outcome"] == "skip"
+    assert {"rule": "istio-proxy", "vote": "skip", "by": "builtin",
+            "reason": "init container istio-proxy has no restartPolicy: Always, so it is not a sidecar"} in report["rules"]
+
+
+def test_warns_about_init_containers_that_run_before_a_classic_sidecar(tmp_path):
+    report = explained(injected_pod(
+        tmp_path, status=CLASSIC_STATUS,
+        init_containers=[{"name": "istio-validation"}, MIGRATE, {"name": "fetch", "image": "app"},
+                         {"name": "as-proxy", "securityContext": {"runAsUser": 1337}}],
+        containers=[{"name": "app"}, {"name": "istio-proxy"}]))
+    assert report["outcome"] == "redirect"
+    [warning] = report["warnings"]
+    assert warning.startswith("init containers migrate, fetch: the redirect rules exist before any init container runs")
+    assert "securityContext.runAsUser: 1337" in warning
+    assert "traffic.sidecar.istio.io/excludeOutboundIPRanges or traffic.sidecar.istio.io/excludeOutboundPorts" in warning
+    assert "sidecar.istio.io/nativeSidecar" in warning
+
+
+def test_warns_about_init_containers_listed_before_a_native_sidecar(tmp_path):
+    report = explained(injected_pod(tmp_path, init_containers=[MIGRATE, {"name": "istio-validation"}, NATIVE_PROXY],
+                                    containers=[{"name": "app"}], status=NATIVE_STATUS))
+    [warning] = report["warnings"]
+    assert warning.startswith("init container migrate:") and "listed before the native sidecar istio-proxy" in warning
+    assert "securityContext.runAsUser: 1000650000" in warning

@@ -93,3 +93,19 @@ def test_install_cni_serves_adds_from_its_pod_cache(install_cni, netns_lab):
     assert result.returncode == 0, result.stdout + result.stderr
     assert "ISTIO_OUTPUT" in netns_lab.save(pod_ns)
     assert not [r for r in api.requests if r[1].startswith("/api/v1/namespaces/default/pods/app-1")]
+
+
+def test_keeps_what_a_native_sidecar_pod_needs(cache):
+    """Init containers' names, restartPolicy and securityContext."""
+    api, pods = cache
+    api.add_pod("default", "native", node="node-1", containers=["app"], init_containers=[
+        "istio-validation",
+        {"name": "istio-proxy", "restartPolicy": "Always",
+         "securityContext": {"runAsUser": 1000650000, "runAsGroup": 1000650001}},
+    ])
+    eventually(lambda: pods.get("default", "native", "uid-default-native") is not None)
+    pod = pods.get("default", "native", "uid-default-native")
+    assert pod.init_containers == ("istio-validation", "istio-proxy")
+    proxy = next(c for c in pod.container_specs if c.name == "istio-proxy")
+    assert proxy.native_sidecar and (proxy.run_as_user, proxy.run_as_group) == (1000650000, 1000650001)
+    assert not next(c for c in pod.container_specs if c.name == "istio-validation").native_sidecar

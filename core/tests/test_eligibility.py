@@ -8,7 +8,7 @@ from meshcni_core.builtin.config import load_plugin_config
 from meshcni_core.builtin.eligibility import decide, needs_container_list
 from meshcni_core.testing import make_pod
 from meshcni_hooks.errors import AnnotationError
-from meshcni_hooks.types import PodInfo, VerdictKind
+from meshcni_hooks.types import ContainerInfo, PodInfo, VerdictKind
 
 CONFIG = load_plugin_config({"kubernetes": {"exclude_namespaces": ["istio-system", "kube-system"]}})
 STATUS = {"sidecar.istio.io/status": json.dumps({"containers": ["istio-proxy"], "initContainers": ["istio-validation"]})}
@@ -80,3 +80,56 @@ def test_unreadable_inject_value_on_a_pod_that_was_not_injected_is_skipped_not_a
     """Found by the explain-vs-plugin property test: the plugin passes such pods through."""
     pod = PodInfo("default", "p", annotations={"sidecar.istio.io/inject": "maybe"}, containers=("app",))
     assert first_skip(pod) in ("istio-proxy", "containers", "sidecar-status")
+
+
+# -- today's Istio: native sidecars (istio-proxy as an init container with restartPolicy: Always) --
+
+NATIVE_STATUS = {"sidecar.istio.io/status": json.dumps(
+    {"initContainers": ["istio-validation", "istio-proxy"], "containers": None, "volumes": ["istio-envoy"],
+     "imagePullSecrets": None, "revision": "default"})}
+
+
+def spec_pod(*specs: ContainerInfo, annotations=None) -> PodInfo:
+    return PodInfo("default", "p", annotations=annotations or NATIVE_STATUS,
+                   containers=tuple(c.name for c in specs if not c.init),
+                   init_containers=tuple(c.name for c in specs if c.init), container_specs=specs)
+
+
+def test_native_sidecar_from_the_spec_is_the_proxy_and_a_container():
+    pod = spec_pod(ContainerInfo("istio-validation", init=True),
+                   ContainerInfo("istio-proxy", init=True, restart_policy="Always"), ContainerInfo("app"))
+    votes = {v.rule: v for v in decide(pod, CONFIG)}
+    assert redirected(pod)
+    assert "restartPolicy: Always (a native sidecar)" in votes["istio-proxy"].reason
+    assert votes["containers"].reason.startswith("2 containers, counting the native sidecar istio-proxy")
+
+
+def test_plain_init_container_named_istio_proxy_is_not_a_sidecar():
+    pod = spec_pod(ContainerInfo("istio-proxy", init=True), ContainerInfo("app"), ContainerInfo("worker"))
+    assert first_skip(pod) == "istio-proxy"
+    assert "has no restartPolicy: Always" in decide(pod, CONFIG)[1].reason
+
+
+def test_runtime_annotations_of_a_native_sidecar_pod_decide_without_the_api():
+    pod = PodInfo("default", "p", annotations=NATIVE_STATUS, source="runtime-config")
+    assert not needs_container_list(pod, CONFIG)
+    assert redirected(pod)
+    reasons = " ".join(v.reason for v in decide(pod, CONFIG))
+    assert "native sidecar) (from sidecar.istio.io/status)" in reasons
+    assert "proxy UID and GID 1337/1337 (default: the pod's container spec is unknown" in reasons
+
+
+@pytest.mark.parametrize("status", [
+    {"containers": "istio-proxy", "initContainers": None},  # not a list
+    {"initContainers": {"istio-proxy": 1}},
+    {"revision": "default"},  # neither list
+    ["istio-proxy"],
+])
+def test_status_annotation_without_readable_lists_asks_the_api(status):
+    pod = PodInfo("default", "p", annotations={"sidecar.istio.io/status": json.dumps(status)})
+    assert needs_container_list(pod, CONFIG)
+
+
+def test_status_annotation_with_both_lists_null_is_not_a_mesh_pod():
+    status = {"sidecar.istio.io/status": json.dumps({"containers": None, "initContainers": None})}
+    assert first_skip(PodInfo("default", "p", annotations=status)) == "istio-proxy"

@@ -56,3 +56,27 @@ def test_early_detection_fires_on_the_first_failure():
     first_failure = pod(current={"terminated": FAILED_126})
     assert not is_broken(first_failure, FILTER)  # Istio 1.6 waits for a restart
     assert is_broken(first_failure, BrokenPodFilter(early=True))
+
+
+def native_sidecar_pod(proxy_last=None):
+    """Today's injection with native sidecars: istio-proxy's status is among the init containers'."""
+    candidate = pod(current={"terminated": {"exitCode": 0, "reason": "Completed"}})
+    candidate["spec"] = {"initContainers": [{"name": "istio-validation"},
+                                            {"name": "istio-proxy", "restartPolicy": "Always"}]}
+    proxy = {"name": "istio-proxy", "state": {"running": {}}, "lastState": {"terminated": proxy_last} if proxy_last else {}}
+    candidate["status"]["initContainerStatuses"].append(proxy)
+    return candidate
+
+
+def test_a_restarted_native_sidecar_is_not_a_failed_init_container():
+    restarted = native_sidecar_pod(proxy_last={**FAILED_126, "exitCode": 1})
+    assert not is_broken(restarted, BrokenPodFilter(init_container_name="", exit_code=0))
+    plain = native_sidecar_pod(proxy_last={**FAILED_126, "exitCode": 1})
+    plain["spec"]["initContainers"][1].pop("restartPolicy")  # a plain init container that failed: broken
+    assert is_broken(plain, BrokenPodFilter(init_container_name="", exit_code=0))
+
+
+def test_native_sidecar_pod_whose_validation_failed_is_broken():
+    candidate = native_sidecar_pod()
+    candidate["status"]["initContainerStatuses"][0].update(state=WAITING, lastState={"terminated": FAILED_126})
+    assert is_broken(candidate, FILTER)

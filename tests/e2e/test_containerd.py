@@ -68,3 +68,31 @@ def test_conflist_is_what_containerd_loaded(containerd):
     loaded = json.loads(status.info["cniconfig"])
     names = [p["Network"]["type"] for p in loaded["Networks"][-1]["Config"]["Plugins"]]
     assert names == ["ptp", "istio-cni"]
+
+
+# The pod annotations today's injector writes with native sidecars (Kubernetes 1.28+) and the CNI:
+# istio-proxy is an init container with restartPolicy: Always, so "containers" is null.
+NATIVE_SIDECAR_ANNOTATIONS = {
+    "istio.io/rev": "default",
+    "kubectl.kubernetes.io/default-container": "reviews",
+    "kubectl.kubernetes.io/default-logs-container": "reviews",
+    "prometheus.io/path": "/stats/prometheus",
+    "prometheus.io/port": "15020",
+    "prometheus.io/scrape": "true",
+    "sidecar.istio.io/status": '{"initContainers":["istio-validation","istio-proxy"],"containers":null,'
+                               '"volumes":["workload-socket","credential-socket","workload-certs","istio-envoy",'
+                               '"istio-data","istio-podinfo","istio-token","istiod-ca-cert","istio-ca-crl"],'
+                               '"imagePullSecrets":null,"revision":"default"}',
+}
+
+
+def test_native_sidecar_pod_sandbox_is_redirected(containerd):
+    sandbox = containerd.run_pod("reviews", "bookinfo", NATIVE_SIDECAR_ANNOTATIONS)
+    rules = rules_in(containerd.netns_of(sandbox))
+    assert "-A OUTPUT -p tcp -j ISTIO_OUTPUT" in rules and "-A PREROUTING -p tcp -j ISTIO_INBOUND" in rules
+    assert "-A ISTIO_OUTPUT -m owner --uid-owner 1337 -j RETURN" in rules
+    log = containerd.log
+    assert '"pod": "bookinfo/reviews", "redirected": true' in log
+    assert "restartPolicy: Always (a native sidecar) (from sidecar.istio.io/status)" in log
+    assert "default: the pod's container spec is unknown" in log  # only annotations: the default UID, said so
+    containerd.stop_and_remove(sandbox)

@@ -3,7 +3,9 @@
 The eligibility verdict rule by rule (the seed page's rules, then every enabled extension's
 vote), each redirect parameter with where it came from (an annotation or Istio's default), and
 the exact rules - as the iptables-restore backend would apply them, one transaction per family,
-plus the ip commands. It runs the plugin's own pipeline, so its verdict is the plugin's.
+plus the ip commands. It runs the plugin's own pipeline, so its verdict is the plugin's. It also
+warns about what breaks although the ADD succeeds: application init containers that start
+before the proxy, a proxy running as a UID that does not bypass capture.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from meshcni_core.builtin import sidecar
+from meshcni_core.builtin.annotations import EXCLUDE_OUTBOUND_IP_RANGES, EXCLUDE_OUTBOUND_PORTS
 from meshcni_core.builtin.eligibility import decide as seed_votes
 from meshcni_core.pipeline import Pipeline
 from meshcni_core.rules.restore import render_fresh_transaction
@@ -26,7 +30,8 @@ DUAL_STACK_POD = NetnsFacts(interfaces=("lo", "eth0"), ipv4_addresses=("192.0.2.
 
 def explain(pod: PodInfo, pipeline: Pipeline, facts: NetnsFacts = IPV4_POD) -> dict[str, Any]:
     """Everything explain prints, as data. ``outcome`` is "redirect", "skip" or "error"."""
-    report: dict[str, Any] = {"pod": f"{pod.namespace}/{pod.name}", "rules": [], "parameters": {}, "plan": {}}
+    report: dict[str, Any] = {"pod": f"{pod.namespace}/{pod.name}", "rules": [], "warnings": [], "parameters": {},
+                              "plan": {}}
     try:
         seed = seed_votes(pod, pipeline.config)
         report["rules"] = [{"rule": v.rule, "vote": v.kind.value, "reason": v.reason, "by": v.source} for v in seed]
@@ -42,6 +47,7 @@ def explain(pod: PodInfo, pipeline: Pipeline, facts: NetnsFacts = IPV4_POD) -> d
             report["outcome"] = "skip"
             return report
         assert decision.spec is not None and decision.plan is not None
+        report["warnings"] = warnings(pod, decision.spec)
         report["parameters"] = parameters(decision.spec)
         report["plan"] = {
             f"IPv{family}": render_fresh_transaction(decision.plan, family) for family in decision.plan.families()
@@ -52,6 +58,33 @@ def explain(pod: PodInfo, pipeline: Pipeline, facts: NetnsFacts = IPV4_POD) -> d
         report["outcome"] = "error"
         report["error"] = {"stage": exc.stage, "code": exc.code, "message": exc.msg}
     return report
+
+
+def warnings(pod: PodInfo, spec: RedirectSpec) -> list[str]:
+    """What will go wrong in this redirected pod although the ADD succeeds."""
+    found: list[str] = []
+    proxy = sidecar.proxy_container(pod)
+    early = sidecar.init_containers_before_proxy(pod)
+    if proxy is not None and early:
+        names = f"init container{'s' if len(early) > 1 else ''} " + ", ".join(c.name for c in early)
+        when = ("they are listed before the native sidecar istio-proxy, so they run before it starts"
+                if proxy.native_sidecar else
+                "they run before the istio-proxy container starts (with a native sidecar, annotation "
+                "sidecar.istio.io/nativeSidecar: \"true\" on Kubernetes 1.28+, the proxy starts first)")
+        found.append(
+            f"{names}: the redirect rules exist before any init container runs, and {when}; "
+            f"their outbound TCP is sent to port {spec.proxy_port}, where nothing listens yet, and fails. "
+            f"Either run them as the proxy's UID (securityContext.runAsUser: {spec.proxy_uids[0]}), or exclude "
+            f"what they reach with the annotations {EXCLUDE_OUTBOUND_IP_RANGES} or {EXCLUDE_OUTBOUND_PORTS}"
+        )
+    pod_uid = pod.pod_run_as_user
+    if proxy is not None and proxy.run_as_user is None and pod_uid not in (None, 0, int(spec.proxy_uids[0])):
+        found.append(
+            f"istio-proxy sets no runAsUser, so it runs as the pod's runAsUser {pod_uid}, but only UID "
+            f"{spec.proxy_uids[0]} bypasses capture (today's Istio reads the container's securityContext only): "
+            "the proxy's own traffic would be captured again; set runAsUser on the istio-proxy container"
+        )
+    return found
 
 
 def parameters(spec: RedirectSpec) -> dict[str, dict[str, Any]]:
@@ -81,6 +114,8 @@ def render_text(report: Mapping[str, Any]) -> str:
         mark = "ok  " if rule["vote"] == VerdictKind.REDIRECT.value else "SKIP"
         by = "" if rule["by"] == "builtin" else f" [{rule['by']}]"
         lines.append(f"  {mark} {rule['rule']:<20} {rule['reason']}{by}")
+    for warning in report.get("warnings", []):
+        lines += ["", f"WARNING: {warning}"]
     if report["outcome"] == "error":
         error = report["error"]
         lines += ["", f"error ({error['stage']}, CNI code {error['code']}): {error['message']}"]

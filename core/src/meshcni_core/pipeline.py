@@ -6,6 +6,7 @@ ignores; report and teardown failures are logged and swallowed; an apply failure
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import sys
@@ -19,12 +20,12 @@ import pluggy
 
 from meshcni_core import extensions, netns
 from meshcni_core.builtin.annotations import INTERCEPTION_MODE, KUBEVIRT_INTERFACES
-from meshcni_core.builtin.eligibility import needs_container_list
+from meshcni_core.builtin.eligibility import STATUS, needs_container_list
 from meshcni_core.netns_locks import serialised
 from meshcni_core.pods.cache import PodCache
 from meshcni_core.pods.lookup import ApiClients, fetch_pod, pod_from_annotations
 from meshcni_core.rules.builder import build_plan
-from meshcni_hooks.errors import AnnotationError, ConfigError, MeshcniError
+from meshcni_hooks.errors import AnnotationError, ConfigError, MeshcniError, PodLookupError
 from meshcni_hooks.types import (
     Backend,
     NetnsFacts,
@@ -94,14 +95,30 @@ class Pipeline:
         if annotations is not None:
             pod = pod_from_annotations(namespace, name, uid, annotations)
             if not needs_container_list(pod, self.config):
-                return pod
+                return self.with_cached_spec(pod)
         if self.pod_cache is not None:
             cached = self.pod_cache.get(namespace, name, uid)
             if cached is not None:
                 return cached
+        if annotations is not None and not self.config.kubeconfig:
+            raise PodLookupError(
+                f"pod {namespace}/{name}: annotation {STATUS} does not list the pod's containers as the injector "
+                "writes them (JSON with containers/initContainers lists), and netconf has no "
+                "kubernetes.kubeconfig to read the pod from the API server"
+            )
         return fetch_pod(
             self.config.kubeconfig, namespace, name, self.config.pod_lookup_timeout, uid=uid, clients=self.api_clients
         )
+
+    def with_cached_spec(self, pod: PodInfo) -> PodInfo:
+        """The runtime's annotations, with the container spec (the proxy's UID/GID) from the
+        agent's cache when it holds this very pod (same UID); else the annotations alone."""
+        if self.pod_cache is None or not pod.uid or STATUS not in pod.annotations:
+            return pod
+        cached = self.pod_cache.get(pod.namespace, pod.name, pod.uid)
+        if cached is None or cached.uid != pod.uid:
+            return pod
+        return dataclasses.replace(cached, annotations=pod.annotations, source="runtime-config+pod-cache")
 
     def decide(self, pod: PodInfo, facts: NetnsFacts | None = None) -> Decision:
         decision = Decision(pod=pod)

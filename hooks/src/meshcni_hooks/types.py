@@ -16,11 +16,29 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @dataclass(frozen=True)
+class ContainerInfo:
+    """One container of the pod's spec, as much of it as eligibility and the redirect need."""
+
+    name: str
+    init: bool = False  # listed under spec.initContainers
+    restart_policy: str = ""  # an init container's own restartPolicy; "Always" makes it a native sidecar
+    run_as_user: int | None = None  # the container's securityContext (not the pod's)
+    run_as_group: int | None = None
+
+    @property
+    def native_sidecar(self) -> bool:
+        """An init container that keeps running beside the app (Kubernetes 1.28+ sidecars)."""
+        return self.init and self.restart_policy == "Always"
+
+
+@dataclass(frozen=True)
 class PodInfo:
     """What the plugin knows about the pod being set up.
 
     ``containers`` / ``init_containers`` are ``None`` when the source could not tell (the
     runtime passed only annotations); eligibility then asks the API server.
+    ``container_specs`` holds every init container and container of the spec, in spec order
+    (init containers first); it is empty when only names (or only annotations) were known.
     """
 
     namespace: str
@@ -30,6 +48,8 @@ class PodInfo:
     containers: tuple[str, ...] | None = None
     init_containers: tuple[str, ...] | None = None
     source: str = "unknown"  # "runtime-config", "api", "test", ...
+    container_specs: tuple[ContainerInfo, ...] = ()
+    pod_run_as_user: int | None = None  # the pod-level securityContext.runAsUser
 
 
 @dataclass(frozen=True)

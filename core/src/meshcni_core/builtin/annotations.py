@@ -9,7 +9,9 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 
+from meshcni_core.builtin.sidecar import proxy_identity
 from meshcni_hooks import hookimpl
 from meshcni_hooks.errors import AnnotationError
 from meshcni_hooks.ruleargs import INTERFACE_NAME_MAX, is_interface_name
@@ -155,4 +157,7 @@ class AnnotationRedirectSpec:
 
     @hookimpl(trylast=True)
     def meshcni_redirect_spec(self, pod: PodInfo, config: PluginConfig) -> RedirectSpec:
-        return redirect_spec_from_annotations(pod.annotations)
+        spec = redirect_spec_from_annotations(pod.annotations)
+        proxy = proxy_identity(pod)  # today's Istio: the istio-proxy container's securityContext
+        origins = {**spec.origins, "proxy_uids": proxy.uid_origin, "proxy_gids": proxy.gid_origin}
+        return replace(spec, proxy_uids=(str(proxy.uid),), proxy_gids=(str(proxy.gid),), origins=origins)

@@ -5,10 +5,16 @@ A pod is redirected when it is not in an excluded namespace, has a container nam
 and has ``sidecar.istio.io/status``. Pods with an ``istio-init`` init container already program
 their own rules and are skipped, as are pods that ask for ``interceptionMode: NONE``.
 
+``istio-proxy`` may be a native sidecar, as today's Istio injects it on Kubernetes 1.28+: an init
+container with ``restartPolicy: Always``. It then counts as the proxy and as a container (today's
+Istio looks for istio-proxy among init containers and containers alike). A plain init container
+named ``istio-proxy`` runs to completion before the app and is no proxy.
+
 When the runtime passed only annotations (containerd's ``io.kubernetes.cri.pod-annotations``),
 the container facts come from the injector's ``sidecar.istio.io/status`` annotation, which
-lists the containers and init containers it injected; the injector only injects into pods that
-already have an application container, so a listed ``istio-proxy`` means more than one container.
+lists the containers and init containers it injected (``containers`` is ``null`` with native
+sidecars); the injector only injects into pods that already have an application container, so a
+listed ``istio-proxy`` means more than one container.
 """
 
 from __future__ import annotations
@@ -18,13 +24,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from meshcni_core.builtin.annotations import INTERCEPTION_MODE
+from meshcni_core.builtin.sidecar import PROXY_CONTAINER, proxy_identity
 from meshcni_hooks import hookimpl
 from meshcni_hooks.errors import AnnotationError
 from meshcni_hooks.types import PluginConfig, PodInfo, Verdict
 
 INJECT = "sidecar.istio.io/inject"
 STATUS = "sidecar.istio.io/status"
-PROXY_CONTAINER = "istio-proxy"
 INIT_CONTAINER = "istio-init"
 
 # The injector's truthy/falsy spellings plus Go's strconv.ParseBool ones.
@@ -34,19 +40,23 @@ FALSE_VALUES = {"0", "f", "false", "n", "no", "off"}
 
 @dataclass(frozen=True)
 class ContainerFacts:
-    containers: tuple[str, ...]
-    init_containers: tuple[str, ...]
+    containers: tuple[str, ...]  # what runs beside the app: regular containers and native sidecars
+    init_containers: tuple[str, ...]  # every init container, native sidecars included
+    native_sidecars: tuple[str, ...]
     inferred: bool  # from the status annotation rather than the pod spec
 
 
 def container_facts(pod: PodInfo) -> ContainerFacts | None:
     """The pod's containers, from its spec or inferred from the injector's status annotation."""
     if pod.containers is not None:
-        return ContainerFacts(pod.containers, pod.init_containers or (), inferred=False)
+        native = tuple(c.name for c in pod.container_specs if c.native_sidecar)
+        return ContainerFacts((*pod.containers, *native), pod.init_containers or (), native, inferred=False)
     return facts_from_status(pod.annotations)
 
 
 def facts_from_status(annotations: Mapping[str, str]) -> ContainerFacts | None:
+    """What the injector says it added. ``None`` (ask the API server, as today's Istio always
+    does) when the annotation is not JSON or its lists are missing or not lists."""
     raw = annotations.get(STATUS)
     if raw is None:
         return None
@@ -54,14 +64,19 @@ def facts_from_status(annotations: Mapping[str, str]) -> ContainerFacts | None:
         status = json.loads(raw)
     except ValueError:
         return None
-    if not isinstance(status, dict) or not isinstance(status.get("containers"), list):
+    if not isinstance(status, dict) or ("containers" not in status and "initContainers" not in status):
         return None
-    injected = tuple(str(c) for c in status["containers"])
-    inits = status.get("initContainers") or []
-    init_containers = tuple(str(c) for c in inits) if isinstance(inits, list) else ()
+    lists = [status.get("containers"), status.get("initContainers")]
+    if not all(value is None or isinstance(value, list) for value in lists):
+        return None
+    injected, inits = (tuple(str(c) for c in value or ()) for value in lists)
+    # The injector lists istio-proxy under initContainers only when it injected a native sidecar.
+    native = (PROXY_CONTAINER,) if PROXY_CONTAINER in inits else ()
+    containers = (*injected, *native)
     # The injector adds to an existing application container; stand it in as "(application)".
-    containers = ("(application)", *injected) if PROXY_CONTAINER in injected else injected
-    return ContainerFacts(containers, init_containers, inferred=True)
+    if PROXY_CONTAINER in containers:
+        containers = ("(application)", *containers)
+    return ContainerFacts(containers, inits, native, inferred=True)
 
 
 def needs_container_list(pod: PodInfo, config: PluginConfig) -> bool:
@@ -99,12 +114,10 @@ def decide(pod: PodInfo, config: PluginConfig) -> list[Verdict]:
     how = f" (from {STATUS})" if facts.inferred else ""
     if INIT_CONTAINER in facts.init_containers:
         votes.append(Verdict.skip("istio-init", f"init container {INIT_CONTAINER} programs the rules itself{how}"))
-    if PROXY_CONTAINER in facts.containers:
-        votes.append(Verdict.redirect("istio-proxy", f"container {PROXY_CONTAINER} present{how}"))
-    else:
-        votes.append(Verdict.skip("istio-proxy", f"no container named {PROXY_CONTAINER}{how}"))
+    votes.append(_proxy_vote(facts, how))
     if len(facts.containers) > 1:
-        votes.append(Verdict.redirect("containers", f"{len(facts.containers)} containers{how}"))
+        native = f", counting the native sidecar {PROXY_CONTAINER}" if PROXY_CONTAINER in facts.native_sidecars else ""
+        votes.append(Verdict.redirect("containers", f"{len(facts.containers)} containers{native}{how}"))
     else:
         votes.append(Verdict.skip("containers", f"only {len(facts.containers)} container{how}"))
     # An unreadable inject value is an error only for a pod the injector did inject: a pod without
@@ -121,7 +134,23 @@ def decide(pod: PodInfo, config: PluginConfig) -> list[Verdict]:
         votes.append(Verdict.skip("sidecar-status", f"annotation {STATUS} is absent"))
     if pod.annotations.get(INTERCEPTION_MODE) == "NONE":
         votes.append(Verdict.skip("interception-none", f"annotation {INTERCEPTION_MODE}=NONE asks for no capture"))
+    if PROXY_CONTAINER in facts.containers:
+        votes.append(Verdict.redirect("proxy-identity", proxy_identity(pod).summary()))
     return votes
+
+
+def _proxy_vote(facts: ContainerFacts, how: str) -> Verdict:
+    if PROXY_CONTAINER in facts.native_sidecars:
+        return Verdict.redirect(
+            "istio-proxy", f"init container {PROXY_CONTAINER} with restartPolicy: Always (a native sidecar){how}"
+        )
+    if PROXY_CONTAINER in facts.containers:
+        return Verdict.redirect("istio-proxy", f"container {PROXY_CONTAINER} present{how}")
+    if PROXY_CONTAINER in facts.init_containers:
+        return Verdict.skip(
+            "istio-proxy", f"init container {PROXY_CONTAINER} has no restartPolicy: Always, so it is not a sidecar{how}"
+        )
+    return Verdict.skip("istio-proxy", f"no container named {PROXY_CONTAINER}{how}")
 
 
 class SeedEligibility:

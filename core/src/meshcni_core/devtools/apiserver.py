@@ -144,9 +144,11 @@ class FakeApiServer:
 
     # -- data ---------------------------------------------------------------------------------
 
-    def add_pod(self, namespace: str, name: str, *, containers: list[str], init_containers: list[str] = (),  # type: ignore[assignment]
+    def add_pod(self, namespace: str, name: str, *, containers: list[str | dict[str, Any]],
+                init_containers: list[str | dict[str, Any]] = (),  # type: ignore[assignment]
                 annotations: dict[str, str] | None = None, node: str = "node-1", labels: dict[str, str] | None = None,
                 hidden_reads: int = 0) -> dict[str, Any]:
+        """A container is a name, or a container object (``restartPolicy``, ``securityContext``...)."""
         with self._lock:
             self._rv += 1
             pod = {
@@ -159,8 +161,8 @@ class FakeApiServer:
                 },
                 "spec": {
                     "nodeName": node,
-                    "containers": [{"name": c, "image": "example.invalid/app"} for c in containers],
-                    "initContainers": [{"name": c, "image": "example.invalid/init"} for c in init_containers],
+                    "containers": [_container(c, "example.invalid/app") for c in containers],
+                    "initContainers": [_container(c, "example.invalid/init") for c in init_containers],
                 },
                 "status": {"phase": "Pending"},
             }
@@ -585,3 +587,7 @@ def _handler_for(api: FakeApiServer) -> type[BaseHTTPRequestHandler]:
             pass
 
     return Handler
+
+
+def _container(container: str | dict[str, Any], image: str) -> dict[str, Any]:
+    return {"name": container, "image": image} if isinstance(container, str) else {"image": image, **container}

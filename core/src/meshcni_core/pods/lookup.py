@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from meshcni_hooks.errors import MeshcniError, PodLookupError
-from meshcni_hooks.types import PodInfo
+from meshcni_hooks.types import ContainerInfo, PodInfo
 
 log = logging.getLogger("meshcni")
 FIRST_RETRY_DELAY = 0.1
@@ -33,26 +33,61 @@ def pod_from_manifest(doc: Mapping[str, Any], source: str = "manifest") -> PodIn
         raise MeshcniError(f"expected a Pod, got kind {doc.get('kind')!r}")
     meta, spec = doc.get("metadata") or {}, doc.get("spec") or {}
     annotations = {str(k): str(v) for k, v in (meta.get("annotations") or {}).items()}
+    inits = [_container_from_json(c, init=True) for c in spec.get("initContainers") or []]
+    regular = [_container_from_json(c, init=False) for c in spec.get("containers") or []]
     return PodInfo(
         namespace=str(meta.get("namespace") or "default"), name=str(meta.get("name") or ""),
         uid=str(meta.get("uid") or ""), annotations=annotations,
-        containers=tuple(str(c.get("name")) for c in spec.get("containers") or []),
-        init_containers=tuple(str(c.get("name")) for c in spec.get("initContainers") or []),
+        containers=tuple(c.name for c in regular),
+        init_containers=tuple(c.name for c in inits),
         source=source,
+        container_specs=(*inits, *regular),
+        pod_run_as_user=_id_field((spec.get("securityContext") or {}).get("runAsUser"), "the pod's runAsUser"),
     )
+
+
+def _container_from_json(container: Mapping[str, Any], *, init: bool) -> ContainerInfo:
+    name = str(container.get("name"))
+    security = container.get("securityContext") or {}
+    return ContainerInfo(
+        name=name, init=init, restart_policy=str(container.get("restartPolicy") or ""),
+        run_as_user=_id_field(security.get("runAsUser"), f"container {name}'s runAsUser"),
+        run_as_group=_id_field(security.get("runAsGroup"), f"container {name}'s runAsGroup"),
+    )
+
+
+def _id_field(value: Any, what: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise MeshcniError(f"{what} must be a non-negative integer, got {value!r}")
+    return value
 
 
 def pod_from_api_object(pod: Any) -> PodInfo:
     """PodInfo from a kubernetes client V1Pod."""
     meta, spec = pod.metadata, pod.spec
+    inits = [_container_from_object(c, init=True) for c in spec.init_containers or []]
+    regular = [_container_from_object(c, init=False) for c in spec.containers or []]
     return PodInfo(
         namespace=meta.namespace,
         name=meta.name,
         uid=meta.uid or "",
         annotations=dict(meta.annotations or {}),
-        containers=tuple(c.name for c in (spec.containers or [])),
-        init_containers=tuple(c.name for c in (spec.init_containers or [])),
+        containers=tuple(c.name for c in regular),
+        init_containers=tuple(c.name for c in inits),
         source="api",
+        container_specs=(*inits, *regular),
+        pod_run_as_user=spec.security_context.run_as_user if spec.security_context else None,
+    )
+
+
+def _container_from_object(container: Any, *, init: bool) -> ContainerInfo:
+    security = container.security_context
+    return ContainerInfo(
+        name=container.name, init=init, restart_policy=container.restart_policy or "",
+        run_as_user=security.run_as_user if security else None,
+        run_as_group=security.run_as_group if security else None,
     )
 
 

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from meshcni_core.repair.predicate import BrokenPodFilter, is_broken
+from meshcni_core.repair.predicate import BrokenPodFilter, is_broken, native_sidecars
 from meshcni_hooks.types import BrokenPod, RepairPolicy, RepairSettings
 
 log = logging.getLogger("meshcni.repair")
@@ -283,10 +283,12 @@ class RepairController:
         annotations = meta.get("annotations") or {}
         name = self.options.filter.init_container_name
         statuses = (pod.get("status") or {}).get("initContainerStatuses") or []
+        sidecars = native_sidecars(pod)
         return {
             "metadata": {k: meta.get(k) for k in ("namespace", "name", "uid", "resourceVersion", "labels")}
             | {"annotations": {annotation: ""} if annotation in annotations else {}},
-            "status": {"initContainerStatuses": [s for s in statuses if not name or s.get("name") == name]},
+            "status": {"initContainerStatuses": [s for s in statuses if (not name or s.get("name") == name)
+                                                 and s.get("name") not in sidecars]},
         }
 
     def _watch(self, stop: threading.Event) -> None:
