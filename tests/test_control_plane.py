@@ -1,0 +1,72 @@
+"""The control-plane fixture itself: a real API server that authenticates, authorises and expires tokens."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from meshcni_core.devtools.controlplane import ApiError, start_control_plane
+from meshcni_core.pods.lookup import ApiClients
+
+
+def test_the_admin_kubeconfig_works_with_the_kubernetes_client(control_plane):
+    version = client.VersionApi(ApiClients().get(str(control_plane.admin_kubeconfig))).get_code()
+    assert version.git_version == "v1.37.2"
+    names = {n.metadata.name for n in client.CoreV1Api(ApiClients().get(str(control_plane.admin_kubeconfig)))
+             .list_namespace().items}
+    assert {"default", "kube-system"} <= names
+
+
+def test_a_minted_token_is_that_service_account_and_rbac_decides(control_plane, tmp_path):
+    control_plane.ensure_namespace("fixture-rbac")
+    control_plane.create("/api/v1/namespaces/fixture-rbac/serviceaccounts",
+                         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "reader"}})
+    token = control_plane.mint_token("fixture-rbac", "reader")
+    review = control_plane.request("POST", "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+                                   {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"},
+                                   token=token)
+    assert review["status"]["userInfo"]["username"] == "system:serviceaccount:fixture-rbac:reader"
+    with pytest.raises(ApiError) as refused:
+        control_plane.request("GET", "/api/v1/namespaces/fixture-rbac/pods", token=token)
+    assert refused.value.status == 403
+    control_plane.create("/apis/rbac.authorization.k8s.io/v1/namespaces/fixture-rbac/rolebindings", {
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "reader-view"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+        "subjects": [{"kind": "ServiceAccount", "name": "reader", "namespace": "fixture-rbac"}]})
+    deadline = time.monotonic() + 10  # the RBAC authorizer's informer sees the binding shortly after
+    while True:
+        status, _, _ = control_plane.send("GET", "/api/v1/namespaces/fixture-rbac/pods", token=token)
+        if status == 200 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert status == 200
+    # Through a kubeconfig, as the product's clients read it.
+    core = client.CoreV1Api(ApiClients().get(str(control_plane.write_kubeconfig(tmp_path / "kc", token=token))))
+    assert core.list_namespaced_pod("fixture-rbac").items == []
+    with pytest.raises(ApiException) as forbidden:
+        core.list_namespaced_pod("default")
+    assert forbidden.value.status == 403
+
+
+def test_a_token_bound_to_a_secret_dies_with_it_and_short_lifetimes_are_refused(control_plane):
+    control_plane.ensure_namespace("fixture-tokens")
+    token = control_plane.mint_token("fixture-tokens", "default", expiration_seconds=600, bound_secret="lease")
+    who = {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}
+    path = "/apis/authentication.k8s.io/v1/selfsubjectreviews"
+    assert control_plane.send("POST", path, who, token=token)[0] == 201
+    control_plane.request("DELETE", "/api/v1/namespaces/fixture-tokens/secrets/lease")
+    assert control_plane.send("POST", path, who, token=token)[0] == 401
+    with pytest.raises(ApiError) as refused:
+        control_plane.mint_token("fixture-tokens", "default", expiration_seconds=60)
+    assert refused.value.status == 422 and "may not specify a duration less than 10 minutes" in refused.value.body
+
+
+def test_stopping_ends_both_processes(control_plane_bin, tmp_path):
+    plane = start_control_plane(control_plane_bin, tmp_path / "plane")
+    processes = list(plane.processes.values())
+    assert all(p.poll() is None for p in processes)
+    plane.stop()
+    assert all(p.poll() is not None for p in processes)
