@@ -70,3 +70,37 @@ def test_stopping_ends_both_processes(control_plane_bin, tmp_path):
     assert all(p.poll() is None for p in processes)
     plane.stop()
     assert all(p.poll() is not None for p in processes)
+
+
+def test_validating_admission_policies_are_enforced(control_plane):
+    control_plane.ensure_namespace("fixture-vap")
+    control_plane.create("/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicies", {
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": "fixture-no-forbidden-configmaps"},
+        "spec": {"failurePolicy": "Fail",
+                 "matchConstraints": {"resourceRules": [{"apiGroups": [""], "apiVersions": ["v1"],
+                                                         "operations": ["CREATE"], "resources": ["configmaps"]}]},
+                 "validations": [{"expression": "!has(object.data) || !('forbidden' in object.data)",
+                                  "message": "fixture: no key named forbidden"}]}})
+    control_plane.create("/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicybindings", {
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": "fixture-no-forbidden-configmaps"},
+        "spec": {"policyName": "fixture-no-forbidden-configmaps", "validationActions": ["Deny"],
+                 "matchResources": {"namespaceSelector": {"matchLabels": {
+                     "kubernetes.io/metadata.name": "fixture-vap"}}}}})
+
+    def create(name: str, data: dict) -> tuple[int, str]:
+        status, _, body = control_plane.send("POST", "/api/v1/namespaces/fixture-vap/configmaps", {
+            "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": data})
+        return status, body
+
+    deadline = time.monotonic() + 15  # the policy reaches the admission plugin through an informer
+    attempt = 0
+    while True:
+        attempt += 1
+        status, body = create(f"refused-{attempt}", {"forbidden": "x"})
+        if status != 201 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert status == 422 and "fixture: no key named forbidden" in body
+    assert create("allowed", {"fine": "x"})[0] == 201
