@@ -95,14 +95,15 @@ def test_the_plugin_identity_reads_pods_and_is_refused_everything_else(installed
 
 
 def test_the_default_repair_identity_deletes_broken_pods_and_may_not_label_them(installed, tmp_path):
-    broken_pod(installed, "delete-target")
+    uid = broken_pod(installed, "delete-target")["metadata"]["uid"]
     repairer = kubeconfig_of(installed, "istio-cni-repair", tmp_path)
     assert repair(repairer, "--label-pods") == (1, {f"{APPS}/delete-target": "failed: HTTP 403 Forbidden"})
     assert repair(repairer, "--delete-pods") == (0, {f"{APPS}/delete-target": "deleted"})
     assert not pod_is_there(installed, "delete-target")
+    installed.delete_pod_now(APPS, "delete-target")  # what its kubelet would do; it is still listed until then
     events = installed.request("GET", f"/api/v1/namespaces/{APPS}/events")["items"]
-    assert [(e["reason"], e["involvedObject"]["name"], e["source"]["component"]) for e in events
-            if e["involvedObject"]["name"] == "delete-target"] == [("DeleteBrokenPod", "delete-target", "meshcni-repair")]
+    assert [(e["involvedObject"]["uid"], e["source"]["component"]) for e in events
+            if e["reason"] == "DeleteBrokenPod"] == [(uid, "meshcni-repair")]
 
 
 def test_the_label_policy_swaps_delete_for_patch_in_the_repair_role(installed, tmp_path):
