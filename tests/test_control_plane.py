@@ -8,7 +8,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from meshcni_core.devtools.controlplane import ApiError, start_control_plane
+from meshcni_core.devtools.controlplane import ApiError, ControlPlaneError, start_control_plane
 from meshcni_core.pods.lookup import ApiClients
 
 
@@ -111,3 +111,9 @@ def test_validating_admission_policies_are_enforced(control_plane):
         time.sleep(0.2)
     assert status == 422 and "fixture: no key named forbidden" in body
     assert create("allowed", {"fine": "x"})[0] == 201
+
+
+def test_missing_binaries_are_a_clear_error_naming_the_build(tmp_path):
+    with pytest.raises(ControlPlaneError, match=r"kube-apiserver is missing: run `make control-plane`"):
+        start_control_plane(tmp_path / "no-bin", tmp_path / "plane")
+    assert not (tmp_path / "plane").exists()

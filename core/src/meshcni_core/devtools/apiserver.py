@@ -1,11 +1,14 @@
 """A small HTTPS stand-in for the Kubernetes API server, for tests, benchmarks and the demo.
 
-No API server can run on the machines this project is built on, so the real ``kubernetes``
-client is pointed at this instead. It serves pods (GET, LIST and WATCH with field/label
-selectors, merge-PATCH, DELETE with preconditions), Events, and any other kind through
-server-side apply (GET, LIST by label, DELETE with preconditions, dryRun), with resource
-versions, checks bearer tokens or client certificates, and injects
-faults: a pod that becomes visible only after some reads, fixed error statuses, slowness, dropped
+Tests that a real kube-apiserver can answer use ``controlplane.py`` (etcd and kube-apiserver
+built by ``make control-plane``); moving the rest there is under way (issue 13). This stand-in is
+for what a real server cannot be made to do on demand (a pod that appears only after some reads,
+slow answers, 429/500 statuses, dropped watches), for the benchmarks and for the demo.
+
+It serves pods (GET, LIST and WATCH with field/label selectors, merge-PATCH, DELETE with
+preconditions), Events, and any other kind through server-side apply (GET, LIST by label, DELETE
+with preconditions, dryRun), with resource versions, checks bearer tokens or client certificates,
+and injects faults: a pod that becomes visible only after some reads, fixed error statuses, slowness, dropped
 watches, and a compacted history (a watch from an old resourceVersion gets 410 Gone).
 
 Certificates are made with the ``openssl`` command (``certs.py``) into a private directory.
