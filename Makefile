@@ -6,7 +6,7 @@ PACKAGES := hooks core extensions/redirect_tproxy extensions/kubevirt extensions
 PYPROJECTS := $(addsuffix /pyproject.toml,$(PACKAGES)) pyproject.toml
 DEV_TOOLS := pytest hypothesis ruff mypy container-runtime-interface-api==2.0.1 kubernetes-validate cel-python
 
-.PHONY: install system-deps e2e-tools plugin-bundle test lint typecheck demo bench clean
+.PHONY: install system-deps e2e-tools plugin-bundle control-plane test lint typecheck demo bench clean
 
 install: $(VENV)/.stamp-install
 
@@ -34,7 +34,12 @@ build/plugin-bundle/.stamp: $(PLUGIN_SOURCES) scripts/build-plugin-bundle.sh scr
 
 plugin-bundle: build/plugin-bundle/.stamp
 
-test: install e2e-tools
+# The real etcd and kube-apiserver the Kubernetes-facing tests run against, built from the Go module
+# proxy at pinned versions once per machine (the script returns at once when they are there).
+control-plane:
+	@scripts/build-control-plane.sh
+
+test: install e2e-tools control-plane
 	$(BIN)/ruff check .
 	$(BIN)/mypy hooks/src core/src extensions/*/src examples/*/src
 	$(BIN)/pytest

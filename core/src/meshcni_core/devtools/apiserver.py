@@ -1,17 +1,22 @@
 """A small HTTPS stand-in for the Kubernetes API server, for tests, benchmarks and the demo.
 
-No API server can run on the machines this project is built on, so the real ``kubernetes``
-client is pointed at this instead. It serves pods (GET, LIST and WATCH with field/label
-selectors, merge-PATCH, DELETE with preconditions), Events, and any other kind through
-server-side apply (GET, LIST by label, DELETE with preconditions, dryRun), with resource
-versions (a merge patch carrying ``metadata.resourceVersion`` is refused with 409 when the pod
-changed since, and one carrying another ``metadata.uid`` with 422, as the real server does),
-checks bearer tokens or client certificates, and injects faults: a pod that becomes visible only
-after some reads, a pod changed (kubelet updating a crash-looping pod) or replaced (a StatefulSet)
-just before a write, fixed error statuses, slowness, dropped watches, and a compacted history (a
-watch from an old resourceVersion gets 410 Gone).
+Tests that a real kube-apiserver can answer use ``controlplane.py`` (etcd and kube-apiserver
+built by ``make control-plane``); moving the rest there is under way (issue 13). This stand-in is
+for what a real server cannot be made to do on demand (a pod that appears only after some reads,
+a pod changed or replaced just before a write, slow answers, 429/500 statuses, dropped watches),
+for the benchmarks and for the demo.
 
-Certificates are made with the ``openssl`` command into a private directory.
+It serves pods (GET, LIST and WATCH with field/label selectors, merge-PATCH, DELETE with
+preconditions), Events, and any other kind through server-side apply (GET, LIST by label, DELETE
+with preconditions, dryRun), with resource versions (a merge patch carrying
+``metadata.resourceVersion`` is refused with 409 when the pod changed since, and one carrying
+another ``metadata.uid`` with 422, as the real server does), checks bearer tokens or client
+certificates, and injects faults: a pod that becomes visible only after some reads, a pod changed
+(kubelet updating a crash-looping pod) or replaced (a StatefulSet) just before a write, fixed
+error statuses, slowness, dropped watches, and a compacted history (a watch from an old
+resourceVersion gets 410 Gone).
+
+Certificates are made with the ``openssl`` command (``certs.py``) into a private directory.
 """
 
 from __future__ import annotations
@@ -20,7 +25,6 @@ import copy
 import json
 import os
 import ssl
-import subprocess
 import tempfile
 import threading
 import time
@@ -29,6 +33,9 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from meshcni_core.devtools.certs import issue, make_ca
+from meshcni_core.devtools.kubeconfig import write_kubeconfig
 
 
 @dataclass
@@ -62,22 +69,9 @@ class Certificates:
 def make_certificates(directory: str) -> Certificates:
     """A CA, a server certificate for 127.0.0.1/localhost and a client certificate, via openssl."""
 
-    def openssl(*args: str) -> None:
-        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=directory)
-
-    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2",
-            "-subj", "/CN=meshcni-standin-ca", "-keyout", "ca.key", "-out", "ca.crt",
-            "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign")
-    for name, subject, ext in (
-        ("server", "/CN=127.0.0.1", "subjectAltName=IP:127.0.0.1,DNS:localhost"),
-        ("client", "/CN=system:node:meshcni/O=system:nodes", "extendedKeyUsage=clientAuth"),
-    ):
-        openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", subject,
-                "-keyout", f"{name}.key", "-out", f"{name}.csr")
-        with open(os.path.join(directory, f"{name}.ext"), "w") as f:
-            f.write(ext + "\n")
-        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-                "-days", "2", "-out", f"{name}.crt", "-extfile", f"{name}.ext")
+    make_ca(directory, "meshcni-standin-ca")
+    issue(directory, "server", "/CN=127.0.0.1", "subjectAltName=IP:127.0.0.1,DNS:localhost")
+    issue(directory, "client", "/CN=system:node:meshcni/O=system:nodes", "extendedKeyUsage=clientAuth")
     p = lambda n: os.path.join(directory, n)  # noqa: E731
     return Certificates(directory, p("ca.crt"), p("server.crt"), p("server.key"), p("client.crt"), p("client.key"))
 
@@ -222,18 +216,7 @@ class FakeApiServer:
             user = {"client-certificate": self.certs.client_cert, "client-key": self.certs.client_key}
         else:
             user = {"token": token if token is not None else self.token}
-        config = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [{"name": "standin", "cluster": {"server": self.url, "certificate-authority": self.certs.ca}}],
-            "users": [{"name": "meshcni", "user": user}],
-            "contexts": [{"name": "standin", "context": {"cluster": "standin", "user": "meshcni"}}],
-            "current-context": "standin",
-        }
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(config, f)  # JSON is valid YAML
-        return path
+        return write_kubeconfig(path, self.url, self.certs.ca, user)
 
     # -- request handling ---------------------------------------------------------------------
 

@@ -1,0 +1,268 @@
+"""A real Kubernetes control plane for tests: etcd and kube-apiserver on loopback.
+
+``scripts/build-control-plane.sh`` (``make control-plane``) builds both at pinned versions into
+``build/control-plane/bin``; :func:`start_control_plane` runs them from there with a CA, serving and
+client certificates and service-account signing keys made with the ``openssl`` command, the Node
+and RBAC authorizers and the default admission plugins (ValidatingAdmissionPolicy among them), and
+returns once ``/readyz`` answers. No controller-manager runs: nothing creates a namespace's
+``default`` ServiceAccount, schedules or runs pods; tests create what they need.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+import ssl
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from meshcni_core.devtools.certs import issue, make_ca, openssl
+from meshcni_core.devtools.kubeconfig import write_kubeconfig
+
+SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
+# Where Services would get addresses; the control plane only records them (no proxy runs).
+SERVICE_CLUSTER_IP_RANGE = "198.51.100.0/24"
+ADMIN_SUBJECT = "/CN=meshcni-test-admin/O=system:masters"
+
+
+class ControlPlaneError(RuntimeError):
+    pass
+
+
+class ApiError(ControlPlaneError):
+    def __init__(self, status: int, reason: str, body: str):
+        super().__init__(f"HTTP {status} {reason}: {body[:500]}")
+        self.status = status
+        self.body = body
+
+
+@dataclass
+class ControlPlane:
+    url: str
+    directory: Path
+    ca: Path
+    admin_kubeconfig: Path
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    # -- requests as the cluster administrator --------------------------------------------------
+
+    def request(self, method: str, path: str, body: Any = None, *, content_type: str = "application/json",
+                token: str | None = None) -> dict[str, Any]:
+        """One API request as the admin (client certificate) or, with ``token``, as that bearer;
+        the decoded answer, or :class:`ApiError` for any status outside 2xx."""
+        status, reason, text = self.send(method, path, body, content_type=content_type, token=token)
+        if not 200 <= status < 300:
+            raise ApiError(status, reason, text)
+        decoded: dict[str, Any] = json.loads(text) if text else {}
+        return decoded
+
+    def send(self, method: str, path: str, body: Any = None, *, content_type: str = "application/json",
+             token: str | None = None) -> tuple[int, str, str]:
+        """Like :meth:`request`, but any answer is returned as (status, reason, body text)."""
+        context = ssl.create_default_context(cafile=str(self.ca))
+        headers = {"Accept": "application/json"}
+        if token is None:
+            context.load_cert_chain(str(self.directory / "admin.crt"), str(self.directory / "admin.key"))
+        else:
+            headers["Authorization"] = f"Bearer {token}"
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = content_type
+        host, port = self.url.removeprefix("https://").split(":")
+        connection = http.client.HTTPSConnection(host, int(port), context=context, timeout=30)
+        try:
+            connection.request(method, path, body=data, headers=headers)
+            response = connection.getresponse()
+            return response.status, response.reason, response.read().decode()
+        finally:
+            connection.close()
+
+    def create(self, path: str, document: dict[str, Any]) -> dict[str, Any]:
+        """POST ``document`` to the collection ``path``; an object that already exists is left as it is."""
+        try:
+            return self.request("POST", path, document)
+        except ApiError as exc:
+            if exc.status != 409:
+                raise
+            return self.request("GET", f"{path}/{document['metadata']['name']}")
+
+    def ensure_namespace(self, name: str) -> None:
+        """The namespace and its ``default`` ServiceAccount (which a controller-manager would add)."""
+        self.create("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+        self.create(f"/api/v1/namespaces/{name}/serviceaccounts",
+                    {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}})
+
+    def create_pod(self, namespace: str, name: str, *, node: str, containers: tuple[str, ...] = ("app",),
+                   init_containers: tuple[str, ...] = (), annotations: dict[str, str] | None = None,
+                   status: dict[str, Any] | None = None) -> dict[str, Any]:
+        """A pod bound to ``node`` (no scheduler or kubelet runs: it stays as created, with
+        ``status`` written through the status subresource as a kubelet would)."""
+        spec: dict[str, Any] = {"nodeName": node, "containers": [{"name": c, "image": f"{c}:1"} for c in containers]}
+        if init_containers:
+            spec["initContainers"] = [{"name": c, "image": f"{c}:1"} for c in init_containers]
+        pod = self.request("POST", f"/api/v1/namespaces/{namespace}/pods", {
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "annotations": annotations or {}},
+            "spec": spec})
+        if status is not None:
+            pod = self.request("PATCH", f"/api/v1/namespaces/{namespace}/pods/{name}/status", {"status": status},
+                               content_type="application/merge-patch+json")
+        return pod
+
+    def delete_pod_now(self, namespace: str, name: str) -> None:
+        """Deletes the pod at once, as the kubelet does once its containers are gone (a plain
+        DELETE of a pod bound to a node only marks it terminating)."""
+        self.request("DELETE", f"/api/v1/namespaces/{namespace}/pods/{name}",
+                     {"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0})
+
+    # -- identities ----------------------------------------------------------------------------
+
+    def mint_token(self, namespace: str, service_account: str, *, expiration_seconds: int = 3600,
+                   bound_secret: str | None = None) -> str:
+        """A bound token for the ServiceAccount, through the TokenRequest API.
+
+        The API server refuses lifetimes under 600 s. For a token that stops working on demand,
+        name a Secret in ``bound_secret`` (it is created if missing): deleting that Secret
+        invalidates the token at once, as deleting a pod does for the pod's own token.
+        """
+        spec: dict[str, Any] = {"expirationSeconds": expiration_seconds}
+        if bound_secret is not None:
+            secret = self.create(f"/api/v1/namespaces/{namespace}/secrets", {
+                "apiVersion": "v1", "kind": "Secret", "metadata": {"name": bound_secret}})
+            spec["boundObjectRef"] = {"kind": "Secret", "apiVersion": "v1", "name": bound_secret,
+                                      "uid": secret["metadata"]["uid"]}
+        answer = self.request("POST", f"/api/v1/namespaces/{namespace}/serviceaccounts/{service_account}/token",
+                              {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec})
+        token: str = answer["status"]["token"]
+        return token
+
+    def write_kubeconfig(self, path: Path, *, token: str) -> Path:
+        """A kubeconfig that speaks to this server as the bearer of ``token``."""
+        return Path(write_kubeconfig(path, self.url, self.ca, {"token": token}))
+
+    # -- lifetime ------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stops kube-apiserver, then etcd, each by the PID this module started."""
+        for name in ("kube-apiserver", "etcd"):
+            process = self.processes.pop(name, None)
+            if process is None or process.poll() is not None:
+                continue
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
+
+    def __enter__(self) -> ControlPlane:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def start_control_plane(bin_dir: Path, directory: Path, *, timeout: float = 180) -> ControlPlane:
+    """Starts etcd and kube-apiserver from ``bin_dir`` with their state in ``directory``; returns once
+    the API server is ready. The caller stops it (``with`` or :meth:`ControlPlane.stop`)."""
+    apiserver_bin, etcd_bin = bin_dir / "kube-apiserver", bin_dir / "etcd"
+    for binary in (apiserver_bin, etcd_bin):
+        if not os.access(binary, os.X_OK):
+            raise ControlPlaneError(f"{binary} is missing: run `make control-plane` (scripts/build-control-plane.sh)")
+    directory.mkdir(parents=True, exist_ok=True)
+    _make_credentials(directory)
+    etcd_port, peer_port, apiserver_port = _free_ports(3)
+    url = f"https://127.0.0.1:{apiserver_port}"
+    plane = ControlPlane(url, directory, directory / "ca.crt", directory / "admin.kubeconfig")
+    write_kubeconfig(plane.admin_kubeconfig, url, plane.ca,
+                     {"client-certificate": str(directory / "admin.crt"), "client-key": str(directory / "admin.key")})
+    etcd_url, peer_url = f"http://127.0.0.1:{etcd_port}", f"http://127.0.0.1:{peer_port}"
+    try:
+        plane.processes["etcd"] = _launch(directory, "etcd", [
+            str(etcd_bin), "--name", "meshcni-test", "--data-dir", str(directory / "etcd"),
+            "--listen-client-urls", etcd_url, "--advertise-client-urls", etcd_url,
+            "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
+            "--initial-cluster", f"meshcni-test={peer_url}",
+            "--unsafe-no-fsync",  # throwaway state: durability only costs time here
+        ])
+        plane.processes["kube-apiserver"] = _launch(directory, "kube-apiserver", [
+            str(apiserver_bin), "--etcd-servers", etcd_url,
+            "--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1", "--secure-port", str(apiserver_port),
+            "--tls-cert-file", str(directory / "server.crt"), "--tls-private-key-file", str(directory / "server.key"),
+            "--client-ca-file", str(plane.ca),
+            "--service-account-issuer", SERVICE_ACCOUNT_ISSUER,
+            "--service-account-key-file", str(directory / "service-account.pub"),
+            "--service-account-signing-key-file", str(directory / "service-account.key"),
+            "--service-account-extend-token-expiration=false",  # a token lives exactly as long as asked
+            "--service-cluster-ip-range", SERVICE_CLUSTER_IP_RANGE,
+            "--endpoint-reconciler-type", "none",  # a loopback address is not a valid Endpoints address
+            "--authorization-mode", "Node,RBAC",
+            "--enable-admission-plugins", "NodeRestriction,ValidatingAdmissionPolicy",
+            "--allow-privileged=true",  # the CNI DaemonSet's pods are privileged
+            "--cert-dir", str(directory / "apiserver-certs"),
+        ])
+        _wait_ready(plane, timeout)
+    except BaseException:
+        plane.stop()
+        raise
+    return plane
+
+
+def _launch(directory: Path, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+    with open(directory / f"{name}.log", "wb") as log:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+
+def _wait_ready(plane: ControlPlane, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        for name, process in plane.processes.items():
+            if process.poll() is not None:
+                raise ControlPlaneError(f"{name} exited with {process.returncode}:\n{_tail(plane.directory, name)}")
+        try:
+            status, _, text = plane.send("GET", "/readyz")
+        except OSError as exc:  # not listening yet
+            last = str(exc)
+        else:
+            if status == 200:
+                return
+            last = f"{status}: {text[-300:]}"
+        time.sleep(0.2)
+    raise ControlPlaneError(f"kube-apiserver not ready after {timeout:.0f}s ({last}):\n"
+                            f"{_tail(plane.directory, 'kube-apiserver')}")
+
+
+def _tail(directory: Path, name: str, lines: int = 30) -> str:
+    try:
+        return "\n".join((directory / f"{name}.log").read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def _make_credentials(directory: Path) -> None:
+    """CA, the server's certificate for 127.0.0.1, the admin's client certificate, the SA key pair."""
+
+    make_ca(str(directory), "meshcni-test-cluster-ca")
+    issue(str(directory), "server", "/CN=kube-apiserver",
+          "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth")
+    issue(str(directory), "admin", ADMIN_SUBJECT, "extendedKeyUsage=clientAuth")
+    openssl(str(directory), "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048",
+            "-out", "service-account.key")
+    openssl(str(directory), "pkey", "-in", "service-account.key", "-pubout", "-out", "service-account.pub")

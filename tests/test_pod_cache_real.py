@@ -1,0 +1,100 @@
+"""The agent's pod cache against a real kube-apiserver's list and watch, with the plugin's own
+ClusterRole (as `manifest generate` renders it) as its only permission."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+
+from meshcni_core.devtools.controlplane import ControlPlane
+from meshcni_core.manifest.render import render
+from meshcni_core.manifest.values import resolve
+from meshcni_core.pods.cache import PodCache, wait_synced
+from meshcni_core.pods.lookup import ApiClients
+
+NAMESPACE = "cache-apps"
+READER = "pod-cache-reader"
+
+
+def eventually(predicate, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+@pytest.fixture(scope="module")
+def reader_kubeconfig(control_plane: ControlPlane, tmp_path_factory) -> str:
+    """A ServiceAccount allowed exactly what the generated plugin ClusterRole allows."""
+    plugin_role = next(d for d in render(resolve()) if d["kind"] == "ClusterRole"
+                       and d["metadata"]["name"] == "istio-cni")
+    control_plane.ensure_namespace(NAMESPACE)
+    control_plane.create(f"/api/v1/namespaces/{NAMESPACE}/serviceaccounts",
+                         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": READER}})
+    control_plane.create("/apis/rbac.authorization.k8s.io/v1/clusterroles", {
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": READER},
+        "rules": plugin_role["rules"]})
+    control_plane.create("/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", {
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": READER},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": READER},
+        "subjects": [{"kind": "ServiceAccount", "name": READER, "namespace": NAMESPACE}]})
+    token = control_plane.mint_token(NAMESPACE, READER)
+    path = control_plane.write_kubeconfig(tmp_path_factory.mktemp("pod-cache") / "kubeconfig", token=token)
+    deadline = time.monotonic() + 10  # the binding reaches the RBAC authorizer a moment after it is stored
+    while control_plane.send("GET", "/api/v1/pods?limit=1", token=token)[0] != 200:
+        assert time.monotonic() < deadline, "the reader never got its role"
+        time.sleep(0.1)
+    return str(path)
+
+
+@pytest.fixture
+def node(control_plane: ControlPlane, reader_kubeconfig: str):
+    """A node name of its own (the control plane is shared), three pods on it, one elsewhere, and a
+    started cache for it."""
+    name = f"node-{uuid.uuid4().hex[:8]}"
+    for i in range(3):
+        control_plane.create_pod(NAMESPACE, f"{name}-on-{i}", node=name, containers=("app", "istio-proxy"))
+    control_plane.create_pod(NAMESPACE, f"{name}-elsewhere", node=f"{name}-other")
+    clients = ApiClients()
+    cache = PodCache(lambda: clients.get(reader_kubeconfig), name).start()
+    try:
+        assert wait_synced(cache, 15)
+        yield name, cache
+    finally:
+        cache.stop()
+
+
+def test_lists_only_this_nodes_pods_with_their_real_fields(control_plane, node):
+    name, pods = node
+    assert len(pods) == 3 and pods.get(NAMESPACE, f"{name}-elsewhere") is None
+    server_copy = control_plane.request("GET", f"/api/v1/namespaces/{NAMESPACE}/pods/{name}-on-0")
+    cached = pods.get(NAMESPACE, f"{name}-on-0")
+    assert cached is not None
+    assert (cached.uid, cached.containers) == (server_copy["metadata"]["uid"], ("app", "istio-proxy"))
+
+
+def test_follows_adds_updates_and_deletes_through_the_real_watch(control_plane, node):
+    name, pods = node
+    late = f"{name}-late"
+    control_plane.create_pod(NAMESPACE, late, node=name, annotations={"sidecar.istio.io/status": "{}"})
+    eventually(lambda: pods.get(NAMESPACE, late) is not None)
+    control_plane.request("PATCH", f"/api/v1/namespaces/{NAMESPACE}/pods/{late}",
+                          {"metadata": {"annotations": {"changed": "yes"}}},
+                          content_type="application/merge-patch+json")
+    eventually(lambda: pods.get(NAMESPACE, late).annotations.get("changed") == "yes")  # type: ignore[union-attr]
+    control_plane.delete_pod_now(NAMESPACE, late)
+    eventually(lambda: pods.get(NAMESPACE, late) is None)
+    assert len(pods) == 3 and pods.lists == 1
+
+
+def test_a_pod_replaced_under_the_same_name_is_served_only_with_its_new_uid(control_plane, node):
+    name, pods = node
+    pod = f"{name}-on-1"
+    old_uid = pods.get(NAMESPACE, pod).uid  # type: ignore[union-attr]
+    control_plane.delete_pod_now(NAMESPACE, pod)
+    new_uid = control_plane.create_pod(NAMESPACE, pod, node=name)["metadata"]["uid"]
+    assert new_uid != old_uid
+    eventually(lambda: pods.get(NAMESPACE, pod, uid=new_uid) is not None)
+    assert pods.get(NAMESPACE, pod, uid=old_uid) is None
