@@ -13,6 +13,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
 from conftest import ISTIO_TEST_TEMPLATE
 
 MESHCNI = str(Path(sys.executable).with_name("meshcni"))
