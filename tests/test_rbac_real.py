@@ -106,6 +106,22 @@ def test_the_default_repair_identity_deletes_broken_pods_and_may_not_label_them(
             if e["reason"] == "DeleteBrokenPod"] == [(uid, "meshcni-repair")]
 
 
+def policy_refusal(kubeconfig: str, pod: str) -> ApiException:
+    """The repair identity (which RBAC lets patch any pod) changing another label: the generated
+    ValidatingAdmissionPolicy refuses it once the server has loaded it (its informer takes a moment;
+    each try sets a new value, so an attempt admitted before then is no reason to stop)."""
+    core = client.CoreV1Api(ApiClients().get(kubeconfig))
+    deadline = time.monotonic() + 20
+    for attempt in range(1000):
+        try:
+            core.patch_namespaced_pod(pod, APPS, {"metadata": {"labels": {"app": f"changed-{attempt}"}}})
+        except ApiException as exc:
+            return exc
+        assert time.monotonic() < deadline, "the repair identity may still change any label"
+        time.sleep(0.2)
+    raise AssertionError("unreachable")
+
+
 def test_the_label_policy_swaps_delete_for_patch_in_the_repair_role(installed, tmp_path):
     relabelled = apply(installed, [], LABEL_POLICY)
     assert relabelled.returncode == 0, relabelled.stderr
@@ -119,6 +135,8 @@ def test_the_label_policy_swaps_delete_for_patch_in_the_repair_role(installed, t
         assert repair(repairer, "--label-pods") == (0, {f"{APPS}/label-target": "labelled"})
         labels = installed.request("GET", f"/api/v1/namespaces/{APPS}/pods/label-target")["metadata"]["labels"]
         assert labels == {"cni.istio.io/uninitialized": "true"}
+        refused = policy_refusal(repairer, "label-target")
+        assert refused.status == 422 and "may change no label but cni.istio.io/uninitialized" in refused.body
     finally:
         apply(installed, [], [])  # back to the default policy for the other tests of this module
         installed.delete_pod_now(APPS, "label-target")
