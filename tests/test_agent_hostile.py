@@ -98,6 +98,11 @@ class Neighbour:
                               env={**os.environ, **cni_env(command, ns)}, capture_output=True, text=True, timeout=90)
 
 
+def declined(reply: dict | None) -> bool:
+    """The agent's refusal, sent before it reads anything, and nothing else."""
+    return reply is not None and reply.get("served") is False and set(reply) == {"served", "reason"}
+
+
 def test_a_neighbour_in_its_own_mount_namespace_can_neither_program_strip_nor_read(agent, lab, tmp_path):
     sock, _ = agent
     neighbour = Neighbour(sock, tmp_path / "hostpath")
@@ -107,7 +112,7 @@ def test_a_neighbour_in_its_own_mount_namespace_can_neither_program_strip_nor_re
     # program: neither through the plugin nor on the raw protocol
     added = neighbour.plugin("ADD", other, neighbour_conf)
     assert added.returncode != 0 and lab.save(other) == "", added.stdout + added.stderr
-    assert neighbour.request(cni_env("ADD", other), neighbour_conf) is None
+    assert declined(neighbour.request(cni_env("ADD", other), neighbour_conf))
     assert lab.save(other) == ""
 
     # the host's own plugin is still served by the agent (no iptables on its PATH either)
@@ -118,12 +123,12 @@ def test_a_neighbour_in_its_own_mount_namespace_can_neither_program_strip_nor_re
 
     # strip: the neighbour's DEL leaves the victim's rules in place
     neighbour.plugin("DEL", victim, neighbour_conf)
-    assert neighbour.request(cni_env("DEL", victim), neighbour_conf) is None
+    assert declined(neighbour.request(cni_env("DEL", victim), neighbour_conf))
     assert lab.save(victim) == rules
 
-    # read: no answer at all, not even to CHECK or STATUS
-    assert neighbour.request(cni_env("CHECK", victim), neighbour_conf) is None
-    assert neighbour.request({"CNI_COMMAND": "STATUS"}, {**neighbour_conf, "require_agent": True}) is None
+    # read: no answer but the refusal, not even to CHECK or STATUS
+    assert declined(neighbour.request(cni_env("CHECK", victim), neighbour_conf))
+    assert declined(neighbour.request({"CNI_COMMAND": "STATUS"}, {**neighbour_conf, "require_agent": True}))
 
 
 def test_a_netns_outside_the_runtime_directories_is_refused(agent, lab, tmp_path):
@@ -254,7 +259,7 @@ def test_300_idle_connections_hold_no_threads_and_real_requests_are_served(agent
             s.close()
 
 
-def test_a_full_agent_closes_new_connections_unread_and_the_plugin_serves_in_process(lab, tmp_path):
+def test_a_full_agent_declines_new_connections_unread_and_the_plugin_serves_in_process(lab, tmp_path):
     sock = str(tmp_path / "run" / "cni.sock")
     proc = start_agent(sock, agent_config(tmp_path, sock), "--max-connections", "4")
     idle = []
@@ -265,7 +270,7 @@ def test_a_full_agent_closes_new_connections_unread_and_the_plugin_serves_in_pro
             idle.append(s)
         time.sleep(0.5)
         ns = lab.netns("pod")
-        assert raw_request(sock, cni_env("ADD", ns), netconf(sock)) is None
+        assert declined(raw_request(sock, cni_env("ADD", ns), netconf(sock)))
         assert lab.save(ns) == ""
         result = run_plugin("ADD", ns, netconf(sock))  # iptables on PATH: it can serve itself
         assert result.returncode == 0, result.stdout + result.stderr

@@ -10,15 +10,12 @@ runtime's annotations plus the node agent's pod cache. Topology: test_redirect_t
 from __future__ import annotations
 
 import json
-import threading
 
 import pytest
 
-from meshcni_core.agent.server import Agent
 from meshcni_core.devtools.apiserver import FakeApiServer
 from meshcni_core.devtools.netlab import cni
-from meshcni_core.pods.cache import PodCache, wait_synced
-from meshcni_core.pods.lookup import ApiClients
+from test_pod_cache import eventually
 from test_redirect_traffic import REMOTE4, add, lab, listeners, netconf  # noqa: F401 - lab is a fixture
 
 pytestmark = pytest.mark.netns
@@ -93,28 +90,14 @@ def test_native_sidecar_pod_from_runtime_annotations_alone_uses_and_names_the_de
     assert "proxy UID and GID 1337/1337 (default: the pod's container spec is unknown" in proc.stderr
 
 
-@pytest.fixture
-def agent_with_pod_cache(api, tmp_path):
-    """The node agent (in this process) serving istio-cni, with its watch of the node's pods."""
-    kubeconfig = api.write_kubeconfig(str(tmp_path / "kubeconfig"))
-    clients = ApiClients()
-    agent = Agent(str(tmp_path / "run" / "cni.sock"))
-    agent.pod_cache = PodCache(lambda: clients.get(kubeconfig), "node-1").start()
-    server = agent.listen()
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
-    try:
-        yield agent
-    finally:
-        server.shutdown()
-        server.server_close()
-        agent.pod_cache.stop()
-
-
-def test_runtime_annotations_take_the_proxy_uid_from_the_agents_pod_cache(lab, api, agent_with_pod_cache):  # noqa: F811
+def test_runtime_annotations_take_the_proxy_uid_from_the_agents_pod_cache(lab, install_cni):  # noqa: F811
+    """The node agent (install-cni, watching the node's pods) knows the container spec the runtime's
+    annotations lack."""
+    api, agent_conf, cached_pods = install_cni
     native_sidecar_pod(api)
-    assert wait_synced(agent_with_pod_cache.pod_cache, 10)
+    eventually(lambda: cached_pods() == 1)
     listeners(lab)
-    conf = netconf({"sidecar.istio.io/status": NATIVE_STATUS}, agent_socket=agent_with_pod_cache.socket_path)
+    conf = netconf({"sidecar.istio.io/status": NATIVE_STATUS}, agent_socket=agent_conf["agent_socket"])
     proc = cni("ADD", lab.pod, conf, uid=POD_UID)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert_captured_except(lab, bypassing_uid=OPENSHIFT_UID, captured_uid=1337)

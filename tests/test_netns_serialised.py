@@ -18,7 +18,7 @@ PARALLEL = 8
 @pytest.fixture
 def agent_socket(tmp_path):
     sock = str(tmp_path / "run" / "cni.sock")
-    agent = start_agent(sock)
+    agent = start_agent(sock, mesh_netconf(agent_socket=sock))
     try:
         yield sock
     finally:

@@ -66,11 +66,15 @@ def node(control_plane: ControlPlane, reader_kubeconfig: str):
         cache.stop()
 
 
+def uid_of(control_plane, pod: str) -> str:
+    return control_plane.request("GET", f"/api/v1/namespaces/{NAMESPACE}/pods/{pod}")["metadata"]["uid"]
+
+
 def test_lists_only_this_nodes_pods_with_their_real_fields(control_plane, node):
     name, pods = node
-    assert len(pods) == 3 and pods.get(NAMESPACE, f"{name}-elsewhere") is None
+    assert len(pods) == 3 and pods.get(NAMESPACE, f"{name}-elsewhere", uid_of(control_plane, f"{name}-elsewhere")) is None
     server_copy = control_plane.request("GET", f"/api/v1/namespaces/{NAMESPACE}/pods/{name}-on-0")
-    cached = pods.get(NAMESPACE, f"{name}-on-0")
+    cached = pods.get(NAMESPACE, f"{name}-on-0", server_copy["metadata"]["uid"])
     assert cached is not None
     assert (cached.uid, cached.containers) == (server_copy["metadata"]["uid"], ("app", "istio-proxy"))
 
@@ -78,21 +82,23 @@ def test_lists_only_this_nodes_pods_with_their_real_fields(control_plane, node):
 def test_follows_adds_updates_and_deletes_through_the_real_watch(control_plane, node):
     name, pods = node
     late = f"{name}-late"
-    control_plane.create_pod(NAMESPACE, late, node=name, annotations={"sidecar.istio.io/status": "{}"})
-    eventually(lambda: pods.get(NAMESPACE, late) is not None)
+    uid = control_plane.create_pod(NAMESPACE, late, node=name,
+                                   annotations={"sidecar.istio.io/status": "{}"})["metadata"]["uid"]
+    eventually(lambda: pods.get(NAMESPACE, late, uid) is not None)
     control_plane.request("PATCH", f"/api/v1/namespaces/{NAMESPACE}/pods/{late}",
                           {"metadata": {"annotations": {"changed": "yes"}}},
                           content_type="application/merge-patch+json")
-    eventually(lambda: pods.get(NAMESPACE, late).annotations.get("changed") == "yes")  # type: ignore[union-attr]
+    eventually(lambda: pods.get(NAMESPACE, late, uid).annotations.get("changed") == "yes")  # type: ignore[union-attr]
     control_plane.delete_pod_now(NAMESPACE, late)
-    eventually(lambda: pods.get(NAMESPACE, late) is None)
+    eventually(lambda: pods.get(NAMESPACE, late, uid) is None)
     assert len(pods) == 3 and pods.lists == 1
 
 
 def test_a_pod_replaced_under_the_same_name_is_served_only_with_its_new_uid(control_plane, node):
     name, pods = node
     pod = f"{name}-on-1"
-    old_uid = pods.get(NAMESPACE, pod).uid  # type: ignore[union-attr]
+    old_uid = uid_of(control_plane, pod)
+    assert pods.get(NAMESPACE, pod, uid=old_uid) is not None
     control_plane.delete_pod_now(NAMESPACE, pod)
     new_uid = control_plane.create_pod(NAMESPACE, pod, node=name)["metadata"]["uid"]
     assert new_uid != old_uid

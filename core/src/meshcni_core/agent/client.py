@@ -75,6 +75,10 @@ def call_agent(socket_path: str, env: Mapping[str, str], stdin: bytes,
                 "it is not run a second time in this process; see the agent's log (meshcni install-cni)",
                 code=AGENT_ERROR_CODE,
             ) from None
+        if isinstance(reply, dict) and reply.get("served") is False:  # declined unread: it will not act on it
+            sys.stderr.write(f"istio-cni: node agent at {socket_path} declined the request "
+                             f"({reply.get('reason')}); serving in-process\n")
+            return None
         if not isinstance(reply, dict) or not isinstance(reply.get("code"), int) \
                 or not isinstance(reply.get("stdout"), str):
             raise CniError(f"node agent at {socket_path} sent a malformed reply", code=AGENT_ERROR_CODE)

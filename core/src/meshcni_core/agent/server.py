@@ -11,8 +11,9 @@ thread into the pod's network namespace, which is opened once per request
 (``netns.open_request_netns``) and held for it.
 
 When the agent cannot take a connection (a refused peer, or ``max_connections`` already open)
-it closes it before reading anything: the plugin sees the connection end without a reply and
-serves the request in-process.
+it reads nothing, answers ``{"served": false, "reason": ...}`` and closes it: the plugin knows for
+certain that the agent will not act on its request and serves it in-process. (An end without a
+reply is different: the agent may have the request, so the plugin fails the command instead.)
 """
 
 from __future__ import annotations
@@ -212,10 +213,12 @@ class _Server:
             refusal = self.agent.peers.refusal(peer_of(writer.get_extra_info("socket")))
             if refusal:
                 self._warn("peer", f"refused a connection: {refusal}")
+                await self._decline(writer, "this agent serves only root processes of the host")
                 return
             if self.open_connections >= self.limits.max_connections:
-                self._warn("full", f"{self.open_connections} connections open (the limit): closed one unread; "
+                self._warn("full", f"{self.open_connections} connections open (the limit): declined one unread; "
                                    "its plugin serves the request in-process")
+                await self._decline(writer, f"{self.open_connections} connections open (the limit)")
                 return
             self.open_connections += 1
             try:
@@ -228,6 +231,11 @@ class _Server:
             self._warn("malformed", f"dropped a request: {type(exc).__name__}: {exc}")
         finally:
             writer.transport.abort()
+
+    async def _decline(self, writer: asyncio.StreamWriter, reason: str) -> None:
+        """Tell the plugin, before reading anything, that this request will not be acted on."""
+        writer.write(encode_frame({"served": False, "reason": reason}))
+        await asyncio.wait_for(writer.drain(), self.limits.write_deadline)
 
     async def _exchange(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         request = await asyncio.wait_for(self._read_request(reader), self.limits.read_deadline)
