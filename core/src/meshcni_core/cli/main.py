@@ -128,7 +128,7 @@ def add_agent_options(parser: argparse.ArgumentParser) -> None:
                              "only directly inside one, or as /proc/<pid>/ns/net; repeatable (default: "
                              f"{' '.join(RUNTIME_NETNS_DIRS)})")
     parser.add_argument("--max-connections", type=int, default=512, metavar="N",
-                        help="connections the agent keeps open at once; beyond, it closes new ones unread and "
+                        help="connections the agent keeps open at once; beyond, it declines new ones unread and "
                              "their plugins serve in-process (default 512)")
 
 
