@@ -11,8 +11,12 @@ import pytest
 
 from meshcni_core import netns
 from meshcni_core.devtools.netlab import cni, mesh_netconf
-from meshcni_core.testing import EVERY_REDIRECT_ANNOTATION
+from meshcni_core.testing import EVERY_CORE_REDIRECT_ANNOTATION
 from meshcni_core.validation import EXIT_NOT_REDIRECTED, validate
+
+# The golden example: every core annotation plus the first-party extensions' own.
+EVERY_REDIRECT_ANNOTATION = {**EVERY_CORE_REDIRECT_ANNOTATION, "sidecar.istio.io/interceptionMode": "TPROXY",
+                             "traffic.sidecar.istio.io/kubevirtInterfaces": "net1"}
 
 pytestmark = pytest.mark.netns
 TOOL = str(Path(sys.executable).with_name("istio-iptables"))

@@ -11,14 +11,13 @@ from meshcni_core.builtin.annotations import (
     INCLUDE_INBOUND_PORTS,
     INCLUDE_OUTBOUND_IP_RANGES,
     INTERCEPTION_MODE,
-    KUBEVIRT_INTERFACES,
     redirect_spec_from_annotations,
 )
 from meshcni_hooks.errors import AnnotationError
 
 ALL_KEYS = [
     INTERCEPTION_MODE, INCLUDE_OUTBOUND_IP_RANGES, EXCLUDE_OUTBOUND_IP_RANGES, INCLUDE_INBOUND_PORTS,
-    EXCLUDE_INBOUND_PORTS, EXCLUDE_OUTBOUND_PORTS, KUBEVIRT_INTERFACES,
+    EXCLUDE_INBOUND_PORTS, EXCLUDE_OUTBOUND_PORTS,
 ]
 
 
@@ -28,7 +27,6 @@ def test_defaults_are_istio_16s():
     assert spec.include_outbound.all and spec.include_inbound_ports.all
     assert spec.exclude_inbound_ports == (15020, 15021, 15090)
     assert spec.exclude_outbound_ports == (15020,)
-    assert spec.kubevirt_interfaces == ()
     assert spec.origins["mode"] == "default"
 
 
@@ -73,8 +71,6 @@ def test_origins_name_the_annotation():
         (INCLUDE_INBOUND_PORTS, "+80", "not a port"),
         (EXCLUDE_OUTBOUND_PORTS, "*", "not allowed"),
         (INTERCEPTION_MODE, "redirect", "interception mode"),
-        (KUBEVIRT_INTERFACES, "net1,,net2", "interface name"),
-        (KUBEVIRT_INTERFACES, "a-very-long-interface-name", "interface name"),
     ],
 )
 def test_invalid_values_name_the_annotation_and_value(key, value, reason):
@@ -112,10 +108,6 @@ def test_any_annotation_value_gives_a_spec_or_an_annotation_error(annotations):
         (INCLUDE_INBOUND_PORTS, "0" * 5000 + "80", "not a port"),  # int() would raise on 4300+ digits
         (INCLUDE_INBOUND_PORTS, "80\u2028", "not a port"),  # str.strip() would take it away
         (INTERCEPTION_MODE, "REDIRECT\n", "interception mode"),
-        (KUBEVIRT_INTERFACES, "eth0\n", "interface name"),
-        (KUBEVIRT_INTERFACES, "eth0\x00", "interface name"),
-        (KUBEVIRT_INTERFACES, "eth+", "interface name"),  # an iptables wildcard, not a name
-        (KUBEVIRT_INTERFACES, "\u00e9th0", "interface name"),
     ],
 )
 def test_values_that_could_change_a_rule_are_refused(key, value, reason):

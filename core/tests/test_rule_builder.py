@@ -7,10 +7,14 @@ import pytest
 from plan_text import full_text, save_text
 
 from meshcni_core.builtin.annotations import redirect_spec_from_annotations
+from meshcni_core.pipeline import Pipeline
 from meshcni_core.rules.builder import build_plan
-from meshcni_core.testing import EVERY_REDIRECT_ANNOTATION
+from meshcni_core.testing import EVERY_CORE_REDIRECT_ANNOTATION, make_pod
 from meshcni_hooks.types import NetnsFacts
-from meshcni_kubevirt import kubevirt_rules
+
+# The golden example: every core annotation plus the first-party extensions' own.
+EVERY_REDIRECT_ANNOTATION = {**EVERY_CORE_REDIRECT_ANNOTATION, "sidecar.istio.io/interceptionMode": "TPROXY",
+                             "traffic.sidecar.istio.io/kubevirtInterfaces": "net1"}
 
 IPV4_POD = NetnsFacts(interfaces=("lo", "eth0"), ipv4_addresses=("192.0.2.5",))
 IPV6_POD = NetnsFacts(interfaces=("lo", "eth0"), ipv6_addresses=("2001:db8::5",))
@@ -58,10 +62,13 @@ ISTIO_IPV6_LOCKDOWN = """\
 
 
 def plan_for(annotations, modes, facts=IPV4_POD, kubevirt=False):
-    spec = redirect_spec_from_annotations(annotations)
-    families = (4, 6) if facts.ipv6 else (4,)
-    extra = [r for f in families for r in kubevirt_rules(spec, f)] if kubevirt else []
-    return build_plan(spec, facts, modes, extra)
+    """The plan of a pod with these annotations, the installed extensions enabled by name."""
+    pipeline = Pipeline.from_netconf(
+        {"cniVersion": "1.0.0", "name": "net", "extensions": ["tproxy", "kubevirt"] if kubevirt else ["tproxy"]}, {}
+    )
+    pod = make_pod(annotations=annotations)
+    spec = pipeline.with_extension_params(pod, redirect_spec_from_annotations(pod.annotations), [])
+    return pipeline.plan(pod, spec, facts)
 
 
 def test_default_pod_matches_istio_nat_dump(modes):
@@ -241,10 +248,8 @@ def test_addresses_are_spelt_as_iptables_save_spells_them(modes):
         ("proxy_uids", ("1337\n",)),
         ("proxy_uids", ("\u0661\u0663\u0663\u0667",)),
         ("exclude_outbound_ports", (80, "81")),
-        ("kubevirt_interfaces", ("eth0\n",)),
         ("exclude_outbound", "ZONED"),
-        ("tproxy_mark", 0),
-        ("tproxy_route_table", 254),
+        ("extension_params", ({"not": "ExtensionParams"},)),
     ],
 )
 def test_a_spec_from_any_provider_is_checked_before_a_rule_is_built(modes, field, value):

@@ -21,7 +21,7 @@ from meshcni_core.builtin.eligibility import decide as seed_votes
 from meshcni_core.pipeline import Pipeline
 from meshcni_core.rules.restore import render_fresh_transaction
 from meshcni_hooks.errors import MeshcniError
-from meshcni_hooks.types import NetnsFacts, PodInfo, RedirectSpec, Verdict, VerdictKind
+from meshcni_hooks.types import NetnsFacts, PodInfo, RedirectSpec, VerdictKind
 
 IPV4_POD = NetnsFacts(interfaces=("lo", "eth0"), ipv4_addresses=("192.0.2.10",))
 DUAL_STACK_POD = NetnsFacts(interfaces=("lo", "eth0"), ipv4_addresses=("192.0.2.10",),
@@ -35,19 +35,16 @@ def explain(pod: PodInfo, pipeline: Pipeline, facts: NetnsFacts = IPV4_POD) -> d
     try:
         seed = seed_votes(pod, pipeline.config)
         report["rules"] = [{"rule": v.rule, "vote": v.kind.value, "reason": v.reason, "by": v.source} for v in seed]
-        for impl in pipeline.pm.hook.meshcni_pod_verdict.get_hookimpls():
-            if impl.plugin_name.startswith("builtin:"):
-                continue  # listed rule by rule above
-            verdict = impl.function(pod=pod, config=pipeline.config)
-            if isinstance(verdict, Verdict):
+        for verdict in pipeline.hooks.pod_verdicts(pod, pipeline.config):
+            if verdict.source != "builtin":  # the built-in's rules are listed one by one above
                 report["rules"].append({"rule": verdict.rule, "vote": verdict.kind.value,
-                                        "reason": verdict.reason, "by": impl.plugin_name})
+                                        "reason": verdict.reason, "by": verdict.source})
         decision = pipeline.decide(pod, facts)
         if not decision.redirect:
             report["outcome"] = "skip"
             return report
         assert decision.spec is not None and decision.plan is not None
-        report["warnings"] = warnings(pod, decision.spec)
+        report["warnings"] = [*decision.warnings, *warnings(pod, decision.spec)]
         report["parameters"] = parameters(decision.spec)
         report["plan"] = {
             f"IPv{family}": render_fresh_transaction(decision.plan, family) for family in decision.plan.families()
@@ -90,10 +87,15 @@ def warnings(pod: PodInfo, spec: RedirectSpec) -> list[str]:
 def parameters(spec: RedirectSpec) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for f in dataclasses.fields(spec):
-        if f.name == "origins":
+        if f.name in ("origins", "extension_params"):
             continue
         value = getattr(spec, f.name)
         out[f.name] = {"value": _plain(value), "from": spec.origins.get(f.name, "fixed (Istio 1.6's plugin)")}
+    for params in spec.extension_params:  # each extension's own values, named <extension>.<field>
+        for f in dataclasses.fields(params.value):
+            if f.name in params.origins:
+                origin = f"{params.origins[f.name]} (extension {params.extension})"
+                out[f"{params.extension}.{f.name}"] = {"value": _plain(getattr(params.value, f.name)), "from": origin}
     return out
 
 

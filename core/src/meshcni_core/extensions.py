@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +19,7 @@ import pluggy
 
 import meshcni_hooks
 from meshcni_core.builtin import builtin_plugins
+from meshcni_core.hookcalls import HookCalls
 from meshcni_hooks import PROJECT_NAME, spec
 from meshcni_hooks.errors import ExtensionError
 from meshcni_hooks.types import BackendInfo, Platform, RedirectMode, RepairPolicy
@@ -65,8 +66,16 @@ def new_manager(enabled: Sequence[str] = ()) -> pluggy.PluginManager:
     except pluggy.PluginValidationError as exc:
         name = pm.get_name(exc.plugin) or type(exc.plugin).__name__
         problem = str(exc).split(" in plugin ")[0]  # pluggy appends the object's repr
-        raise ExtensionError(f"extension {name!r} implements an {problem}") from None
+        raise ExtensionError(f"{describe(name)} implements an {problem}") from None
     return pm
+
+
+def describe(name: str) -> str:
+    """``extension 'x' (meshcni-x 1.0)``: an extension named with its distribution and version."""
+    for ext in installed_extensions():
+        if ext.name == name:
+            return f"extension {name!r} ({ext.distribution} {ext.version})"
+    return f"plugin {name!r}"
 
 
 def _load_enabled(pm: pluggy.PluginManager, enabled: Sequence[str]) -> None:
@@ -102,8 +111,9 @@ def _load_enabled(pm: pluggy.PluginManager, enabled: Sequence[str]) -> None:
         plugin = ext.plugin() if isinstance(ext.plugin, type) else ext.plugin
         try:
             pm.register(plugin, name=ext.name)
-        except ValueError as exc:
-            raise ExtensionError(f"extension {ext.name!r} could not be registered: {exc}") from None
+        except (ValueError, pluggy.PluginValidationError) as exc:
+            problem = str(exc).split(" in plugin ")[0]
+            raise ExtensionError(f"{describe(ext.name)} could not be registered: {problem}") from None
         log.debug(
             "enabled extension %s from %s %s", ext.name,
             dist.metadata["Name"] if dist else "?", dist.version if dist else "?",
@@ -138,34 +148,42 @@ def provider_name(pm: pluggy.PluginManager, plugin: object) -> str:
     return pm.get_name(plugin) or type(plugin).__name__
 
 
-def _collect(pm: pluggy.PluginManager, hook_name: str, kind: str) -> dict[str, Any]:
-    records: dict[str, Any] = {}
-    providers: dict[str, str] = {}
-    hook = getattr(pm.hook, hook_name)
-    # get_hookimpls() lists registration order (built-ins first); pluggy *calls* them in reverse.
-    for impl in hook.get_hookimpls():
-        who = impl.plugin_name
-        for record in impl.function() or []:
-            if record.name in records:
-                raise ExtensionError(
-                    f"{kind} {record.name!r} is provided twice: by {providers[record.name]} and by {who}"
-                )
-            records[record.name] = record
-            providers[record.name] = who
-    return records
-
-
 def redirect_modes(pm: pluggy.PluginManager) -> dict[str, RedirectMode]:
-    return _collect(pm, "meshcni_register_redirect_modes", "redirect mode")
+    return HookCalls(pm).redirect_modes()
 
 
 def backends(pm: pluggy.PluginManager) -> dict[str, BackendInfo]:
-    return _collect(pm, "meshcni_register_backends", "backend")
+    return HookCalls(pm).backends()
 
 
 def repair_policies(pm: pluggy.PluginManager) -> dict[str, RepairPolicy]:
-    return _collect(pm, "meshcni_register_repair_policies", "repair policy")
+    return HookCalls(pm).repair_policies()
 
 
 def platforms(pm: pluggy.PluginManager) -> dict[str, Platform]:
-    return _collect(pm, "meshcni_register_platforms", "platform")
+    return HookCalls(pm).platforms()
+
+
+def probe_installed(enabled: Sequence[str], wanted: Callable[[HookCalls], bool]) -> str | None:
+    """The first installed extension, not among ``enabled``, for which ``wanted`` holds when it is
+    loaded alone beside the built-ins: how the core finds which extension to name in an error
+    without knowing any extension by name. Only error paths call it (it imports extensions)."""
+    found = installed_where(wanted, exclude=enabled, first_only=True)
+    return found[0] if found else None
+
+
+def installed_where(wanted: Callable[[HookCalls], bool], exclude: Sequence[str] = (),
+                    first_only: bool = False) -> list[str]:
+    """Installed extensions (not in ``exclude``) for which ``wanted`` holds, each loaded alone."""
+    found = []
+    for ext in installed_extensions():
+        if ext.name in exclude:
+            continue
+        try:
+            if wanted(HookCalls(new_manager([ext.name]))):
+                found.append(ext.name)
+                if first_only:
+                    break
+        except Exception as exc:  # noqa: BLE001 - a broken bystander must not hide the real error
+            log.debug("probing installed extension %s failed: %s", ext.name, exc)
+    return found

@@ -12,15 +12,18 @@ import logging
 import sys
 import time
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+import types
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TypeVar, cast
+from typing import TypeVar
 
 import pluggy
 
 from meshcni_core import extensions, netns
-from meshcni_core.builtin.annotations import INTERCEPTION_MODE, KUBEVIRT_INTERFACES
+from meshcni_core.builtin.annotations import INTERCEPTION_MODE
 from meshcni_core.builtin.eligibility import STATUS, needs_container_list
+from meshcni_core.claims import Claims, refuse_disabled_owner
+from meshcni_core.hookcalls import HookCalls
 from meshcni_core.netns_locks import serialised
 from meshcni_core.pods.cache import PodCache
 from meshcni_core.pods.lookup import ApiClients, fetch_pod, pod_from_annotations
@@ -53,6 +56,7 @@ class Decision:
     verdicts: list[Verdict] = field(default_factory=list)
     spec: RedirectSpec | None = None
     plan: RulePlan | None = None
+    warnings: list[str] = field(default_factory=list)  # e.g. Istio annotations nothing enabled reads
 
     @property
     def redirect(self) -> bool:
@@ -62,9 +66,12 @@ class Decision:
 class Pipeline:
     def __init__(self, pm: pluggy.PluginManager, config: PluginConfig):
         self.pm = pm
-        self.config = config
-        self.modes = extensions.redirect_modes(pm)
-        self._backends = extensions.backends(pm)
+        self.hooks = HookCalls(pm)
+        self.modes = self.hooks.redirect_modes()
+        self._backends = self.hooks.backends()
+        self.claims = guarded(pm, "config", lambda: Claims.of(self.hooks.claims()))
+        settings = guarded(pm, "config", lambda: self.claims.validate_settings(config.extension_settings))
+        self.config = dataclasses.replace(config, extension_settings=settings)
         self._backend: Backend | None = None
         self.api_clients: ApiClients | None = None  # shared, warm clients when run by the agent
         self.pod_cache: PodCache | None = None  # the agent's watched pods of this node
@@ -75,7 +82,7 @@ class Pipeline:
         if not isinstance(enabled, list) or not all(isinstance(n, str) for n in enabled):
             raise ConfigError(f"netconf key extensions must be a list of extension names, got {enabled!r}")
         pm = extensions.new_manager(enabled)
-        config = guarded(pm, "config", lambda: pm.hook.meshcni_load_config(netconf=netconf, env=env))
+        config = guarded(pm, "config", lambda: HookCalls(pm).load_config(netconf, env))
         return cls(pm, config)
 
     def backend(self) -> Backend:
@@ -121,38 +128,50 @@ class Pipeline:
         return dataclasses.replace(cached, annotations=pod.annotations, source="runtime-config+pod-cache")
 
     def decide(self, pod: PodInfo, facts: NetnsFacts | None = None) -> Decision:
+        if not isinstance(pod.annotations, types.MappingProxyType):  # read-only for every hook
+            pod = dataclasses.replace(pod, annotations=types.MappingProxyType(dict(pod.annotations)))
         decision = Decision(pod=pod)
-        votes = guarded(self.pm, "eligibility", lambda: self.pm.hook.meshcni_pod_verdict(pod=pod, config=self.config))
-        decision.verdicts = [v for v in votes if v is not None]
+        decision.verdicts = guarded(self.pm, "eligibility", lambda: self.hooks.pod_verdicts(pod, self.config))
         if not decision.redirect:
             return decision
-        spec = guarded(
-            self.pm, "redirect-spec", lambda: self.pm.hook.meshcni_redirect_spec(pod=pod, config=self.config)
-        )
+        spec = guarded(self.pm, "redirect-spec", lambda: self.hooks.redirect_spec(pod, self.config))
+        decision.spec = spec = self.with_extension_params(pod, spec, decision.warnings)
         if spec.mode not in self.modes:
             known = ", ".join(sorted(self.modes))
-            hint = " (enable the 'tproxy' extension)" if spec.mode == "TPROXY" else ""
+            provider = extensions.probe_installed(self.config.extensions, lambda h: spec.mode in h.redirect_modes())
+            hint = f" (enable the '{provider}' extension)" if provider else ""
             raise AnnotationError(INTERCEPTION_MODE, spec.mode, f"mode not available{hint}; registered modes: {known}")
-        decision.spec = spec
         if facts is not None:
             decision.plan = self.plan(pod, spec, facts)
         return decision
 
+    def with_extension_params(self, pod: PodInfo, spec: RedirectSpec, warnings: list[str]) -> RedirectSpec:
+        """``spec`` plus what each enabled extension parsed from the annotations and settings it
+        claims. An Istio annotation nothing enabled reads is a warning, unless an installed but
+        disabled extension claims it: then the ADD fails, naming the extension to enable."""
+        unowned = self.claims.unowned(pod.annotations)
+        if unowned:
+            def installed_owner(key: str) -> str | None:
+                return extensions.probe_installed(
+                    self.config.extensions, lambda h: any(key in c.annotations for c in h.claims())
+                )
+
+            refuse_disabled_owner(pod.annotations, unowned, installed_owner)
+            warnings += [f"annotation {key} is not read by the plugin or any enabled extension; it has no effect"
+                         for key in unowned]
+        params = guarded(
+            self.pm, "redirect-spec", lambda: self.claims.params(pod.annotations, self.config.extension_settings)
+        )
+        if not params:
+            return spec
+        return dataclasses.replace(spec, extension_params=(*spec.extension_params, *params))
+
     def plan(self, pod: PodInfo, spec: RedirectSpec, facts: NetnsFacts) -> RulePlan:
         families = (4, 6) if facts.ipv6 else (4,)
         extra: list[Rule | RouteStep] = []
-        # Registration order (built-ins, then extensions as enabled), not pluggy's LIFO call order.
-        impls = self.pm.hook.meshcni_extra_rules.get_hookimpls()
         for family in families:
-            for impl in impls:
-                kwargs = {"pod": pod, "spec": spec, "config": self.config, "netns": facts, "family": family}
-                wanted = {name: kwargs[name] for name in impl.argnames}
-                contributed = guarded(self.pm, "rule-build", functools.partial(impl.function, **wanted))
-                extra.extend(cast("Sequence[Rule | RouteStep]", contributed or []))
-        if spec.kubevirt_interfaces and not any(isinstance(r, Rule) and "-i" in r.args for r in extra):
-            raise AnnotationError(
-                KUBEVIRT_INTERFACES, ",".join(spec.kubevirt_interfaces),
-                "no enabled extension handles kubevirt interfaces (enable the 'kubevirt' extension)",
+            extra += guarded(
+                self.pm, "rule-build", functools.partial(self.hooks.extra_rules, pod, spec, self.config, facts, family)
             )
         return guarded(self.pm, "rule-build", lambda: build_plan(spec, facts, self.modes, extra))
 
@@ -171,6 +190,8 @@ class Pipeline:
                 decision.plan = self.plan(pod, decision.spec, facts)
                 plan = decision.plan
                 guarded(self.pm, "apply", lambda: self.backend().apply(plan, target))
+        for warning in decision.warnings:
+            log.warning("ADD %s/%s: %s", pod.namespace, pod.name, warning)
         self.report("ADD", decision, started)
         return decision
 
@@ -199,26 +220,24 @@ class Pipeline:
             guarded(self.pm, "teardown", lambda: self.backend().teardown(target, hints))
         except MeshcniError as exc:
             log.warning("DEL: leaving the pod's rules to the runtime's netns removal: %s %s", exc.msg, exc.details)
-        for impl in self.pm.hook.meshcni_teardown.get_hookimpls():
-            try:
-                impl.function(target=target, config=self.config, pod=pod)
-            except Exception as exc:  # noqa: BLE001 - teardown failures are logged, never fatal
-                log.warning("DEL: teardown of extension %s failed: %s", impl.plugin_name, exc)
+        self.hooks.teardown(target, self.config, pod)
 
     def teardown_hints(self, target: Target, pod: PodInfo | None) -> RulePlan | None:
         """What ADD probably programmed, so backends can recognise rules that carry no ISTIO_
-        marker (kubevirt RETURNs, the IPv6 lock-down): the pod's own plan when its annotations
-        came with the request, otherwise the plan of Istio's defaults - in TPROXY mode when that
-        mode is registered, which adds its policy routes to what is undone. DEL must never depend
-        on the API server, so nothing is looked up."""
+        marker (an extension's interface RETURNs, the IPv6 lock-down) and undo its routes: the
+        pod's own plan when its annotations came with the request, otherwise the plans of Istio's
+        defaults under every registered mode together, so that routes a mode's extension
+        contributed (with the settings it was configured with) are undone too. DEL must never
+        depend on the API server, so nothing is looked up."""
         try:
             facts = netns.read_facts(target.netns)
             if pod is not None and pod.annotations:
                 decision = self.decide(pod, facts)
                 if decision.plan is not None:
                     return decision.plan
-            mode = "TPROXY" if "TPROXY" in self.modes else "REDIRECT"
-            return build_plan(RedirectSpec(mode=mode), facts, self.modes)
+            params = self.claims.params({}, self.config.extension_settings)
+            plans = [build_plan(RedirectSpec(mode=m, extension_params=params), facts, self.modes) for m in self.modes]
+            return merge_plans(plans)
         except MeshcniError as exc:
             log.debug("DEL: no teardown hints (%s); backends fall back to markers", exc.msg)
             return None
@@ -229,11 +248,18 @@ class Pipeline:
             verdicts=tuple(decision.verdicts), plan=decision.plan, error=error,
             duration_ms=(time.perf_counter() - started) * 1000,
         )
-        for impl in self.pm.hook.meshcni_report.get_hookimpls():
-            try:
-                impl.function(outcome=outcome)
-            except Exception as exc:  # noqa: BLE001 - report failures are logged, never fatal
-                log.warning("report hook of %s failed: %s", impl.plugin_name, exc)
+        self.hooks.report(outcome)
+
+
+def merge_plans(plans: list[RulePlan]) -> RulePlan:
+    """Every item of ``plans`` once, in first-seen order (teardown hints only: never applied)."""
+    def union(items: list[T]) -> tuple[T, ...]:
+        return tuple(dict.fromkeys(items))
+
+    return RulePlan(
+        chains=union([c for p in plans for c in p.chains]), flushes=union([f for p in plans for f in p.flushes]),
+        rules=union([r for p in plans for r in p.rules]), routes=union([s for p in plans for s in p.routes]),
+    )
 
 
 def guarded(pm: pluggy.PluginManager, stage: str, call: Callable[[], T]) -> T:

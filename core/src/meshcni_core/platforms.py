@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from meshcni_core.hookcalls import HookCalls
 from meshcni_hooks.errors import MeshcniError
 from meshcni_hooks.types import NodeFacts, Platform
 
@@ -50,9 +51,9 @@ def checks_of(pm: Any, platform: Platform) -> Callable[[NodeFacts], list[str]]:
 
     def check(node: NodeFacts) -> list[str]:
         try:
-            results = pm.hook.meshcni_install_check(node=node)
+            problems = HookCalls(pm).install_check(node)
         except Exception as exc:  # noqa: BLE001 - a third party's failing check is reported, never fatal
             return [f"{platform.name}: the install check of {platform.provider} failed: {type(exc).__name__}: {exc}"]
-        return [f"{platform.name}: {problem}" for problems in results for problem in problems or ()]
+        return [f"{platform.name}: {problem}" for problem in problems]
 
     return check

@@ -63,16 +63,14 @@ class Harness:
         return self.pipeline.add(Target(netns="/nonexistent"), pod, facts or NetnsFacts(interfaces=("lo", "eth0")))
 
 
-# One value for every redirect annotation (TPROXY, dual-stack ranges): the example that golden rule
-# files and the istio-iptables comparison share.
-EVERY_REDIRECT_ANNOTATION = {
-    "sidecar.istio.io/interceptionMode": "TPROXY",
+# One value for every redirect annotation the core reads (dual-stack ranges); tests that exercise
+# extensions add those extensions' own annotations to it.
+EVERY_CORE_REDIRECT_ANNOTATION = {
     "traffic.sidecar.istio.io/includeInboundPorts": "8080,9090",
     "traffic.sidecar.istio.io/excludeInboundPorts": "3306",
     "traffic.sidecar.istio.io/includeOutboundIPRanges": "10.0.0.0/8,fd00::/8",
     "traffic.sidecar.istio.io/excludeOutboundIPRanges": "10.96.0.1/32",
     "traffic.sidecar.istio.io/excludeOutboundPorts": "5432",
-    "traffic.sidecar.istio.io/kubevirtInterfaces": "net1",
 }
 
 
@@ -95,6 +93,7 @@ def make_pod(**overrides: Any) -> PodInfo:
 
 def build_harness(*plugins: object, extensions: tuple[str, ...] = (), **netconf: Any) -> Harness:
     from meshcni_core import extensions as loader
+    from meshcni_core.hookcalls import HookCalls
     from meshcni_core.pipeline import Pipeline
 
     backend = RecordingBackend()
@@ -105,7 +104,7 @@ def build_harness(*plugins: object, extensions: tuple[str, ...] = (), **netconf:
     pm.check_pending()
     conf: Mapping[str, Any] = {"cniVersion": "1.0.0", "name": "test", "type": "istio-cni",
                                "backend": RECORDING, **netconf}
-    config = pm.hook.meshcni_load_config(netconf=conf, env={})
+    config = HookCalls(pm).load_config(conf, {})
     return Harness(Pipeline(pm, config), backend)
 
 

@@ -30,6 +30,17 @@ class ConfigError(MeshcniError):
     stage = "config"
 
 
+class SettingError(ConfigError):
+    """One key of an extension's settings block has an invalid value (raised by ``parse_settings``).
+    The core prefixes the extension's name; the message names the key and the value."""
+
+    def __init__(self, setting: str, value: object, reason: str):
+        super().__init__(f"invalid setting {setting}={value!r}: {reason}")
+        self.setting = setting
+        self.value = value
+        self.reason = reason
+
+
 class ExtensionError(MeshcniError):
     """An enabled extension is missing, broken, incompatible or conflicts with another."""
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from meshcni_hooks.errors import ApplyError
+from meshcni_hooks.errors import AnnotationError, ApplyError
 from meshcni_hooks.types import IPNetwork, RulePlan
 
 # Allowed in an argument: printable ASCII except space, quotes and backslash (iptables-restore
@@ -64,6 +64,22 @@ def is_interface_name(text: str) -> bool:
     return (
         0 < len(text) <= INTERFACE_NAME_MAX and text not in (".", "..") and INTERFACE_NAME_CHARACTERS.issuperset(text)
     )
+
+
+def parse_interfaces(key: str, value: str) -> tuple[str, ...]:
+    """Istio's interface list: empty, or comma-separated whole interface names (no iptables
+    wildcard), de-duplicated in order. A bad element raises AnnotationError naming ``key``."""
+    if value == "":
+        return ()
+    names: dict[str, None] = {}
+    for element in value.split(","):
+        if not is_interface_name(element):
+            raise AnnotationError(
+                key, value,
+                f"{element!r} is not a network interface name (1-{INTERFACE_NAME_MAX} of A-Z a-z 0-9 _ . -)",
+            )
+        names[element] = None
+    return tuple(names)
 
 
 def is_owner_id(text: str) -> bool:

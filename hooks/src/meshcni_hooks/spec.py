@@ -21,6 +21,7 @@ from typing import Any
 from meshcni_hooks import hookspec
 from meshcni_hooks.types import (
     BackendInfo,
+    Claim,
     ManifestValues,
     NetnsFacts,
     NodeFacts,
@@ -49,6 +50,16 @@ def meshcni_register_redirect_modes() -> Sequence[RedirectMode]:
 
     Called once per process. The mode named by ``sidecar.istio.io/interceptionMode`` must be
     registered, otherwise the ADD fails naming the annotation and the known modes.
+    """
+    raise NotImplementedError
+
+
+@hookspec
+def meshcni_register_claims() -> Sequence[Claim]:
+    """Return what this plugin owns: the pod annotations it reads and its settings block.
+
+    Called once per pipeline. Each claim's ``parse_settings`` validates its settings then, and its
+    ``parse`` runs for every redirected pod, after the core's annotations.
     """
     raise NotImplementedError
 

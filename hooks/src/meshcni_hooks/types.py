@@ -10,9 +10,10 @@ import enum
 import ipaddress
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,14 @@ class PluginConfig:
     iptables_flavour: str = "auto"  # "auto", "nft" or "legacy"
     pod_lookup_timeout: float = 30.0
     attachment: str = "chained"  # "chained" or "secondary" (Multus: no prevResult expected)
-    extension_settings: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
+    # Extension name -> that extension's own frozen settings value, as its claim's
+    # ``parse_settings`` returned it (validated once, when the pipeline is built).
+    extension_settings: Mapping[str, object] = field(default_factory=dict)
+
+    def settings(self, extension: str, kind: type[T]) -> T | None:
+        """The validated settings of ``extension`` if they are a ``kind``, else ``None``."""
+        value = self.extension_settings.get(extension)
+        return value if isinstance(value, kind) else None
 
 
 class VerdictKind(enum.Enum):
@@ -133,10 +141,65 @@ class RedirectSpec:
     include_inbound_ports: PortList = PortList(all=True)
     exclude_inbound_ports: tuple[int, ...] = (15020, 15021, 15090)
     exclude_outbound_ports: tuple[int, ...] = (15020,)
-    kubevirt_interfaces: tuple[str, ...] = ()
-    tproxy_mark: int = 1337
-    tproxy_route_table: int = 133
     origins: Mapping[str, str] = field(default_factory=dict)  # field name -> "annotation <key>" or "default"
+    # What enabled extensions parsed for this pod from the annotations and settings they claim:
+    # one frozen value per extension, read back with :meth:`params`.
+    extension_params: tuple[ExtensionParams, ...] = ()
+
+    def params(self, kind: type[T]) -> T | None:
+        """The parameters of type ``kind`` an extension contributed for this pod, or ``None``."""
+        for item in self.extension_params:
+            if isinstance(item.value, kind):
+                return item.value
+        return None
+
+
+@dataclass(frozen=True)
+class ExtensionParams:
+    """One extension's own redirect parameters for one pod (its frozen ``value``), with where each
+    of its fields came from (``origins``: field name -> "annotation <key>", "setting <key>" or
+    "default"), which ``meshcni explain`` shows."""
+
+    extension: str
+    value: Any
+    origins: Mapping[str, str] = field(default_factory=dict)
+
+
+class ParamsParser(Protocol):
+    def __call__(self, annotations: Mapping[str, str], settings: Any) -> ExtensionParams | None: ...
+
+
+@dataclass(frozen=True)
+class DropInOption:
+    """How the ``istio-iptables`` drop-in feeds a claim: ``flag`` (e.g. ``-k``) supplies the value of
+    the claimed ``annotation``; environment variable ``env`` supplies settings key ``setting``."""
+
+    flag: str = ""
+    annotation: str = ""
+    env: str = ""
+    setting: str = ""
+    help: str = ""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What an extension owns: the pod annotations it reads and its ``extension_settings`` block.
+
+    ``extension`` is the name the extension is enabled under (its entry point's name); its
+    settings live under ``extension_settings.<extension>`` in the netconf. ``parse_settings`` turns
+    that raw block (``{}`` when absent) into the extension's own frozen value once per pipeline
+    and raises ``SettingError`` for a bad one. ``parse`` turns a pod's annotations plus those
+    settings into :class:`ExtensionParams` (or ``None``: nothing for this pod) and raises
+    ``AnnotationError`` for a bad value. A pod annotation that only a disabled extension claims
+    fails the ADD, naming the extension to enable.
+    """
+
+    extension: str
+    annotations: tuple[str, ...] = ()
+    parse: ParamsParser | None = None
+    parse_settings: Callable[[Mapping[str, object]], object] | None = None
+    drop_in: tuple[DropInOption, ...] = ()
+    description: str = ""
 
 
 @dataclass(frozen=True)
@@ -194,7 +257,7 @@ class ChainFlush:
 
 @dataclass(frozen=True)
 class RouteStep:
-    """An ``ip`` command run in the pod netns (TPROXY policy routing, the ``::6`` address).
+    """An ``ip`` command run in the pod netns (an extension's policy routing, the ``::6`` address).
 
     ``undo`` is the command that reverses it on DEL; ``pre`` runs first and may fail (it makes
     ``args`` idempotent, e.g. deleting an ``ip rule`` before adding it). CHECK runs ``show`` and

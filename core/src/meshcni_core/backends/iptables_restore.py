@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from meshcni_core import netns
 from meshcni_core.netns import IF_INET6
+from meshcni_core.rules.builder import ipv6_self_address
 from meshcni_core.rules.restore import (
     TABLES_WE_USE,
     missing_rules,
@@ -32,8 +33,6 @@ from meshcni_hooks.types import RouteStep, RulePlan, Target
 FAMILIES = (4, 6)
 LOCK_WAIT_SECONDS = "10"
 LEGACY_TABLES_FILE = "/proc/net/ip_tables_names"
-TPROXY_DEFAULT_MARK = 1337
-TPROXY_DEFAULT_TABLE = 133
 
 
 @dataclass(frozen=True)
@@ -278,11 +277,9 @@ def available_families() -> tuple[int, ...]:
 
 
 def default_route_undo(hints: RulePlan | None) -> list[tuple[str, ...]]:
-    """How to remove our routes: the plan's own undo steps, or the defaults when DEL has no plan."""
+    """How to remove our routes: the plan's own undo steps (whoever contributed them), or, with no
+    plan at all, the core's own ``::6`` address (the pipeline always passes a plan when it can
+    read the netns, with every registered mode's routes)."""
     if hints is not None:
         return [s.undo for s in hints.routes if s.undo]
-    return [
-        ("-f", "inet", "rule", "del", "fwmark", str(TPROXY_DEFAULT_MARK), "lookup", str(TPROXY_DEFAULT_TABLE)),
-        ("-f", "inet", "route", "flush", "table", str(TPROXY_DEFAULT_TABLE)),
-        ("-6", "addr", "del", "::6/128", "dev", "lo"),
-    ]
+    return [ipv6_self_address().undo]

@@ -14,7 +14,7 @@ from dataclasses import replace
 from meshcni_core.builtin.sidecar import proxy_identity
 from meshcni_hooks import hookimpl
 from meshcni_hooks.errors import AnnotationError
-from meshcni_hooks.ruleargs import INTERFACE_NAME_MAX, is_interface_name
+from meshcni_hooks.ruleargs import parse_interfaces as parse_interfaces  # shared list parser, re-exported
 from meshcni_hooks.types import CidrList, IPNetwork, PluginConfig, PodInfo, PortList, RedirectSpec
 
 INTERCEPTION_MODE = "sidecar.istio.io/interceptionMode"
@@ -23,7 +23,6 @@ EXCLUDE_OUTBOUND_IP_RANGES = "traffic.sidecar.istio.io/excludeOutboundIPRanges"
 INCLUDE_INBOUND_PORTS = "traffic.sidecar.istio.io/includeInboundPorts"
 EXCLUDE_INBOUND_PORTS = "traffic.sidecar.istio.io/excludeInboundPorts"
 EXCLUDE_OUTBOUND_PORTS = "traffic.sidecar.istio.io/excludeOutboundPorts"
-KUBEVIRT_INTERFACES = "traffic.sidecar.istio.io/kubevirtInterfaces"
 
 # Ports Istio 1.6 always adds to the inbound exclusions (health, readiness, Prometheus).
 ALWAYS_EXCLUDED_INBOUND = (15020, 15021, 15090)
@@ -95,23 +94,10 @@ def augment_excluded_inbound(ports: PortList) -> tuple[int, ...]:
     return tuple(dict.fromkeys([*ports.ports, *ALWAYS_EXCLUDED_INBOUND]))
 
 
-def parse_interfaces(key: str, value: str) -> tuple[str, ...]:
-    if value == "":
-        return ()
-    names: dict[str, None] = {}
-    for element in value.split(","):
-        if not is_interface_name(element):
-            raise AnnotationError(
-                key, value,
-                f"{element!r} is not a network interface name (1-{INTERFACE_NAME_MAX} of A-Z a-z 0-9 _ . -)",
-            )
-        names[element] = None
-    return tuple(names)
-
-
 def redirect_spec_from_annotations(annotations: Mapping[str, str]) -> RedirectSpec:
     """Validate in Istio's order: mode, include CIDRs, include ports, exclude CIDRs, exclude
-    inbound ports, exclude outbound ports, kubevirt interfaces. The first bad value raises."""
+    inbound ports, exclude outbound ports (annotations extensions claim are parsed after these, by
+    their extensions). The first bad value raises."""
     origins: dict[str, str] = {}
 
     def get(field_name: str, key: str, default: str) -> str:
@@ -123,7 +109,7 @@ def redirect_spec_from_annotations(annotations: Mapping[str, str]) -> RedirectSp
 
     mode = get("mode", INTERCEPTION_MODE, "REDIRECT")
     if not MODE_NAME.fullmatch(mode):
-        raise AnnotationError(INTERCEPTION_MODE, mode, "expected an interception mode such as REDIRECT or TPROXY")
+        raise AnnotationError(INTERCEPTION_MODE, mode, "expected an interception mode name such as REDIRECT")
     include_cidrs = parse_cidr_list(
         INCLUDE_OUTBOUND_IP_RANGES, get("include_outbound", INCLUDE_OUTBOUND_IP_RANGES, "*"), allow_all=True
     )
@@ -139,7 +125,6 @@ def redirect_spec_from_annotations(annotations: Mapping[str, str]) -> RedirectSp
     exclude_out = parse_port_list(
         EXCLUDE_OUTBOUND_PORTS, get("exclude_outbound_ports", EXCLUDE_OUTBOUND_PORTS, "15020"), allow_all=False
     )
-    interfaces = parse_interfaces(KUBEVIRT_INTERFACES, get("kubevirt_interfaces", KUBEVIRT_INTERFACES, ""))
     return RedirectSpec(
         mode=mode,
         include_outbound=include_cidrs,
@@ -147,7 +132,6 @@ def redirect_spec_from_annotations(annotations: Mapping[str, str]) -> RedirectSp
         include_inbound_ports=include_ports,
         exclude_inbound_ports=augment_excluded_inbound(exclude_in),
         exclude_outbound_ports=exclude_out.ports,
-        kubevirt_interfaces=interfaces,
         origins=origins,
     )
 

@@ -1,7 +1,9 @@
 """``istio-iptables``: a drop-in for Istio 1.6's redirect tool, applied to the current netns.
 
-Same flags and environment defaults as ``istio-iptables.sh`` (-p -z -u -g -m -b -d -o -i -x -k),
-producing the rules the CNI plugin produces, plus:
+Same flags and environment defaults as ``istio-iptables.sh`` (-p -z -u -g -m -b -d -o -i -x, and
+the flags and variables installed extensions contribute through their claims' drop-in options,
+such as -k), producing the rules the CNI plugin produces with every installed extension that
+provides a mode or such an option enabled, plus:
 
 * ``--dry-run``: print the iptables-restore input and ip commands instead of applying them;
 * ``--cleanup``: remove every rule, chain and route of ours from the current netns;
@@ -19,19 +21,35 @@ import os
 import pwd
 import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
-from meshcni_core.builtin.annotations import parse_cidr_list, parse_interfaces, parse_port_list
+from meshcni_core.builtin.annotations import parse_cidr_list, parse_port_list
 from meshcni_core.pipeline import Pipeline
-from meshcni_core.rules.spec_check import MAX_U32, RESERVED_ROUTE_TABLES
-from meshcni_hooks.errors import AnnotationError, MeshcniError
+from meshcni_hooks.errors import AnnotationError, MeshcniError, SettingError
 from meshcni_hooks.ruleargs import is_owner_id
-from meshcni_hooks.types import PodInfo, RedirectSpec, RulePlan, Target
+from meshcni_hooks.types import Claim, DropInOption, PodInfo, RedirectSpec, RulePlan, Target
 
-FIRST_PARTY_REDIRECT_EXTENSIONS = ("tproxy", "kubevirt")
 EXIT_USAGE = 2
 
 
-def build_parser() -> argparse.ArgumentParser:
+def redirect_extensions() -> tuple[list[str], list[Claim]]:
+    """Installed extensions that provide an interception mode or drop-in options, and their claims."""
+    from meshcni_core import extensions
+    from meshcni_core.hookcalls import HookCalls
+
+    def redirects(hooks: HookCalls) -> bool:
+        return set(hooks.redirect_modes()) != {"REDIRECT"} or any(c.drop_in for c in hooks.claims())
+
+    names = extensions.installed_where(redirects)
+    claims = HookCalls(extensions.new_manager(names)).claims() if names else []
+    return names, claims
+
+
+def _dest(option: DropInOption) -> str:
+    return "ext_" + option.flag.lstrip("-").replace("-", "_")
+
+
+def build_parser(claims: Sequence[Claim] = ()) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="istio-iptables",
         description="Program Istio's sidecar redirect rules in the current network namespace "
@@ -43,8 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-u", dest="uid", help="proxy uids, comma-separated (default: uid of ENVOY_USER/istio-proxy "
                    "or 1337, plus 0)")
     p.add_argument("-g", dest="gid", help="proxy gids, comma-separated (default: the uids)")
-    p.add_argument("-m", dest="mode", help="inbound interception mode REDIRECT or TPROXY "
-                   "(env ISTIO_INBOUND_INTERCEPTION_MODE, default REDIRECT)")
+    p.add_argument("-m", dest="mode", help="inbound interception mode: REDIRECT or one an installed extension "
+                   "registers (env ISTIO_INBOUND_INTERCEPTION_MODE, default REDIRECT)")
     p.add_argument("-b", dest="include_ports", help="inbound ports to capture, '*' for all, '' for none "
                    "(env ISTIO_INBOUND_PORTS)")
     p.add_argument("-d", dest="exclude_ports", help="inbound ports to leave alone when -b is '*' "
@@ -54,7 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-i", dest="include_cidrs", help="outbound CIDRs to capture, '*' for all, '' for none "
                    "(env ISTIO_SERVICE_CIDR)")
     p.add_argument("-x", dest="exclude_cidrs", help="outbound CIDRs to leave alone (env ISTIO_SERVICE_EXCLUDE_CIDR)")
-    p.add_argument("-k", dest="kubevirt", help="virtual machine interfaces whose traffic is captured as outbound")
+    for claim in claims:
+        for option in claim.drop_in:
+            if option.flag:
+                p.add_argument(option.flag, dest=_dest(option), help=f"{option.help} (extension {claim.extension})")
     p.add_argument("--dry-run", action="store_true", help="print what would be applied, change nothing")
     p.add_argument("--cleanup", action="store_true", help="remove our rules, chains and routes, then exit")
     p.add_argument("--run-validation", action="store_true", help="check that redirection works (istio-validation)")
@@ -85,17 +106,6 @@ def _ids(flag: str, text: str) -> tuple[str, ...]:
     return ids
 
 
-def _u32(name: str, text: str, what: str, reserved: tuple[int, ...] = (0,)) -> int:
-    """A decimal firewall mark or routing table number, 1 to 2^32-1, none of ``reserved``."""
-    if not (0 < len(text) <= 10 and text.isascii() and text.isdigit()):
-        raise AnnotationError(name, text, f"expected a decimal {what}")
-    number = int(text)
-    if not 0 < number <= MAX_U32 or number in reserved:
-        reserved_text = ", ".join(map(str, reserved))
-        raise AnnotationError(name, text, f"{what} {number} is outside 1-{MAX_U32} or reserved ({reserved_text})")
-    return number
-
-
 def default_proxy_uids(env: Mapping[str, str]) -> str:
     """The script's default: the uid of ENVOY_USER (istio-proxy), else 1337, then root (0)."""
     try:
@@ -124,22 +134,43 @@ def spec_from_flags(args: argparse.Namespace, env: Mapping[str, str]) -> Redirec
         exclude_outbound_ports=parse_port_list(
             "-o", _value(args.exclude_outbound_ports, env, "ISTIO_LOCAL_OUTBOUND_PORTS_EXCLUDE"), allow_all=False
         ).ports,
-        kubevirt_interfaces=parse_interfaces("-k", args.kubevirt or ""),
-        tproxy_mark=_u32("ISTIO_INBOUND_TPROXY_MARK", env.get("ISTIO_INBOUND_TPROXY_MARK", "1337"), "firewall mark"),
-        tproxy_route_table=_u32(
-            "ISTIO_INBOUND_TPROXY_ROUTE_TABLE", env.get("ISTIO_INBOUND_TPROXY_ROUTE_TABLE", "133"), "routing table",
-            RESERVED_ROUTE_TABLES,
-        ),
     )
 
 
-def _pipeline(flavour: str) -> Pipeline:
-    from meshcni_core import extensions
+def with_extension_flags(spec: RedirectSpec, args: argparse.Namespace, pipeline: Pipeline,
+                         claims: Sequence[Claim]) -> RedirectSpec:
+    """Each extension flag's value as the annotation it stands for, parsed by its extension; an
+    error names the flag."""
+    flag_of = {o.annotation: o.flag for c in claims for o in c.drop_in if o.flag and o.annotation}
+    annotations = {o.annotation: getattr(args, _dest(o)) for c in claims for o in c.drop_in
+                   if o.flag and o.annotation and getattr(args, _dest(o)) is not None}
+    try:
+        params = pipeline.claims.params(annotations, pipeline.config.extension_settings)
+    except AnnotationError as exc:
+        raise AnnotationError(flag_of.get(exc.annotation, exc.annotation), exc.value, exc.reason) from None
+    return replace(spec, extension_params=params)
 
-    installed = {e.name for e in extensions.installed_extensions()}
-    enabled = [name for name in FIRST_PARTY_REDIRECT_EXTENSIONS if name in installed]
-    netconf = {"cniVersion": "1.1.0", "name": "istio-iptables", "extensions": enabled, "iptables_flavour": flavour}
-    return Pipeline.from_netconf(netconf, dict(os.environ))
+
+def settings_from_env(claims: Sequence[Claim], env: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    settings: dict[str, dict[str, str]] = {}
+    for claim in claims:
+        for option in claim.drop_in:
+            if option.env and option.setting and option.env in env:
+                settings.setdefault(claim.extension, {})[option.setting] = env[option.env]
+    return settings
+
+
+def _pipeline(flavour: str, enabled: Sequence[str], claims: Sequence[Claim], env: Mapping[str, str]) -> Pipeline:
+    netconf = {"cniVersion": "1.1.0", "name": "istio-iptables", "extensions": list(enabled),
+               "iptables_flavour": flavour, "extension_settings": settings_from_env(claims, env)}
+    try:
+        return Pipeline.from_netconf(netconf, dict(os.environ))
+    except SettingError as exc:  # name the variable that supplied the bad setting
+        for claim in claims:
+            for option in claim.drop_in:
+                if option.env and exc.setting == f"extension_settings.{claim.extension}.{option.setting}":
+                    raise AnnotationError(option.env, str(exc.value), exc.reason) from None
+        raise
 
 
 def render_dry_run(plan: RulePlan) -> str:
@@ -156,7 +187,8 @@ def render_dry_run(plan: RulePlan) -> str:
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    enabled, claims = redirect_extensions()
+    args = build_parser(claims).parse_args(argv)
     env = dict(os.environ) if env is None else env
     try:
         if args.run_validation:
@@ -164,12 +196,12 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         if args.skip_rule_apply:
             print("istio-iptables: --skip-rule-apply only makes sense with --run-validation", file=sys.stderr)
             return EXIT_USAGE
-        pipeline = _pipeline(args.iptables_flavour)
+        pipeline = _pipeline(args.iptables_flavour, enabled, claims, env)
         target = Target(netns="", iptables_flavour=args.iptables_flavour)
         if args.cleanup:
-            pipeline.backend().teardown(target, None)
+            pipeline.backend().teardown(target, pipeline.teardown_hints(target, None))
             return 0
-        spec = spec_from_flags(args, env)
+        spec = with_extension_flags(spec_from_flags(args, env), args, pipeline, claims)
         if spec.mode not in pipeline.modes:
             raise AnnotationError("-m", spec.mode, f"registered modes: {', '.join(sorted(pipeline.modes))}")
         from meshcni_core import netns

@@ -55,7 +55,9 @@ def platform_objects(resolved: ResolvedValues) -> list[dict[str, Any]]:
     pm, _ = load_platform(resolved.cni["platform"])
     values = ManifestValues(namespace=resolved.namespace, cni=copy.deepcopy(resolved.cni),
                             platform=resolved.cni["platform"])
-    return [dict(obj) for objects in pm.hook.meshcni_manifest_objects(values=values) for obj in objects]
+    from meshcni_core.hookcalls import HookCalls
+
+    return [dict(obj) for obj in HookCalls(pm).manifest_objects(values)]
 
 
 def network_config(cni: dict[str, Any]) -> dict[str, Any]:

@@ -5,8 +5,8 @@ docs/rules.md for the mapping and the two deliberate deviations:
 
 * a dual-stack pod gets IPv6 redirection (the script looked only at the first address of
   each interface, so dual-stack pods were IPv4-only and their IPv6 inbound was rejected);
-* with ``includeOutboundIPRanges: "*"`` the IPv6 kubevirt rules redirect as the IPv4 ones do
-  (the script returned instead).
+* (in an extension) with ``includeOutboundIPRanges: "*"`` IPv6 VM-interface rules redirect as the
+  IPv4 ones do (the script returned instead).
 
 Every rule is written exactly as ``iptables-save`` prints it, so comparing a plan with a live
 netns is string equality, for both the legacy and the nft flavour.
@@ -79,7 +79,7 @@ def redirect_chains(spec: RedirectSpec, family: int) -> tuple[list[ChainDecl], l
 
 
 def outbound(spec: RedirectSpec, family: int) -> tuple[list[ChainDecl], list[Rule]]:
-    """nat ISTIO_OUTPUT (script §4.7 steps 1-7 and 9); kubevirt rules come from kubevirt_rules."""
+    """nat ISTIO_OUTPUT (script §4.7 steps 1-7 and 9); interface rules come from extensions."""
     lo, passthrough = LOOPBACK[family], INBOUND_PASSTHROUGH_SOURCE[family]
     out = [rule(family, NAT, "OUTPUT", "-p", "tcp", "-j", OUTPUT_CHAIN)]
 
@@ -152,7 +152,7 @@ def build_plan(
     families = (4, 6) if facts.ipv6 else (4,)
     for family in families:
         base_chains, base_rules = redirect_chains(spec, family)
-        # The script ignores TPROXY for IPv6 and always uses nat REDIRECT there.
+        # The script uses its inbound mode for IPv4 only: IPv6 inbound is always nat REDIRECT.
         inbound_mode = mode if family == 4 else modes["REDIRECT"]
         in_chains, in_rules, in_routes = inbound_mode.build_inbound(spec, family)
         out_chains, out_rules = outbound(spec, family)

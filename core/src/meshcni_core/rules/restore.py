@@ -71,7 +71,7 @@ def owned_builtin_rules(plan: RulePlan | None, family: int, table: str, state: T
         for text in state.chains.get(chain, []):
             if _jumps_to_owned(text) or (chain, text) in planned:
                 found.append((chain, text))
-    found += _orphan_kubevirt_returns(table, state)
+    found += _orphan_interface_returns(table, state)
     found += _lockdown_rules(family, table, state)
     return list(dict.fromkeys(found))
 
@@ -88,9 +88,9 @@ def _lockdown_rules(family: int, table: str, state: TableState) -> list[tuple[st
     return []
 
 
-def _orphan_kubevirt_returns(table: str, state: TableState) -> list[tuple[str, str]]:
+def _orphan_interface_returns(table: str, state: TableState) -> list[tuple[str, str]]:
     """``-i IF -j RETURN`` rules in nat PREROUTING for interfaces that also have a rule jumping to
-    one of our chains: the kubevirt pair, recognisable without any state file."""
+    one of our chains: an interface pair an extension added, recognisable without any state file."""
     if table != "nat":
         return []
     prerouting = state.chains.get("PREROUTING", [])

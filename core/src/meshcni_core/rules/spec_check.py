@@ -10,13 +10,10 @@ from __future__ import annotations
 import ipaddress
 
 from meshcni_hooks.errors import RuleBuildError
-from meshcni_hooks.ruleargs import is_interface_name, is_owner_id
-from meshcni_hooks.types import CidrList, PortList, RedirectSpec
+from meshcni_hooks.ruleargs import is_owner_id
+from meshcni_hooks.types import CidrList, ExtensionParams, PortList, RedirectSpec
 
 MAX_PORT = 65535
-MAX_U32 = 0xFFFFFFFF
-# Routing tables a TPROXY route must never land in: unspec, default, main, local.
-RESERVED_ROUTE_TABLES = (0, 253, 254, 255)
 
 
 def _is_int(value: object, low: int, high: int) -> bool:
@@ -59,11 +56,7 @@ def check_spec(spec: RedirectSpec) -> None:
     _check_ports("include_inbound_ports", inbound.ports)
     _check_ports("exclude_inbound_ports", spec.exclude_inbound_ports)
     _check_ports("exclude_outbound_ports", spec.exclude_outbound_ports)
-    interfaces = spec.kubevirt_interfaces
-    if not isinstance(interfaces, tuple) or not all(isinstance(i, str) and is_interface_name(i) for i in interfaces):
-        raise _bad("kubevirt_interfaces", interfaces, "a tuple of network interface names")
-    if not _is_int(spec.tproxy_mark, 1, MAX_U32):
-        raise _bad("tproxy_mark", spec.tproxy_mark, f"a firewall mark 1-{MAX_U32}")
-    if not _is_int(spec.tproxy_route_table, 1, MAX_U32) or spec.tproxy_route_table in RESERVED_ROUTE_TABLES:
-        raise _bad("tproxy_route_table", spec.tproxy_route_table,
-                   f"a routing table 1-{MAX_U32} other than 253 (default), 254 (main) and 255 (local)")
+    params = spec.extension_params
+    if not isinstance(params, tuple) or not all(isinstance(p, ExtensionParams) for p in params):
+        raise _bad("extension_params", params, "a tuple of ExtensionParams")
+    # An extension's own values are its to check; every backend's argument wall still applies.
