@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from meshcni_core import explain
-from meshcni_core.cli.main import DEFAULT_EXPLAIN_NETCONF
+from meshcni_core.cli.main import default_explain_netconf
 from meshcni_core.devtools.netlab import cni
 from meshcni_core.pipeline import Pipeline
 from meshcni_hooks.types import ContainerInfo, PodInfo
@@ -54,9 +54,9 @@ def pods(draw) -> PodInfo:
 @given(pod=pods())
 @pytest.mark.netns
 def test_explain_agrees_with_the_plugin(netns_lab, pod):
-    expected = explain.explain(pod, Pipeline.from_netconf(DEFAULT_EXPLAIN_NETCONF, {}))["outcome"]
+    expected = explain.explain(pod, Pipeline.from_netconf(default_explain_netconf(), {}))["outcome"]
     ns = netns_lab.netns(f"x{len(netns_lab.namespaces)}")
-    netconf = {**DEFAULT_EXPLAIN_NETCONF, "agent_socket": "",
+    netconf = {**default_explain_netconf(), "agent_socket": "",
                "runtimeConfig": {"io.kubernetes.cri.pod-annotations": dict(pod.annotations)},
                "prevResult": {"cniVersion": "1.0.0", "ips": [{"address": "192.0.2.9/24"}]}}
     proc = cni("ADD", ns, netconf, namespace=pod.namespace)

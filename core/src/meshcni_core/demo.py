@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 from meshcni_core.devtools.chain import Attachment, ChainError, CniChain
-from meshcni_core.devtools.netlab import PLUGIN, Accepted, Lab
+from meshcni_core.devtools.netlab import PLUGIN, Accepted, Lab, redirect_extensions
 from meshcni_core.devtools.processes import start_agent
 
 REMOTE = "198.51.100.10"
@@ -73,7 +73,7 @@ def conflist(ipam_dir: str, agent_socket: str) -> dict[str, Any]:
             {
                 "type": "istio-cni",
                 "log_level": "warn",
-                "extensions": ["tproxy", "kubevirt"],
+                "extensions": redirect_extensions(),
                 "kubernetes": {"exclude_namespaces": ["istio-system"]},
                 "capabilities": {"io.kubernetes.cri.pod-annotations": True},
                 "agent_socket": agent_socket,
@@ -82,13 +82,15 @@ def conflist(ipam_dir: str, agent_socket: str) -> dict[str, Any]:
     }
 
 
-def describe(got: Accepted | str, pod_ip: str) -> str:
+def describe(got: Accepted | str, pod_ip: str, mode: str = "") -> str:
+    """Where a connection went; ``mode`` is the pod's interception mode annotation, named when the
+    proxy got the connection with its destination kept (not NAT-redirected)."""
     if isinstance(got, str):
         return got
     if got.listener == 15001 and got.nat_redirected:
         return f"proxy :15001 (orig {got.original_dst[0]}:{got.original_dst[1]})"  # type: ignore[index]
     if got.listener == 15001:
-        return f"proxy :15001 TPROXY (dst kept {got.local[0]}:{got.local[1]})"
+        return f"proxy :15001 {mode} (dst kept {got.local[0]}:{got.local[1]})".replace("  ", " ")
     if got.listener == 15006:
         return f"proxy :15006 (orig {got.original_dst[0]}:{got.original_dst[1]})"  # type: ignore[index]
     if got.listener == 80:
@@ -157,11 +159,12 @@ def run_demo(pods_dir: Path, use_agent: bool = True) -> int:
             pod.outcome = "redirected" if "ISTIO_OUTPUT" in saved else "passed through"
             for port in LISTEN_PORTS:
                 lab.listen(pod_ns, "0.0.0.0", port, transparent=(port == 15001))
+            mode = pod.annotations.get("sidecar.istio.io/interceptionMode", "")
             pod.cells = (
-                describe(probe(lab, pod_ns, REMOTE, 80), pod_ip),
-                describe(probe(lab, pod_ns, REMOTE, 80, uid=1337), pod_ip),
-                describe(probe(lab, remote, pod_ip, 8080), pod_ip),
-                describe(probe(lab, remote, pod_ip, 9080), pod_ip),
+                describe(probe(lab, pod_ns, REMOTE, 80), pod_ip, mode),
+                describe(probe(lab, pod_ns, REMOTE, 80, uid=1337), pod_ip, mode),
+                describe(probe(lab, remote, pod_ip, 8080), pod_ip, mode),
+                describe(probe(lab, remote, pod_ip, 9080), pod_ip, mode),
             )
         print_table(pods)
         return 0

@@ -172,6 +172,17 @@ def probe_installed(enabled: Sequence[str], wanted: Callable[[HookCalls], bool])
     return found[0] if found else None
 
 
+def installed_redirect_extensions() -> list[str]:
+    """Installed extensions that change what is captured: they register an interception mode or
+    claim annotations, settings or drop-in options. What the ``istio-iptables`` drop-in, the
+    default ``meshcni explain`` netconf and the dev tools enable, without naming any."""
+
+    def redirects(hooks: HookCalls) -> bool:
+        return set(hooks.redirect_modes()) != {"REDIRECT"} or bool(hooks.claims())
+
+    return installed_where(redirects)
+
+
 def installed_where(wanted: Callable[[HookCalls], bool], exclude: Sequence[str] = (),
                     first_only: bool = False) -> list[str]:
     """Installed extensions (not in ``exclude``) for which ``wanted`` holds, each loaded alone."""

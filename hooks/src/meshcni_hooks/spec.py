@@ -158,7 +158,7 @@ def meshcni_redirect_spec(pod: PodInfo, config: PluginConfig) -> RedirectSpec | 
 def meshcni_extra_rules(
     pod: PodInfo, spec: RedirectSpec, config: PluginConfig, netns: NetnsFacts, family: int
 ) -> Sequence[Rule | RouteStep] | None:
-    """Contribute rules for one address family beyond the mode's (e.g. kubevirt PREROUTING rules).
+    """Contribute rules for one address family beyond the mode's (e.g. PREROUTING rules for a VM's interfaces).
 
     Every implementation runs, in registration order; the rules join the plan in that order.
     """

@@ -37,10 +37,7 @@ def redirect_extensions() -> tuple[list[str], list[Claim]]:
     from meshcni_core import extensions
     from meshcni_core.hookcalls import HookCalls
 
-    def redirects(hooks: HookCalls) -> bool:
-        return set(hooks.redirect_modes()) != {"REDIRECT"} or any(c.drop_in for c in hooks.claims())
-
-    names = extensions.installed_where(redirects)
+    names = extensions.installed_redirect_extensions()
     claims = HookCalls(extensions.new_manager(names)).claims() if names else []
     return names, claims
 

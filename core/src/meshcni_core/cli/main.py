@@ -347,8 +347,12 @@ def run_manifest_values(args: argparse.Namespace) -> int:
     return 0
 
 
-DEFAULT_EXPLAIN_NETCONF = {"cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "istio-cni",
-                           "extensions": ["tproxy", "kubevirt"], "kubernetes": {"exclude_namespaces": ["istio-system"]}}
+def default_explain_netconf() -> dict[str, object]:
+    """Istio's netconf with every installed extension that changes capture enabled."""
+    from meshcni_core.extensions import installed_redirect_extensions
+
+    return {"cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "istio-cni",
+            "extensions": installed_redirect_extensions(), "kubernetes": {"exclude_namespaces": ["istio-system"]}}
 
 
 def run_explain(args: argparse.Namespace) -> int:
@@ -358,7 +362,7 @@ def run_explain(args: argparse.Namespace) -> int:
     from meshcni_core.pipeline import Pipeline
     from meshcni_core.pods.lookup import pod_from_manifest
 
-    netconf: dict[str, Any] = dict(DEFAULT_EXPLAIN_NETCONF)
+    netconf: dict[str, Any] = default_explain_netconf()
     if args.netconf and (args.filename or args.sets):
         raise MeshcniError("give either --netconf or install values (-f/--set), not both")
     if args.filename or args.sets:

@@ -7,6 +7,7 @@ Only namespaces this module created are touched, only documentation ranges are u
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import queue
@@ -38,7 +39,7 @@ def run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 class Accepted:
     listener: int  # the port the listener was bound to
     original_dst: tuple[str, int] | None  # conntrack's original destination (SO_ORIGINAL_DST)
-    local: tuple[str, int]  # the accepted socket's own address (TPROXY keeps the original one)
+    local: tuple[str, int]  # the accepted socket's own address (a transparent proxy keeps the original one)
     peer: tuple[str, int]
 
     @property
@@ -192,17 +193,28 @@ class Lab:
 MESH_STATUS = json.dumps({"containers": ["istio-proxy"], "initContainers": ["istio-validation"]})
 
 
+@functools.cache
+def _installed_redirect_extensions() -> tuple[str, ...]:
+    from meshcni_core.extensions import installed_redirect_extensions
+
+    return tuple(installed_redirect_extensions())
+
+
+def redirect_extensions() -> list[str]:
+    return list(_installed_redirect_extensions())
+
+
 def mesh_netconf(annotations: dict[str, str] | None = None, *, mesh: bool = True, **extra: Any) -> dict[str, Any]:
     """A chained istio-cni netconf as containerd sends it for an injected pod: the pod's
     annotations in runtimeConfig (plus ``sidecar.istio.io/status`` when ``mesh``), a prevResult,
-    the first-party extensions enabled. ``extra`` adds or overrides top-level keys."""
+    every installed extension that changes capture enabled. ``extra`` adds or overrides top-level keys."""
     pod_annotations = {"sidecar.istio.io/status": MESH_STATUS} if mesh else {}
     pod_annotations.update(annotations or {})
     conf: dict[str, Any] = {
         "cniVersion": "1.0.0",
         "name": "k8s-pod-network",
         "type": "istio-cni",
-        "extensions": ["tproxy", "kubevirt"],
+        "extensions": redirect_extensions(),
         "kubernetes": {"exclude_namespaces": ["istio-system"]},
         "runtimeConfig": {"io.kubernetes.cri.pod-annotations": pod_annotations},
         "prevResult": {
