@@ -148,3 +148,35 @@ def test_the_extensions_table_keeps_its_columns_for_long_names(capsys):
     column = header.index("ENABLED")
     assert rows and all(row[column - 1] == " " and row[column] != " " for row in rows), rows
     assert any(row.startswith("platform-openshift ") and row[column:].startswith("#1") for row in rows)
+
+
+def test_a_hook_with_an_argument_the_spec_lacks_names_the_distribution(fake_distribution):
+    source = """
+        from meshcni_hooks import hookimpl
+
+        class BadArg:
+            @hookimpl
+            def meshcni_pod_verdict(self, pod, config, colour):
+                return None
+    """
+    fake_distribution("acme-badarg", "acme_badarg", source, {"acme-badarg": "acme_badarg:BadArg"})
+    with pytest.raises(ExtensionError, match=r"extension 'acme-badarg' \(acme-badarg 1\.0\) could not be registered"):
+        extensions.new_manager(["acme-badarg"])
+
+
+@pytest.mark.parametrize("hook", ["meshcni_register_claims", "meshcni_register_redirect_modes"])
+def test_an_error_in_a_register_hook_names_the_extension_and_distribution(fake_distribution, hook):
+    from meshcni_core.pipeline import Pipeline
+    from meshcni_hooks.errors import MeshcniError
+
+    source = f"""
+        from meshcni_hooks import hookimpl
+
+        class Fails:
+            @hookimpl
+            def {hook}(self):
+                raise KeyError("boom")
+    """
+    fake_distribution("acme-regfail", "acme_regfail", source, {"acme-regfail": "acme_regfail:Fails"})
+    with pytest.raises(MeshcniError, match=r"in extension acme-regfail \(acme-regfail 1\.0\): KeyError"):
+        Pipeline.from_netconf({"cniVersion": "1.0.0", "name": "n", "extensions": ["acme-regfail"]}, {})

@@ -67,8 +67,8 @@ class Pipeline:
     def __init__(self, pm: pluggy.PluginManager, config: PluginConfig):
         self.pm = pm
         self.hooks = HookCalls(pm)
-        self.modes = self.hooks.redirect_modes()
-        self._backends = self.hooks.backends()
+        self.modes = guarded(pm, "extensions", self.hooks.redirect_modes)
+        self._backends = guarded(pm, "extensions", self.hooks.backends)
         self.claims = guarded(pm, "config", lambda: Claims.of(self.hooks.claims()))
         settings = guarded(pm, "config", lambda: self.claims.validate_settings(config.extension_settings))
         self.config = dataclasses.replace(config, extension_settings=settings)

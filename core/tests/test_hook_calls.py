@@ -1,0 +1,91 @@
+"""Every hook is called through pluggy: a ``wrapper=True`` implementation sees every call."""
+
+import inspect
+import textwrap
+
+from meshcni_core import extensions
+from meshcni_core.hookcalls import HookCalls
+from meshcni_core.testing import build_harness, make_pod
+from meshcni_hooks import hookimpl, spec
+from meshcni_hooks.types import ManifestValues, NetnsFacts, NodeFacts, Rule, Target
+
+HOOKS = {name: f for name, f in vars(spec).items() if name.startswith("meshcni_") and inspect.isfunction(f)}
+
+
+def wrapping_everything():
+    """A plugin with a ``wrapper=True`` implementation of every hook, recording each call."""
+    namespace = {"hookimpl": hookimpl}
+    body = ""
+    for name, function in HOOKS.items():
+        params = ", ".join(["self", *inspect.signature(function).parameters])
+        body += f"""
+            @hookimpl(wrapper=True)
+            def {name}({params}):
+                self.seen.append({name!r})
+                return (yield)
+        """
+    exec(textwrap.dedent("class Wrapper:\n    seen: list\n" + textwrap.indent(textwrap.dedent(body), "    ")), namespace)
+    wrapper = namespace["Wrapper"]()
+    wrapper.seen = []
+    return wrapper
+
+
+class ExtraRule:
+    @hookimpl
+    def meshcni_extra_rules(self, family):
+        return [Rule(family, "nat", "PREROUTING", ("-i", "net9", "-j", "RETURN"), head=True, source="extra")]
+
+
+def test_a_wrapper_on_every_hook_sees_its_call():
+    wrapper = wrapping_everything()
+    harness = build_harness(wrapper, ExtraRule())
+    pipeline = harness.pipeline
+    decision = harness.add(make_pod())
+    pipeline.delete(Target(netns="/nonexistent"), make_pod())
+    hooks = HookCalls(pipeline.pm)
+    hooks.repair_policies()
+    hooks.platforms()
+    hooks.manifest_objects(ManifestValues(namespace="istio-system", cni={}))
+    hooks.install_check(NodeFacts(platform="", host_conf_dir="", conf_dir="", bin_dir="", bin_files=frozenset(),
+                                  chained=True, conf_files=(), target_file="", network_name="",
+                                  primary_plugin_types=()))
+    assert set(wrapper.seen) == set(HOOKS), f"not seen: {sorted(set(HOOKS) - set(wrapper.seen))}"
+    # The wrapper passed results through unchanged: the plan holds the contributed rule, no None.
+    assert decision.redirect and None not in decision.plan.rules
+    assert "-i net9 -j RETURN" in [r.text for r in decision.plan.rules]
+
+
+def test_extra_rules_keep_registration_order_through_pluggy():
+    class First:
+        @hookimpl
+        def meshcni_extra_rules(self, family):
+            return [Rule(family, "nat", "PREROUTING", ("-i", "one", "-j", "RETURN"), source="first")]
+
+    class Second:
+        @hookimpl
+        def meshcni_extra_rules(self, family):
+            return [Rule(family, "nat", "PREROUTING", ("-i", "two", "-j", "RETURN"), source="second")]
+
+    plan = build_harness(First(), Second()).add(make_pod(), NetnsFacts(interfaces=("lo", "eth0"))).plan
+    assert [r.source for r in plan.rules if r.source in ("first", "second")] == ["first", "second"]
+
+
+def test_pod_annotations_and_extension_settings_are_read_only():
+    seen = {}
+
+    class Peek:
+        @hookimpl
+        def meshcni_pod_verdict(self, pod, config):
+            seen["annotations"], seen["settings"] = pod.annotations, config.extension_settings
+
+    build_harness(Peek()).add(make_pod())
+    for mapping in seen.values():
+        try:
+            mapping["x"] = "y"
+        except TypeError:
+            continue
+        raise AssertionError(f"{type(mapping).__name__} crossing a hook is writable")
+
+
+def test_registration_records_are_collected_through_pluggy():
+    assert set(extensions.redirect_modes(extensions.new_manager())) == {"REDIRECT"}
