@@ -217,3 +217,18 @@ def test_del_without_annotations_still_removes_tproxy_routes(lab):
     assert "fwmark" not in run("ip", "-n", name, "rule", "show").stdout
     assert run("ip", "-n", name, "route", "show", "table", "133").stdout == ""
     assert lab.save(lab.pod) == "" and lab.save(lab.pod, 6) == ""
+
+
+def test_del_without_annotations_removes_routes_of_the_configured_tproxy_settings(lab):
+    """The mark and table are the extension's settings, not the core's: DEL without pod metadata
+    still removes exactly the policy routes ADD installed with them."""
+    settings = {"extension_settings": {"tproxy": {"mark": 1536, "route_table": 200}}}
+    conf = netconf({"sidecar.istio.io/interceptionMode": "TPROXY"}, **settings)
+    add(lab, conf)
+    name = lab.name_of(lab.pod)
+    assert "fwmark 0x600 lookup 200" in run("ip", "-n", name, "rule", "show").stdout
+    assert "local default dev lo" in run("ip", "-n", name, "route", "show", "table", "200").stdout
+    bare = {k: v for k, v in conf.items() if k != "runtimeConfig"}
+    assert cni("DEL", lab.pod, bare).returncode == 0
+    assert "fwmark" not in run("ip", "-n", name, "rule", "show").stdout
+    assert run("ip", "-n", name, "route", "show", "table", "200").stdout == ""

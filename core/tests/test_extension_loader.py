@@ -180,3 +180,24 @@ def test_an_error_in_a_register_hook_names_the_extension_and_distribution(fake_d
     fake_distribution("acme-regfail", "acme_regfail", source, {"acme-regfail": "acme_regfail:Fails"})
     with pytest.raises(MeshcniError, match=r"in extension acme-regfail \(acme-regfail 1\.0\): KeyError"):
         Pipeline.from_netconf({"cniVersion": "1.0.0", "name": "n", "extensions": ["acme-regfail"]}, {})
+
+
+def test_an_annotation_only_a_disabled_installed_extension_claims_fails_naming_it(fake_distribution):
+    from meshcni_core.testing import build_harness, make_pod
+    from meshcni_hooks.errors import AnnotationError
+
+    source = """
+        from meshcni_hooks import hookimpl
+        from meshcni_hooks.types import Claim
+
+        class Vm:
+            @hookimpl
+            def meshcni_register_claims(self):
+                return [Claim(extension="acme-vm", annotations=("acme.istio.io/vm-interfaces",))]
+    """
+    fake_distribution("acme-vm", "acme_vm", source, {"acme-vm": "acme_vm:Vm"})
+    pod = make_pod(annotations={"acme.istio.io/vm-interfaces": "net1"})
+    with pytest.raises(AnnotationError, match="enable the 'acme-vm' extension") as info:
+        build_harness().add(pod)
+    assert info.value.annotation == "acme.istio.io/vm-interfaces" and info.value.code == 103
+    assert build_harness(extensions=("acme-vm",)).add(pod).redirect

@@ -1,5 +1,7 @@
 """The TPROXY mode through the extension-author harness (no kernel involved)."""
 
+import pytest
+
 from meshcni_hooks.types import NetnsFacts
 from meshcni_redirect_tproxy import TproxyMode
 
@@ -36,3 +38,28 @@ def test_without_the_extension_tproxy_is_a_named_error(meshcni_pipeline, pod_fac
 
     with pytest.raises(AnnotationError, match="enable the 'tproxy' extension"):
         meshcni_pipeline().add(pod_factory(annotations=MODE))
+
+
+def test_mark_and_route_table_come_from_the_extensions_settings(meshcni_pipeline, pod_factory):
+    harness = meshcni_pipeline(extensions=("tproxy",), extension_settings={"tproxy": {"mark": 1536, "route_table": 200}})
+    plan = harness.add(pod_factory(annotations=MODE)).plan
+    assert "--tproxy-mark 0x600/0xffffffff" in texts(plan, "mangle", "ISTIO_TPROXY")[0]
+    assert plan.routes[0].args[-4:] == ("fwmark", "1536", "lookup", "200")
+    assert plan.routes[1].args[-2:] == ("table", "200")
+
+
+
+
+
+@pytest.mark.parametrize(("settings", "named"), [
+    ({"route_table": 254}, "extension_settings.tproxy.route_table=254"),  # the main table: flushed on DEL
+    ({"mark": 0}, "extension_settings.tproxy.mark=0"),
+    ({"mark": "133 "}, "extension_settings.tproxy.mark='133 '"),
+    ({"colour": 1}, "extension_settings.tproxy.colour=1"),
+])
+def test_bad_settings_fail_the_pipeline_naming_the_key(meshcni_pipeline, settings, named):
+    from meshcni_hooks.errors import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        meshcni_pipeline(extensions=("tproxy",), extension_settings={"tproxy": settings})
+    assert named in info.value.msg and info.value.code == 7
