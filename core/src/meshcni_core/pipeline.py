@@ -1,6 +1,6 @@
 """One CNI command through the hooks: config -> pod -> eligibility -> rule build -> apply -> report.
 
-Failure policy (ARCHITECTURE.md §4): fail closed for pods the mesh manages; never block pods it
+Failure policy (docs/architecture.md): fail closed for pods the mesh manages; never block pods it
 ignores; report and teardown failures are logged and swallowed; an apply failure leaves nothing.
 """
 
