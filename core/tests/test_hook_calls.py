@@ -89,3 +89,37 @@ def test_pod_annotations_and_extension_settings_are_read_only():
 
 def test_registration_records_are_collected_through_pluggy():
     assert set(extensions.redirect_modes(extensions.new_manager())) == {"REDIRECT"}
+
+
+def test_the_netconf_and_environment_given_to_load_config_are_read_only():
+    seen = {}
+
+    class Peek:
+        @hookimpl(wrapper=True)
+        def meshcni_load_config(self, netconf, env):
+            seen["netconf"], seen["env"] = netconf, env
+            return (yield)
+
+    build_harness(Peek())
+    for mapping in seen.values():
+        try:
+            mapping["x"] = "y"
+        except TypeError:
+            continue
+        raise AssertionError(f"{type(mapping).__name__} given to meshcni_load_config is writable")
+
+
+def test_a_manifest_object_without_kind_is_refused_naming_it():
+    import pytest
+
+    from meshcni_hooks.errors import ExtensionError
+
+    class Bad:
+        @hookimpl
+        def meshcni_manifest_objects(self, values):
+            return [{"apiVersion": "v1", "metadata": {"name": "x"}}]
+
+    pm = extensions.new_manager()
+    pm.register(Bad(), name="test:bad")
+    with pytest.raises(ExtensionError, match="not a Kubernetes object"):
+        HookCalls(pm).manifest_objects(ManifestValues(namespace="istio-system", cni={}))

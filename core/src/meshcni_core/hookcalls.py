@@ -10,6 +10,7 @@ extensions in the order they are enabled).
 from __future__ import annotations
 
 import logging
+import types
 from collections.abc import Mapping
 from typing import Any
 
@@ -83,7 +84,16 @@ class HookCalls:
         return [claim for batch in reversed(self.pm.hook.meshcni_register_claims()) for claim in batch or ()]
 
     def manifest_objects(self, values: ManifestValues) -> list[Mapping[str, Any]]:
-        return [obj for batch in reversed(self.pm.hook.meshcni_manifest_objects(values=values)) for obj in batch]
+        """Every plugin's objects, in registration order; each must be a Kubernetes object."""
+        values = ManifestValues(namespace=values.namespace, cni=types.MappingProxyType(dict(values.cni)),
+                                platform=values.platform)
+        objects = [obj for batch in reversed(self.pm.hook.meshcni_manifest_objects(values=values)) for obj in batch]
+        for obj in objects:
+            if not (isinstance(obj, Mapping) and obj.get("apiVersion") and obj.get("kind")
+                    and isinstance(obj.get("metadata"), Mapping) and obj["metadata"].get("name")):
+                raise ExtensionError(f"meshcni_manifest_objects returned {obj!r}, not a Kubernetes object "
+                                     "(apiVersion, kind and metadata.name)")
+        return objects
 
     def install_check(self, node: NodeFacts) -> list[str]:
         return [p for batch in reversed(self.pm.hook.meshcni_install_check(node=node)) for p in batch or ()]
@@ -91,7 +101,9 @@ class HookCalls:
     # -- one command ----------------------------------------------------------------------------
 
     def load_config(self, netconf: Mapping[str, object], env: Mapping[str, str]) -> PluginConfig:
-        config = self.pm.hook.meshcni_load_config(netconf=netconf, env=env)
+        config = self.pm.hook.meshcni_load_config(
+            netconf=types.MappingProxyType(dict(netconf)), env=types.MappingProxyType(dict(env))
+        )
         if not isinstance(config, PluginConfig):
             raise ExtensionError(f"meshcni_load_config returned {type(config).__name__}, not a PluginConfig")
         return config
