@@ -79,12 +79,16 @@ def test_pod_annotations_and_extension_settings_are_read_only():
             seen["annotations"], seen["settings"] = pod.annotations, config.extension_settings
 
     build_harness(Peek()).add(make_pod())
-    for mapping in seen.values():
+    assert_read_only(seen)
+
+
+def assert_read_only(seen):
+    for name, mapping in seen.items():
         try:
             mapping["x"] = "y"
         except TypeError:
             continue
-        raise AssertionError(f"{type(mapping).__name__} crossing a hook is writable")
+        raise AssertionError(f"{name} ({type(mapping).__name__}) crossing a hook is writable")
 
 
 def test_registration_records_are_collected_through_pluggy():
@@ -101,12 +105,7 @@ def test_the_netconf_and_environment_given_to_load_config_are_read_only():
             return (yield)
 
     build_harness(Peek())
-    for mapping in seen.values():
-        try:
-            mapping["x"] = "y"
-        except TypeError:
-            continue
-        raise AssertionError(f"{type(mapping).__name__} given to meshcni_load_config is writable")
+    assert_read_only(seen)
 
 
 def test_a_manifest_object_without_kind_is_refused_naming_it():
