@@ -35,7 +35,7 @@ def explain(pod: PodInfo, pipeline: Pipeline, facts: NetnsFacts = IPV4_POD) -> d
     try:
         seed = seed_votes(pod, pipeline.config)
         report["rules"] = [{"rule": v.rule, "vote": v.kind.value, "reason": v.reason, "by": v.source} for v in seed]
-        for verdict in pipeline.hooks.pod_verdicts(pod, pipeline.config):
+        for verdict in reversed(pipeline.hooks.pod_verdicts(pod, pipeline.config)):  # in enabling order
             if verdict.source != "builtin":  # the built-in's rules are listed one by one above
                 report["rules"].append({"rule": verdict.rule, "vote": verdict.kind.value,
                                         "reason": verdict.reason, "by": verdict.source})

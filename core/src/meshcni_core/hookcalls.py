@@ -109,7 +109,8 @@ class HookCalls:
         return config
 
     def pod_verdicts(self, pod: PodInfo, config: PluginConfig) -> list[Verdict]:
-        return [v for v in reversed(self.pm.hook.meshcni_pod_verdict(pod=pod, config=config)) if v is not None]
+        """Votes in pluggy's call order: the last enabled extension's first, the core's last."""
+        return [v for v in self.pm.hook.meshcni_pod_verdict(pod=pod, config=config) if v is not None]
 
     def redirect_spec(self, pod: PodInfo, config: PluginConfig) -> RedirectSpec:
         spec = self.pm.hook.meshcni_redirect_spec(pod=pod, config=config)

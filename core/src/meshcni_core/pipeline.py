@@ -72,6 +72,7 @@ class Pipeline:
         self.claims = guarded(pm, "config", lambda: Claims.of(self.hooks.claims()))
         settings = guarded(pm, "config", lambda: self.claims.validate_settings(config.extension_settings))
         self.config = dataclasses.replace(config, extension_settings=settings)
+        self._installed_owners: dict[str, str | None] = {}  # annotation -> disabled extension claiming it
         self._backend: Backend | None = None
         self.api_clients: ApiClients | None = None  # shared, warm clients when run by the agent
         self.pod_cache: PodCache | None = None  # the agent's watched pods of this node
@@ -152,9 +153,11 @@ class Pipeline:
         unowned = self.claims.unowned(pod.annotations)
         if unowned:
             def installed_owner(key: str) -> str | None:
-                return extensions.probe_installed(
-                    self.config.extensions, lambda h: any(key in c.annotations for c in h.claims())
-                )
+                if key not in self._installed_owners:  # probing imports extensions: once per key
+                    self._installed_owners[key] = extensions.probe_installed(
+                        self.config.extensions, lambda h: any(key in c.annotations for c in h.claims())
+                    )
+                return self._installed_owners[key]
 
             refuse_disabled_owner(pod.annotations, unowned, installed_owner)
             warnings += [f"annotation {key} is not read by the plugin or any enabled extension; it has no effect"
