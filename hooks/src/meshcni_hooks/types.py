@@ -179,6 +179,7 @@ class DropInOption:
     env: str = ""
     setting: str = ""
     help: str = ""
+    metavar: str = "VALUE"  # how ``--help`` names the flag's value
 
 
 @dataclass(frozen=True)

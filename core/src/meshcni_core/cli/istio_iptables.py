@@ -72,7 +72,8 @@ def build_parser(claims: Sequence[Claim] = ()) -> argparse.ArgumentParser:
     for claim in claims:
         for option in claim.drop_in:
             if option.flag:
-                p.add_argument(option.flag, dest=_dest(option), help=f"{option.help} (extension {claim.extension})")
+                p.add_argument(option.flag, dest=_dest(option), metavar=option.metavar,
+                               help=f"{option.help} (extension {claim.extension})")
     p.add_argument("--dry-run", action="store_true", help="print what would be applied, change nothing")
     p.add_argument("--cleanup", action="store_true", help="remove our rules, chains and routes, then exit")
     p.add_argument("--run-validation", action="store_true", help="check that redirection works (istio-validation)")

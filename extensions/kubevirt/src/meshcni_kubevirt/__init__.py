@@ -74,7 +74,7 @@ class KubevirtInterfaces:
                 extension=SOURCE,
                 annotations=(REROUTE_VIRTUAL_INTERFACES, KUBEVIRT_INTERFACES),
                 parse=parse,
-                drop_in=(DropInOption(flag="-k", annotation=KUBEVIRT_INTERFACES,
+                drop_in=(DropInOption(flag="-k", annotation=KUBEVIRT_INTERFACES, metavar="INTERFACES",
                                       help="virtual machine interfaces whose traffic is captured as outbound"),),
                 description="VM interfaces whose inbound traffic is redirected as outbound",
             )
