@@ -24,6 +24,9 @@ class ContainerInfo:
     restart_policy: str = ""  # an init container's own restartPolicy; "Always" makes it a native sidecar
     run_as_user: int | None = None  # the container's securityContext (not the pod's)
     run_as_group: int | None = None
+    # The literal value of the container's env ISTIO_META_DNS_CAPTURE (None: not set, or set with
+    # valueFrom): today's Istio reads DNS capture from istio-proxy's env.
+    env_dns_capture: str | None = None
 
     @property
     def native_sidecar(self) -> bool:
@@ -71,6 +74,7 @@ class PluginConfig:
     pod_lookup_timeout: float = 30.0
     attachment: str = "chained"  # "chained" or "secondary" (Multus: no prevResult expected)
     extension_settings: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
+    dns_capture: bool = False  # the mesh-wide default (meshConfig.defaultConfig.proxyMetadata.ISTIO_META_DNS_CAPTURE)
 
 
 class VerdictKind(enum.Enum):
@@ -136,6 +140,10 @@ class RedirectSpec:
     kubevirt_interfaces: tuple[str, ...] = ()
     tproxy_mark: int = 1337
     tproxy_route_table: int = 133
+    dns_capture: bool = False  # redirect the app's DNS (UDP and TCP port 53) to the proxy's DNS listener
+    dns_port: int = 15053
+    dns_servers: tuple[IPNetwork, ...] = ()  # with dns_capture: only DNS to these hosts; empty: all of it
+    exclude_interfaces: tuple[str, ...] = ()  # traffic in or out through these is never captured
     origins: Mapping[str, str] = field(default_factory=dict)  # field name -> "annotation <key>" or "default"
 
 

@@ -62,8 +62,24 @@ def check_spec(spec: RedirectSpec) -> None:
     interfaces = spec.kubevirt_interfaces
     if not isinstance(interfaces, tuple) or not all(isinstance(i, str) and is_interface_name(i) for i in interfaces):
         raise _bad("kubevirt_interfaces", interfaces, "a tuple of network interface names")
+    excluded = spec.exclude_interfaces
+    if not isinstance(excluded, tuple) or not all(isinstance(i, str) and is_interface_name(i) for i in excluded):
+        raise _bad("exclude_interfaces", excluded, "a tuple of network interface names")
+    _check_dns(spec)
     if not _is_int(spec.tproxy_mark, 1, MAX_U32):
         raise _bad("tproxy_mark", spec.tproxy_mark, f"a firewall mark 1-{MAX_U32}")
     if not _is_int(spec.tproxy_route_table, 1, MAX_U32) or spec.tproxy_route_table in RESERVED_ROUTE_TABLES:
         raise _bad("tproxy_route_table", spec.tproxy_route_table,
                    f"a routing table 1-{MAX_U32} other than 253 (default), 254 (main) and 255 (local)")
+
+
+def _check_dns(spec: RedirectSpec) -> None:
+    if not isinstance(spec.dns_capture, bool):
+        raise _bad("dns_capture", spec.dns_capture, "true or false")
+    if not _is_int(spec.dns_port, 1, MAX_PORT):
+        raise _bad("dns_port", spec.dns_port, f"a port 1-{MAX_PORT}")
+    servers = spec.dns_servers
+    _check_cidrs("dns_servers", CidrList(networks=servers) if isinstance(servers, tuple) else servers)
+    for server in servers:
+        if server.prefixlen != server.max_prefixlen:
+            raise _bad("dns_servers", server, "a host address (/32 or /128)")
