@@ -1,7 +1,8 @@
 """``istio-iptables``: a drop-in for Istio 1.6's redirect tool, applied to the current netns.
 
 Same flags and environment defaults as ``istio-iptables.sh`` (-p -z -u -g -m -b -d -o -i -x -k),
-producing the rules the CNI plugin produces, plus:
+and today's istio-iptables' ``-c``/``--istio-exclude-interfaces``, ``--redirect-dns`` and
+``--capture-all-dns``, producing the rules the CNI plugin produces, plus:
 
 * ``--dry-run``: print the iptables-restore input and ip commands instead of applying them;
 * ``--cleanup``: remove every rule, chain and route of ours from the current netns;
@@ -15,19 +16,22 @@ rules are applied in one transaction per family rather than command by command.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import pwd
 import sys
 from collections.abc import Mapping, Sequence
 
 from meshcni_core.builtin.annotations import parse_cidr_list, parse_interfaces, parse_port_list
+from meshcni_core.builtin.dns_capture import go_bool
 from meshcni_core.pipeline import Pipeline
 from meshcni_core.rules.spec_check import MAX_U32, RESERVED_ROUTE_TABLES
 from meshcni_hooks.errors import AnnotationError, MeshcniError
 from meshcni_hooks.ruleargs import is_owner_id
-from meshcni_hooks.types import PodInfo, RedirectSpec, RulePlan, Target
+from meshcni_hooks.types import IPNetwork, PodInfo, RedirectSpec, RulePlan, Target
 
 FIRST_PARTY_REDIRECT_EXTENSIONS = ("tproxy", "kubevirt")
+RESOLV_CONF = "/etc/resolv.conf"
 EXIT_USAGE = 2
 
 
@@ -55,6 +59,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "(env ISTIO_SERVICE_CIDR)")
     p.add_argument("-x", dest="exclude_cidrs", help="outbound CIDRs to leave alone (env ISTIO_SERVICE_EXCLUDE_CIDR)")
     p.add_argument("-k", dest="kubevirt", help="virtual machine interfaces whose traffic is captured as outbound")
+    p.add_argument("-c", "--istio-exclude-interfaces", dest="exclude_interfaces",
+                   help="interfaces whose traffic, in or out, is never captured (env ISTIO_EXCLUDE_INTERFACES)")
+    p.add_argument("--redirect-dns", nargs="?", const="true", default=None, metavar="BOOL",
+                   help="redirect DNS (UDP and TCP port 53) to the proxy's DNS port 15053, the proxy's own "
+                   "excepted (env REDIRECT_DNS, else ISTIO_META_DNS_CAPTURE; default false)")
+    p.add_argument("--capture-all-dns", nargs="?", const="true", default=None, metavar="BOOL",
+                   help="with --redirect-dns: all port-53 traffic, not only to the nameservers of "
+                   "/etc/resolv.conf (env CAPTURE_ALL_DNS; the CNI plugin always captures all)")
     p.add_argument("--dry-run", action="store_true", help="print what would be applied, change nothing")
     p.add_argument("--cleanup", action="store_true", help="remove our rules, chains and routes, then exit")
     p.add_argument("--run-validation", action="store_true", help="check that redirection works (istio-validation)")
@@ -107,6 +119,7 @@ def default_proxy_uids(env: Mapping[str, str]) -> str:
 
 def spec_from_flags(args: argparse.Namespace, env: Mapping[str, str]) -> RedirectSpec:
     uids = _ids("-u", args.uid if args.uid is not None else default_proxy_uids(env))
+    dns = dns_from_flags(args, env)
     mode = _value(args.mode, env, "ISTIO_INBOUND_INTERCEPTION_MODE") or "REDIRECT"
     return RedirectSpec(
         mode=mode,
@@ -125,12 +138,59 @@ def spec_from_flags(args: argparse.Namespace, env: Mapping[str, str]) -> Redirec
             "-o", _value(args.exclude_outbound_ports, env, "ISTIO_LOCAL_OUTBOUND_PORTS_EXCLUDE"), allow_all=False
         ).ports,
         kubevirt_interfaces=parse_interfaces("-k", args.kubevirt or ""),
+        exclude_interfaces=parse_interfaces("-c", _value(args.exclude_interfaces, env, "ISTIO_EXCLUDE_INTERFACES")),
+        dns_capture=dns[0],
+        dns_servers=dns[1],
         tproxy_mark=_u32("ISTIO_INBOUND_TPROXY_MARK", env.get("ISTIO_INBOUND_TPROXY_MARK", "1337"), "firewall mark"),
         tproxy_route_table=_u32(
             "ISTIO_INBOUND_TPROXY_ROUTE_TABLE", env.get("ISTIO_INBOUND_TPROXY_ROUTE_TABLE", "133"), "routing table",
             RESERVED_ROUTE_TABLES,
         ),
     )
+
+
+def _bool(flag: str, text: str) -> bool:
+    parsed = go_bool(text)
+    if parsed is None:
+        raise AnnotationError(flag, text, "expected true or false")
+    return parsed
+
+
+def dns_from_flags(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[bool, tuple[IPNetwork, ...]]:
+    """``--redirect-dns`` / ``--capture-all-dns`` as today's istio-iptables reads them: without
+    capture-all, only DNS to the nameservers of /etc/resolv.conf is redirected."""
+    redirect = args.redirect_dns if args.redirect_dns is not None else env.get(
+        "REDIRECT_DNS", env.get("ISTIO_META_DNS_CAPTURE", "false"))
+    if not _bool("--redirect-dns", redirect):
+        return False, ()
+    capture_all = _value(args.capture_all_dns, env, "CAPTURE_ALL_DNS", "false")
+    if _bool("--capture-all-dns", capture_all):
+        return True, ()
+    servers = nameservers(RESOLV_CONF)
+    if not servers:
+        # today's istio-iptables warns and captures no DNS; a drop-in asked to redirect DNS says so
+        raise AnnotationError("--redirect-dns", redirect, f"{RESOLV_CONF} lists no nameserver; add --capture-all-dns")
+    return True, servers
+
+
+def nameservers(path: str) -> tuple[IPNetwork, ...]:
+    """The ``nameserver`` addresses of a resolv.conf, as host networks (an IPv6 zone is dropped,
+    as Istio's resolver library drops it)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            lines = handle.read().splitlines()
+    except OSError as exc:
+        raise MeshcniError(f"cannot read {path} for --redirect-dns: {exc.strerror}") from None
+    found: list[IPNetwork] = []
+    for line in lines:
+        words = line.split()
+        if len(words) >= 2 and words[0] == "nameserver":
+            try:
+                address = ipaddress.ip_address(words[1].split("%")[0])
+            except ValueError:
+                continue  # as the C library: a line it cannot read is skipped
+            found.append(ipaddress.ip_network(address))
+    return tuple(dict.fromkeys(found))
 
 
 def _pipeline(flavour: str) -> Pipeline:
