@@ -14,6 +14,9 @@ docs/rules.md. The DNS and interface rules themselves are today's, in ``iptables
 """
 
 import ipaddress
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -138,3 +141,56 @@ def test_proxy_config_as_json_and_yaml():
 def test_spec_values_no_rule_may_carry_are_refused(modes, field, value):
     with pytest.raises(RuleBuildError, match=field):
         build_plan(RedirectSpec(**{field: value}), IPV4_POD, modes)
+
+
+EXPLAINED_POD = """\
+apiVersion: v1
+kind: Pod
+metadata:
+  name: app-1
+  namespace: default
+  annotations:
+    sidecar.istio.io/status: '{"containers":["istio-proxy"]}'
+    traffic.sidecar.istio.io/excludeInterfaces: net1,net2
+spec:
+  initContainers: [{name: migrate, image: m}]
+  containers:
+  - {name: app, image: a}
+  - name: istio-proxy
+    image: p
+    env: [{name: ISTIO_META_DNS_CAPTURE, value: "true"}]
+"""
+
+
+def _explain(tmp_path, pod_text: str, *args: str) -> dict:
+    pod_file = tmp_path / "pod.yaml"
+    pod_file.write_text(pod_text)
+    proc = subprocess.run([str(Path(sys.executable).with_name("meshcni")), "explain", "--pod", str(pod_file),
+                           "--output", "json", *args], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_explain_shows_dns_capture_and_excluded_interfaces_with_their_origins(tmp_path):
+    report = _explain(tmp_path, EXPLAINED_POD)
+    params = report["parameters"]
+    assert params["dns_capture"] == {"value": True, "from": "container istio-proxy's env ISTIO_META_DNS_CAPTURE"}
+    assert params["exclude_interfaces"] == {"value": ["net1", "net2"],
+                                            "from": "annotation traffic.sidecar.istio.io/excludeInterfaces"}
+    assert "-A ISTIO_OUTPUT_DNS -p udp -m udp --dport 53 -j REDIRECT --to-ports 15053" in report["plan"]["IPv4"]
+    assert "-A OUTPUT -o net2 -j RETURN" in report["plan"]["IPv4"]
+    assert "their DNS queries go to port 15053" in report["warnings"][0]
+
+
+def test_explain_names_the_mesh_wide_default_from_install_values(tmp_path):
+    pod = EXPLAINED_POD.replace("    env: [{name: ISTIO_META_DNS_CAPTURE, value: \"true\"}]\n", "")
+    assert _explain(tmp_path, pod)["parameters"]["dns_capture"]["value"] is False
+    report = _explain(tmp_path, pod, "--set", "meshConfig.defaultConfig.proxyMetadata.ISTIO_META_DNS_CAPTURE=true")
+    assert report["parameters"]["dns_capture"] == {"value": True, "from": "netconf dns_capture (the mesh-wide default)"}
+
+
+def test_explain_reports_a_malformed_proxy_config_as_the_adds_error(tmp_path):
+    pod = EXPLAINED_POD.replace("    traffic.sidecar", "    proxy.istio.io/config: 'proxyMetadata: ['\n    traffic.sidecar")
+    report = _explain(tmp_path, pod)
+    assert report["outcome"] == "error" and report["error"]["code"] == 103
+    assert report["error"]["message"].startswith("invalid annotation proxy.istio.io/config='proxyMetadata: ['")

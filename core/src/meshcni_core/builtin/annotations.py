@@ -27,6 +27,8 @@ EXCLUDE_OUTBOUND_PORTS = "traffic.sidecar.istio.io/excludeOutboundPorts"
 KUBEVIRT_INTERFACES = "traffic.sidecar.istio.io/kubevirtInterfaces"
 EXCLUDE_INTERFACES = "traffic.sidecar.istio.io/excludeInterfaces"
 
+DNS_PORT_ORIGIN = "fixed (today's Istio: the proxy agent's DNS listener)"
+DNS_SERVERS_ORIGIN = "fixed: all port-53 traffic (today's plugin; it cannot read the pod's resolv.conf)"
 # Ports Istio 1.6 always adds to the inbound exclusions (health, readiness, Prometheus).
 ALWAYS_EXCLUDED_INBOUND = (15020, 15021, 15090)
 DEFAULT_EXCLUDED_OUTBOUND = (15020,)
@@ -166,6 +168,6 @@ class AnnotationRedirectSpec:
         proxy = proxy_identity(pod)  # today's Istio: the istio-proxy container's securityContext
         dns_capture, dns_origin = dns_capture_of(pod, config)  # today's Istio: ISTIO_META_DNS_CAPTURE
         origins = {**spec.origins, "proxy_uids": proxy.uid_origin, "proxy_gids": proxy.gid_origin,
-                   "dns_capture": dns_origin}
+                   "dns_capture": dns_origin, "dns_port": DNS_PORT_ORIGIN, "dns_servers": DNS_SERVERS_ORIGIN}
         return replace(spec, proxy_uids=(str(proxy.uid),), proxy_gids=(str(proxy.gid),), dns_capture=dns_capture,
                        origins=origins)
