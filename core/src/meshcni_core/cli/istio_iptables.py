@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="istio-iptables",
         description="Program Istio's sidecar redirect rules in the current network namespace "
-        "(drop-in for Istio 1.6's istio-iptables.sh).",
+        "(drop-in for Istio 1.6's istio-iptables.sh, with today's -c, --redirect-dns and --capture-all-dns).",
     )
     p.add_argument("-p", dest="proxy_port", help="outbound redirect port (env ENVOY_PORT, default 15001)")
     p.add_argument("-z", dest="inbound_capture_port",
