@@ -15,7 +15,8 @@ import pytest
 
 from dnslab import Responders, udp_query
 from meshcni_core.devtools.netlab import cni, run
-from test_redirect_traffic import REMOTE4, add, lab, netconf  # noqa: F401 - lab is a fixture
+from test_pod_cache import eventually
+from test_redirect_traffic import REMOTE4, REMOTE6, add, lab, lab6, netconf  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.netns
 
@@ -143,3 +144,35 @@ def test_malformed_proxy_config_from_the_real_api_fails_the_add_naming_it(dns, c
     assert f"invalid annotation {PROXY_CONFIG}='proxyMetadata: ['" in error["msg"]
     assert dns.save(dns.pod) == "" and dns.save(dns.pod, family=6) == ""
     assert run("ip", "netns", "exec", dns.name_of(dns.pod), "iptables-nft-save", "-t", "raw").stdout.count("-A ") == 0
+
+
+def test_runtime_annotations_take_dns_capture_from_the_agents_pod_cache(dns, install_cni):
+    """The runtime's annotations carry no env; the node agent's pod cache has istio-proxy's."""
+    api, agent_conf, cached_pods = install_cni
+    api.add_pod("default", "app-1", containers=["app", {
+        "name": "istio-proxy", "env": [{"name": "ISTIO_META_DNS_CAPTURE", "value": "true"}],
+        "securityContext": {"runAsUser": OPENSHIFT_UID, "runAsGroup": OPENSHIFT_UID}}],
+        annotations={"sidecar.istio.io/status": "{}"})
+    eventually(lambda: cached_pods() == 1)
+    dns.start_proxy_dns(uid=OPENSHIFT_UID)
+    conf = netconf({"sidecar.istio.io/status": "{}"}, agent_socket=agent_conf["agent_socket"])
+    proc = cni("ADD", dns.pod, conf, uid="uid-default-app-1")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert_dns_captured(dns, proxy_uid=OPENSHIFT_UID)
+    assert not [path for _, path, _ in api.requests if path.endswith("/pods/app-1")]  # the cache answered
+
+
+def test_ipv6_dns_of_a_dual_stack_pod_is_captured_too(dns, lab6):  # noqa: F811
+    """Today's Istio mirrors the DNS rules for IPv6; the agent listens on [::1]:15053 as well."""
+    responders = Responders()
+    try:
+        responders.start(lab6.peer, REMOTE6, 53, "server")
+        responders.start(lab6.pod, "::1", 15053, "proxy-dns", uid=1337)
+        conf = netconf({PROXY_CONFIG: DNS_ON})
+        conf["prevResult"]["ips"].append({"address": "2001:db8:1::2/64", "interface": 0})
+        add(lab6, conf)
+        assert udp_query(lab6.pod, REMOTE6, 53) == "proxy-dns"
+        assert udp_query(lab6.pod, REMOTE6, 53, uid=1337) == "server"
+        assert "-A ISTIO_OUTPUT_DNS -p udp -m udp --dport 53 -j CT --zone 2" in lab6.save(lab6.pod, family=6)
+    finally:
+        responders.close()
