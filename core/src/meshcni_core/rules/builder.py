@@ -8,6 +8,10 @@ docs/rules.md for the mapping and the two deliberate deviations:
 * with ``includeOutboundIPRanges: "*"`` the IPv6 kubevirt rules redirect as the IPv4 ones do
   (the script returned instead).
 
+What today's Istio added is built by its own functions, with today's rules: DNS capture
+(``dns_nat_rules``, ``dns_conntrack_zones`` and the DNS-aware parts of ``outbound``) and excluded
+interfaces (``excluded_interface_rules``); pods without them get Istio 1.6's rules unchanged.
+
 Every rule is written exactly as ``iptables-save`` prints it, so comparing a plan with a live
 netns is string equality, for both the legacy and the nft flavour.
 """
