@@ -176,3 +176,14 @@ def test_ipv6_dns_of_a_dual_stack_pod_is_captured_too(dns, lab6):  # noqa: F811
         assert "-A ISTIO_OUTPUT_DNS -p udp -m udp --dport 53 -j CT --zone 2" in lab6.save(lab6.pod, family=6)
     finally:
         responders.close()
+
+
+def test_malformed_proxy_config_through_the_node_agent_fails_the_add_naming_it(dns, install_cni):
+    _, agent_conf, _ = install_cni
+    conf = netconf({PROXY_CONFIG: "proxyMetadata: {ISTIO_META_DNS_CAPTURE: true}"},
+                   agent_socket=agent_conf["agent_socket"])
+    proc = cni("ADD", dns.pod, conf)
+    error = json.loads(proc.stdout)
+    assert proc.returncode == 1 and error["code"] == 103, proc.stdout + proc.stderr
+    assert f"invalid annotation {PROXY_CONFIG}=" in error["msg"] and "must be strings" in error["msg"]
+    assert dns.save(dns.pod) == "" and dns.save(dns.pod, family=6) == ""
