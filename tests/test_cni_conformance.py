@@ -237,6 +237,7 @@ ANNOTATION_KEYS = [
     "traffic.sidecar.istio.io/excludeOutboundIPRanges", "traffic.sidecar.istio.io/includeInboundPorts",
     "traffic.sidecar.istio.io/excludeInboundPorts", "traffic.sidecar.istio.io/excludeOutboundPorts",
     "traffic.sidecar.istio.io/kubevirtInterfaces", "sidecar.istio.io/inject", "sidecar.istio.io/status",
+    "traffic.sidecar.istio.io/excludeInterfaces", "proxy.istio.io/config",
 ]
 
 

@@ -32,9 +32,10 @@ def lab(netns_lab):
     return netns_lab
 
 
-def tool(ns: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ISTIO_", "ENVOY_"))}
-    return subprocess.run(["nsenter", f"--net={ns}", TOOL, *args], capture_output=True, text=True, env=env, timeout=60)
+def tool(ns: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("ISTIO_", "ENVOY_"))}
+    return subprocess.run(["nsenter", f"--net={ns}", TOOL, *args], capture_output=True, text=True,
+                          env={**clean, **(env or {})}, timeout=60)
 
 
 def plugin_add(ns: str, annotations: dict[str, str]) -> None:

@@ -15,7 +15,7 @@ def save_text(plan: RulePlan, family: int, table: str) -> str:
 def full_text(plan: RulePlan) -> str:
     parts = []
     for family in plan.families():
-        for table in ("nat", "mangle", "filter"):
+        for table in ("nat", "mangle", "filter", "raw"):
             body = save_text(plan, family, table)
             if body:
                 parts.append(f"# IPv{family} {table}\n{body}")

@@ -16,12 +16,14 @@ from dataclasses import dataclass
 
 from meshcni_core.builtin.annotations import (
     EXCLUDE_INBOUND_PORTS,
+    EXCLUDE_INTERFACES,
     EXCLUDE_OUTBOUND_IP_RANGES,
     EXCLUDE_OUTBOUND_PORTS,
     INCLUDE_INBOUND_PORTS,
     INCLUDE_OUTBOUND_IP_RANGES,
     INTERCEPTION_MODE,
 )
+from meshcni_core.builtin.dns_capture import PROXY_CONFIG
 from meshcni_core.builtin.eligibility import INJECT, STATUS
 from meshcni_hooks.errors import ConfigError, ExtensionError, SettingError
 from meshcni_hooks.types import Claim, ExtensionParams
@@ -29,7 +31,7 @@ from meshcni_hooks.types import Claim, ExtensionParams
 # The annotations the core itself reads.
 CORE_ANNOTATIONS = frozenset({
     INTERCEPTION_MODE, INCLUDE_OUTBOUND_IP_RANGES, EXCLUDE_OUTBOUND_IP_RANGES, INCLUDE_INBOUND_PORTS,
-    EXCLUDE_INBOUND_PORTS, EXCLUDE_OUTBOUND_PORTS, INJECT, STATUS,
+    EXCLUDE_INBOUND_PORTS, EXCLUDE_OUTBOUND_PORTS, EXCLUDE_INTERFACES, PROXY_CONFIG, INJECT, STATUS,
 })
 # Namespaces of annotations for Istio's injector and proxy, not for the CNI plugin: never reported.
 NOT_FOR_THE_PLUGIN = (

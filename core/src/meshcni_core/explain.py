@@ -68,9 +68,11 @@ def warnings(pod: PodInfo, spec: RedirectSpec) -> list[str]:
                 if proxy.native_sidecar else
                 "they run before the istio-proxy container starts (with a native sidecar, annotation "
                 "sidecar.istio.io/nativeSidecar: \"true\" on Kubernetes 1.28+, the proxy starts first)")
+        dns = (f", and with DNS capture their DNS queries go to port {spec.dns_port}, where nothing answers yet"
+               if spec.dns_capture else "")
         found.append(
             f"{names}: the redirect rules exist before any init container runs, and {when}; "
-            f"their outbound TCP is sent to port {spec.proxy_port}, where nothing listens yet, and fails. "
+            f"their outbound TCP is sent to port {spec.proxy_port}, where nothing listens yet, and fails{dns}. "
             f"Either run them as the proxy's UID (securityContext.runAsUser: {spec.proxy_uids[0]}), or exclude "
             f"what they reach with the annotations {EXCLUDE_OUTBOUND_IP_RANGES} or {EXCLUDE_OUTBOUND_PORTS}"
         )

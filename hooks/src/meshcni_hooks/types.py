@@ -25,6 +25,9 @@ class ContainerInfo:
     restart_policy: str = ""  # an init container's own restartPolicy; "Always" makes it a native sidecar
     run_as_user: int | None = None  # the container's securityContext (not the pod's)
     run_as_group: int | None = None
+    # The literal value of the container's env ISTIO_META_DNS_CAPTURE (None: not set, or set with
+    # valueFrom): today's Istio reads DNS capture from istio-proxy's env.
+    env_dns_capture: str | None = None
 
     @property
     def native_sidecar(self) -> bool:
@@ -74,6 +77,7 @@ class PluginConfig:
     # Extension name -> that extension's own frozen settings value, as its claim's
     # ``parse_settings`` returned it (validated once, when the pipeline is built).
     extension_settings: Mapping[str, object] = field(default_factory=dict)
+    dns_capture: bool = False  # the mesh-wide default (meshConfig.defaultConfig.proxyMetadata.ISTIO_META_DNS_CAPTURE)
 
     def settings(self, extension: str, kind: type[T]) -> T | None:
         """The validated settings of ``extension`` if they are a ``kind``, else ``None``."""
@@ -141,6 +145,10 @@ class RedirectSpec:
     include_inbound_ports: PortList = PortList(all=True)
     exclude_inbound_ports: tuple[int, ...] = (15020, 15021, 15090)
     exclude_outbound_ports: tuple[int, ...] = (15020,)
+    dns_capture: bool = False  # redirect the app's DNS (UDP and TCP port 53) to the proxy's DNS listener
+    dns_port: int = 15053
+    dns_servers: tuple[IPNetwork, ...] = ()  # with dns_capture: only DNS to these hosts; empty: all of it
+    exclude_interfaces: tuple[str, ...] = ()  # traffic in or out through these is never captured
     origins: Mapping[str, str] = field(default_factory=dict)  # field name -> "annotation <key>" or "default"
     # What enabled extensions parsed for this pod from the annotations and settings they claim:
     # one frozen value per extension, read back with :meth:`params`.

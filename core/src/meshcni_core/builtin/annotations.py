@@ -11,6 +11,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import replace
 
+from meshcni_core.builtin.dns_capture import dns_capture_of
 from meshcni_core.builtin.sidecar import proxy_identity
 from meshcni_hooks import hookimpl
 from meshcni_hooks.errors import AnnotationError
@@ -23,7 +24,10 @@ EXCLUDE_OUTBOUND_IP_RANGES = "traffic.sidecar.istio.io/excludeOutboundIPRanges"
 INCLUDE_INBOUND_PORTS = "traffic.sidecar.istio.io/includeInboundPorts"
 EXCLUDE_INBOUND_PORTS = "traffic.sidecar.istio.io/excludeInboundPorts"
 EXCLUDE_OUTBOUND_PORTS = "traffic.sidecar.istio.io/excludeOutboundPorts"
+EXCLUDE_INTERFACES = "traffic.sidecar.istio.io/excludeInterfaces"
 
+DNS_PORT_ORIGIN = "fixed (today's Istio: the proxy agent's DNS listener)"
+DNS_SERVERS_ORIGIN = "fixed: all port-53 traffic (today's plugin; it cannot read the pod's resolv.conf)"
 # Ports Istio 1.6 always adds to the inbound exclusions (health, readiness, Prometheus).
 ALWAYS_EXCLUDED_INBOUND = (15020, 15021, 15090)
 DEFAULT_EXCLUDED_OUTBOUND = (15020,)
@@ -96,8 +100,8 @@ def augment_excluded_inbound(ports: PortList) -> tuple[int, ...]:
 
 def redirect_spec_from_annotations(annotations: Mapping[str, str]) -> RedirectSpec:
     """Validate in Istio's order: mode, include CIDRs, include ports, exclude CIDRs, exclude
-    inbound ports, exclude outbound ports (annotations extensions claim are parsed after these, by
-    their extensions). The first bad value raises."""
+    inbound ports, exclude outbound ports, excluded interfaces (today's Istio); annotations
+    extensions claim are parsed after these, by their extensions. The first bad value raises."""
     origins: dict[str, str] = {}
 
     def get(field_name: str, key: str, default: str) -> str:
@@ -125,6 +129,7 @@ def redirect_spec_from_annotations(annotations: Mapping[str, str]) -> RedirectSp
     exclude_out = parse_port_list(
         EXCLUDE_OUTBOUND_PORTS, get("exclude_outbound_ports", EXCLUDE_OUTBOUND_PORTS, "15020"), allow_all=False
     )
+    excluded_interfaces = parse_interfaces(EXCLUDE_INTERFACES, get("exclude_interfaces", EXCLUDE_INTERFACES, ""))
     return RedirectSpec(
         mode=mode,
         include_outbound=include_cidrs,
@@ -132,6 +137,7 @@ def redirect_spec_from_annotations(annotations: Mapping[str, str]) -> RedirectSp
         include_inbound_ports=include_ports,
         exclude_inbound_ports=augment_excluded_inbound(exclude_in),
         exclude_outbound_ports=exclude_out.ports,
+        exclude_interfaces=excluded_interfaces,
         origins=origins,
     )
 
@@ -143,5 +149,8 @@ class AnnotationRedirectSpec:
     def meshcni_redirect_spec(self, pod: PodInfo, config: PluginConfig) -> RedirectSpec:
         spec = redirect_spec_from_annotations(pod.annotations)
         proxy = proxy_identity(pod)  # today's Istio: the istio-proxy container's securityContext
-        origins = {**spec.origins, "proxy_uids": proxy.uid_origin, "proxy_gids": proxy.gid_origin}
-        return replace(spec, proxy_uids=(str(proxy.uid),), proxy_gids=(str(proxy.gid),), origins=origins)
+        dns_capture, dns_origin = dns_capture_of(pod, config)  # today's Istio: ISTIO_META_DNS_CAPTURE
+        origins = {**spec.origins, "proxy_uids": proxy.uid_origin, "proxy_gids": proxy.gid_origin,
+                   "dns_capture": dns_origin, "dns_port": DNS_PORT_ORIGIN, "dns_servers": DNS_SERVERS_ORIGIN}
+        return replace(spec, proxy_uids=(str(proxy.uid),), proxy_gids=(str(proxy.gid),), dns_capture=dns_capture,
+                       origins=origins)

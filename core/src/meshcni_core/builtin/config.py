@@ -47,6 +47,15 @@ def _string_list(obj: Mapping[str, object], key: str, path: str) -> tuple[str, .
     return tuple(value)
 
 
+def _bool(obj: Mapping[str, object], key: str, path: str) -> bool:
+    value = obj.get(key, False)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise ConfigError(f"netconf key {path} must be true or false, got {value!r}")
+    return value
+
+
 def _choice(value: str, path: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise ConfigError(f"netconf key {path}={value!r} is not one of {', '.join(choices)}")
@@ -105,6 +114,7 @@ def load_plugin_config(netconf: Mapping[str, object]) -> PluginConfig:
         pod_lookup_timeout=float(timeout),
         attachment=_choice(_string(netconf, "attachment", "attachment") or "chained", "attachment", ATTACHMENTS),
         extension_settings=settings,
+        dns_capture=_bool(netconf, "dns_capture", "dns_capture"),
     )
 
 

@@ -2,8 +2,9 @@
 
 Same flags and environment defaults as ``istio-iptables.sh`` (-p -z -u -g -m -b -d -o -i -x, and
 the flags and variables installed extensions contribute through their claims' drop-in options,
-such as -k), producing the rules the CNI plugin produces with every installed extension that
-provides a mode or such an option enabled, plus:
+such as -k), and today's istio-iptables' ``-c``/``--istio-exclude-interfaces``, ``--redirect-dns``
+and ``--capture-all-dns``, producing the rules the CNI plugin produces with every installed
+extension that provides a mode or such an option enabled, plus:
 
 * ``--dry-run``: print the iptables-restore input and ip commands instead of applying them;
 * ``--cleanup``: remove every rule, chain and route of ours from the current netns;
@@ -17,18 +18,21 @@ rules are applied in one transaction per family rather than command by command.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import pwd
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
-from meshcni_core.builtin.annotations import parse_cidr_list, parse_port_list
+from meshcni_core.builtin.annotations import parse_cidr_list, parse_interfaces, parse_port_list
+from meshcni_core.builtin.dns_capture import go_bool
 from meshcni_core.pipeline import Pipeline
 from meshcni_hooks.errors import AnnotationError, MeshcniError, SettingError
 from meshcni_hooks.ruleargs import is_owner_id
-from meshcni_hooks.types import Claim, DropInOption, PodInfo, RedirectSpec, RulePlan, Target
+from meshcni_hooks.types import Claim, DropInOption, IPNetwork, PodInfo, RedirectSpec, RulePlan, Target
 
+RESOLV_CONF = "/etc/resolv.conf"
 EXIT_USAGE = 2
 
 
@@ -50,7 +54,7 @@ def build_parser(claims: Sequence[Claim] = ()) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="istio-iptables",
         description="Program Istio's sidecar redirect rules in the current network namespace "
-        "(drop-in for Istio 1.6's istio-iptables.sh).",
+        "(drop-in for Istio 1.6's istio-iptables.sh, with today's -c, --redirect-dns and --capture-all-dns).",
     )
     p.add_argument("-p", dest="proxy_port", help="outbound redirect port (env ENVOY_PORT, default 15001)")
     p.add_argument("-z", dest="inbound_capture_port",
@@ -69,6 +73,14 @@ def build_parser(claims: Sequence[Claim] = ()) -> argparse.ArgumentParser:
     p.add_argument("-i", dest="include_cidrs", help="outbound CIDRs to capture, '*' for all, '' for none "
                    "(env ISTIO_SERVICE_CIDR)")
     p.add_argument("-x", dest="exclude_cidrs", help="outbound CIDRs to leave alone (env ISTIO_SERVICE_EXCLUDE_CIDR)")
+    p.add_argument("-c", "--istio-exclude-interfaces", dest="exclude_interfaces",
+                   help="interfaces whose traffic, in or out, is never captured (env ISTIO_EXCLUDE_INTERFACES)")
+    p.add_argument("--redirect-dns", nargs="?", const="true", default=None, metavar="BOOL",
+                   help="redirect DNS (UDP and TCP port 53) to the proxy's DNS port 15053, the proxy's own "
+                   "excepted (env REDIRECT_DNS, else ISTIO_META_DNS_CAPTURE; default false)")
+    p.add_argument("--capture-all-dns", nargs="?", const="true", default=None, metavar="BOOL",
+                   help="with --redirect-dns: all port-53 traffic, not only to the nameservers of "
+                   "/etc/resolv.conf (env CAPTURE_ALL_DNS; the CNI plugin always captures all)")
     for claim in claims:
         for option in claim.drop_in:
             if option.flag:
@@ -115,6 +127,7 @@ def default_proxy_uids(env: Mapping[str, str]) -> str:
 
 def spec_from_flags(args: argparse.Namespace, env: Mapping[str, str]) -> RedirectSpec:
     uids = _ids("-u", args.uid if args.uid is not None else default_proxy_uids(env))
+    dns = dns_from_flags(args, env)
     mode = _value(args.mode, env, "ISTIO_INBOUND_INTERCEPTION_MODE") or "REDIRECT"
     return RedirectSpec(
         mode=mode,
@@ -132,6 +145,9 @@ def spec_from_flags(args: argparse.Namespace, env: Mapping[str, str]) -> Redirec
         exclude_outbound_ports=parse_port_list(
             "-o", _value(args.exclude_outbound_ports, env, "ISTIO_LOCAL_OUTBOUND_PORTS_EXCLUDE"), allow_all=False
         ).ports,
+        exclude_interfaces=parse_interfaces("-c", _value(args.exclude_interfaces, env, "ISTIO_EXCLUDE_INTERFACES")),
+        dns_capture=dns[0],
+        dns_servers=dns[1],
     )
 
 
@@ -147,6 +163,50 @@ def with_extension_flags(spec: RedirectSpec, args: argparse.Namespace, pipeline:
     except AnnotationError as exc:
         raise AnnotationError(flag_of.get(exc.annotation, exc.annotation), exc.value, exc.reason) from None
     return replace(spec, extension_params=params)
+
+
+def _bool(flag: str, text: str) -> bool:
+    parsed = go_bool(text)
+    if parsed is None:
+        raise AnnotationError(flag, text, "expected true or false")
+    return parsed
+
+
+def dns_from_flags(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[bool, tuple[IPNetwork, ...]]:
+    """``--redirect-dns`` / ``--capture-all-dns`` as today's istio-iptables reads them: without
+    capture-all, only DNS to the nameservers of /etc/resolv.conf is redirected."""
+    redirect = args.redirect_dns if args.redirect_dns is not None else env.get(
+        "REDIRECT_DNS", env.get("ISTIO_META_DNS_CAPTURE", "false"))
+    if not _bool("--redirect-dns", redirect):
+        return False, ()
+    capture_all = _value(args.capture_all_dns, env, "CAPTURE_ALL_DNS", "false")
+    if _bool("--capture-all-dns", capture_all):
+        return True, ()
+    servers = nameservers(RESOLV_CONF)
+    if not servers:
+        # today's istio-iptables warns and captures no DNS; a drop-in asked to redirect DNS says so
+        raise AnnotationError("--redirect-dns", redirect, f"{RESOLV_CONF} lists no nameserver; add --capture-all-dns")
+    return True, servers
+
+
+def nameservers(path: str) -> tuple[IPNetwork, ...]:
+    """The ``nameserver`` addresses of a resolv.conf, as host networks (an IPv6 zone is dropped,
+    as Istio's resolver library drops it)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            lines = handle.read().splitlines()
+    except OSError as exc:
+        raise MeshcniError(f"cannot read {path} for --redirect-dns: {exc.strerror}") from None
+    found: list[IPNetwork] = []
+    for line in lines:
+        words = line.split()
+        if len(words) >= 2 and words[0] == "nameserver":
+            try:
+                address = ipaddress.ip_address(words[1].split("%")[0])
+            except ValueError:
+                continue  # as the C library: a line it cannot read is skipped
+            found.append(ipaddress.ip_network(address))
+    return tuple(dict.fromkeys(found))
 
 
 def settings_from_env(claims: Sequence[Claim], env: Mapping[str, str]) -> dict[str, dict[str, str]]:

@@ -368,7 +368,8 @@ def run_explain(args: argparse.Namespace) -> int:
     if args.filename or args.sets:
         from meshcni_core.manifest.render import network_config
 
-        netconf = network_config(_resolved_values(args).cni)
+        resolved = _resolved_values(args)
+        netconf = network_config(resolved.cni, resolved.dns_capture)
     elif args.netconf:
         with open(args.netconf) as f:
             doc = json.load(f)

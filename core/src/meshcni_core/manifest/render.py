@@ -33,7 +33,7 @@ def render(resolved: ResolvedValues) -> list[dict[str, Any]]:
          "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}]},
         _cluster_binding(NAME, resolved.namespace),
         {**_meta("v1", "ConfigMap", CONFIG_MAP, resolved.namespace),
-         "data": {"cni_network_config": json.dumps(network_config(cni), indent=2)}},
+         "data": {"cni_network_config": json.dumps(network_config(cni, resolved.dns_capture), indent=2)}},
         daemon_set(resolved),
     ]
     if cni["psp_cluster_role"]:
@@ -60,8 +60,9 @@ def platform_objects(resolved: ResolvedValues) -> list[dict[str, Any]]:
     return [dict(obj) for obj in HookCalls(pm).manifest_objects(values)]
 
 
-def network_config(cni: dict[str, Any]) -> dict[str, Any]:
-    """The plugin's netconf template; install-cni fills the placeholders on each node."""
+def network_config(cni: dict[str, Any], dns_capture: bool = False) -> dict[str, Any]:
+    """The plugin's netconf template; install-cni fills the placeholders on each node.
+    ``dns_capture``: the mesh-wide default (meshConfig.defaultConfig.proxyMetadata.ISTIO_META_DNS_CAPTURE)."""
     config: dict[str, Any] = {
         "cniVersion": "0.3.1", "name": NAME, "type": NAME, "log_level": cni["logLevel"],
         "kubernetes": {"kubeconfig": "__KUBECONFIG_FILEPATH__", "cni_bin_dir": cni["cniBinDir"],
@@ -71,6 +72,8 @@ def network_config(cni: dict[str, Any]) -> dict[str, Any]:
         config["extensions"] = cni["extensions"]
     if cni["extensionSettings"]:
         config["extension_settings"] = cni["extensionSettings"]
+    if dns_capture:
+        config["dns_capture"] = True
     return config
 
 

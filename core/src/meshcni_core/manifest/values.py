@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from meshcni_core.builtin.dns_capture import go_bool
 from meshcni_core.manifest.schema import CNI_OPTIONS, Option, boolean, defaults, namespace_name, suggestion
 from meshcni_core.manifest.setpath import SetFlag, assign, format_path, parse_set
 from meshcni_hooks.errors import MeshcniError
@@ -39,6 +40,7 @@ class ResolvedValues:
     image: str
     repair_image: str
     elsewhere: tuple[str, ...]  # values for other Istio components: "path: value (meant for ...)"
+    dns_capture: bool = False  # meshConfig.defaultConfig.proxyMetadata.ISTIO_META_DNS_CAPTURE (netconf dns_capture)
 
     def as_operator_spec(self) -> dict[str, Any]:
         return {"components": {"cni": {"enabled": self.enabled, "namespace": self.namespace}},
@@ -153,6 +155,7 @@ def validate(spec: dict[str, Any]) -> ResolvedValues:
         elsewhere.extend(f"{path}: {value!r} (meant for Istio's {key}, not the CNI)"
                          for path, value in _leaves(("values", key), values[key]) if path not in USED_GLOBALS)
     cni = _validate_options(_map(values, "cni", problems, "values."), CNI_OPTIONS, "values.cni.", problems)
+    dns_capture = mesh_dns_capture(spec, problems)
     for name in sorted(set(cni.get("extensionSettings", {})) - set(cni.get("extensions", []))):
         problems.append(f"values.cni.extensionSettings.{name}: extension {name!r} is not in values.cni.extensions")
     if problems:
@@ -166,7 +169,28 @@ def validate(spec: dict[str, Any]) -> ResolvedValues:
     repair_image = image if not (repair["hub"] or repair["tag"]) else \
         f"{repair['hub'] or hub}/{cni['image']}:{repair['tag'] or tag}"
     return ResolvedValues(enabled=enabled, namespace=namespace, cni=cni, image=image,
-                          repair_image=repair_image, elsewhere=tuple(elsewhere))
+                          repair_image=repair_image, elsewhere=tuple(elsewhere), dns_capture=dns_capture)
+
+
+MESH_DNS_CAPTURE = ("meshConfig", "defaultConfig", "proxyMetadata", "ISTIO_META_DNS_CAPTURE")
+
+
+def mesh_dns_capture(spec: dict[str, Any], problems: list[str]) -> bool:
+    """The mesh-wide DNS capture default, which the plugin cannot read from the mesh config: a
+    string in Go's ParseBool spellings, as the injector and the proxy read it."""
+    node: Any = spec
+    for key in MESH_DNS_CAPTURE:
+        if not isinstance(node, dict) or key not in node:
+            return False
+        node = node[key]
+    if isinstance(node, bool):  # unquoted in YAML: unambiguous
+        return node
+    parsed = go_bool(node) if isinstance(node, str) else None
+    if parsed is None:
+        problems.append(f"{'.'.join(MESH_DNS_CAPTURE)}: {node!r} is not \"true\" or \"false\" "
+                        "(proxyMetadata values are strings: quote them)")
+        return False
+    return parsed
 
 
 def _leaves(path: tuple[str, ...], value: Any) -> list[tuple[str, Any]]:

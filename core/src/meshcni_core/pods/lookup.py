@@ -21,6 +21,7 @@ log = logging.getLogger("meshcni")
 FIRST_RETRY_DELAY = 0.1
 MAX_RETRY_DELAY = 1.0
 REQUEST_TIMEOUT = 5.0
+DNS_CAPTURE_ENV = "ISTIO_META_DNS_CAPTURE"
 
 
 def pod_from_annotations(namespace: str, name: str, uid: str, annotations: Mapping[str, str]) -> PodInfo:
@@ -53,7 +54,18 @@ def _container_from_json(container: Mapping[str, Any], *, init: bool) -> Contain
         name=name, init=init, restart_policy=str(container.get("restartPolicy") or ""),
         run_as_user=_id_field(security.get("runAsUser"), f"container {name}'s runAsUser"),
         run_as_group=_id_field(security.get("runAsGroup"), f"container {name}'s runAsGroup"),
+        env_dns_capture=_env_value([(e.get("name"), e.get("value")) for e in container.get("env") or []]),
     )
+
+
+def _env_value(pairs: list[tuple[Any, Any]], name: str = DNS_CAPTURE_ENV) -> str | None:
+    """The literal value of env ``name`` (the last one wins, as in Kubernetes); None when it is
+    absent or comes from valueFrom."""
+    found: str | None = None
+    for key, value in pairs:
+        if key == name:
+            found = value if isinstance(value, str) else None
+    return found
 
 
 def _id_field(value: Any, what: str) -> int | None:
@@ -88,6 +100,7 @@ def _container_from_object(container: Any, *, init: bool) -> ContainerInfo:
         name=container.name, init=init, restart_policy=container.restart_policy or "",
         run_as_user=security.run_as_user if security else None,
         run_as_group=security.run_as_group if security else None,
+        env_dns_capture=_env_value([(e.name, e.value) for e in container.env or []]),
     )
 
 

@@ -26,7 +26,7 @@ BUILTIN_CHAINS = {
     "raw": ("PREROUTING", "OUTPUT"),
 }
 OWNED_PREFIX = "ISTIO_"
-TABLES_WE_USE = ("nat", "mangle", "filter")
+TABLES_WE_USE = ("nat", "mangle", "filter", "raw")  # raw: today's Istio's DNS conntrack zones
 
 
 @dataclass
@@ -72,6 +72,7 @@ def owned_builtin_rules(plan: RulePlan | None, family: int, table: str, state: T
             if _jumps_to_owned(text) or (chain, text) in planned:
                 found.append((chain, text))
     found += _orphan_interface_returns(table, state)
+    found += _excluded_interface_returns(table, state)
     found += _lockdown_rules(family, table, state)
     return list(dict.fromkeys(found))
 
@@ -105,6 +106,29 @@ def _orphan_interface_returns(table: str, state: TableState) -> list[tuple[str, 
         if len(text.split()) == 4 and text.split()[0] == "-i" and text.split()[1] in our_interfaces
         and text.endswith("-j RETURN")
     ]
+
+
+def _excluded_interface_returns(table: str, state: TableState) -> list[tuple[str, str]]:
+    """The excludeInterfaces pair, recognisable without any state file: ``-i IF -j RETURN`` in
+    PREROUTING and ``-o IF -j RETURN`` in OUTPUT for the same interface, in a table where one of
+    those chains jumps to one of our chains."""
+    if table not in ("nat", "mangle"):
+        return []
+    prerouting, output = state.chains.get("PREROUTING", []), state.chains.get("OUTPUT", [])
+    if not any(_jumps_to_owned(text) for text in (*prerouting, *output)):
+        return []
+
+    def returns(rules: list[str], flag: str) -> dict[str, str]:
+        found = {}
+        for text in rules:
+            words = text.split()
+            if len(words) == 4 and words[0] == flag and words[2:] == ["-j", "RETURN"]:
+                found[words[1]] = text
+        return found
+
+    inbound, outbound = returns(prerouting, "-i"), returns(output, "-o")
+    pairs = [name for name in inbound if name in outbound]
+    return [("PREROUTING", inbound[n]) for n in pairs] + [("OUTPUT", outbound[n]) for n in pairs]
 
 
 def render_transaction(plan: RulePlan | None, family: int, current: dict[str, TableState]) -> str:

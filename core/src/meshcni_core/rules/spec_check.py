@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 
 from meshcni_hooks.errors import RuleBuildError
-from meshcni_hooks.ruleargs import is_owner_id
+from meshcni_hooks.ruleargs import is_interface_name, is_owner_id
 from meshcni_hooks.types import CidrList, ExtensionParams, PortList, RedirectSpec
 
 MAX_PORT = 65535
@@ -59,4 +59,20 @@ def check_spec(spec: RedirectSpec) -> None:
     params = spec.extension_params
     if not isinstance(params, tuple) or not all(isinstance(p, ExtensionParams) for p in params):
         raise _bad("extension_params", params, "a tuple of ExtensionParams")
+    excluded = spec.exclude_interfaces
+    if not isinstance(excluded, tuple) or not all(isinstance(i, str) and is_interface_name(i) for i in excluded):
+        raise _bad("exclude_interfaces", excluded, "a tuple of network interface names")
+    _check_dns(spec)
     # An extension's own values are its to check; every backend's argument wall still applies.
+
+
+def _check_dns(spec: RedirectSpec) -> None:
+    if not isinstance(spec.dns_capture, bool):
+        raise _bad("dns_capture", spec.dns_capture, "true or false")
+    if not _is_int(spec.dns_port, 1, MAX_PORT):
+        raise _bad("dns_port", spec.dns_port, f"a port 1-{MAX_PORT}")
+    servers = spec.dns_servers
+    _check_cidrs("dns_servers", CidrList(networks=servers) if isinstance(servers, tuple) else servers)
+    for server in servers:
+        if server.prefixlen != server.max_prefixlen:
+            raise _bad("dns_servers", server, "a host address (/32 or /128)")

@@ -18,6 +18,7 @@ BUILTIN = {
     "nat": ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"),
     "mangle": ("PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"),
     "filter": ("INPUT", "FORWARD", "OUTPUT"),
+    "raw": ("PREROUTING", "OUTPUT"),  # today's Istio's DNS conntrack zones
 }
 LEGACY_TABLES_FILE = "/proc/net/ip_tables_names"
 
