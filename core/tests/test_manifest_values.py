@@ -86,7 +86,7 @@ def test_every_problem_is_reported_with_its_path_and_a_suggestion(tmp_path):
         "values.cni.tag: expected a string, got 1.1; quote it so YAML keeps it as text",
         "values.cni.logLevel: 'verbose' is not one of panic, fatal, error, warn, info, debug",
         "values.cni.excludeNamespaces: expected a list of strings, got 'foo'",
-        "values.cni.cniConfFileName: expected a file name ending in .conf or .conflist, got 'a/b.conf'",
+        "values.cni.cniConfFileName: 'a/b.conf' is refused: it is not a plain file name (holds '/' or '..')",
         "values.cni.chained: expected true or false, got 'ture'",
         "values.cni.repair.labelpods: unknown option (did you mean 'labelPods'?)",
     )

@@ -7,19 +7,22 @@ as a whole, and every problem is reported at once, each naming its path.
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from meshcni_core.manifest.schema import CNI_OPTIONS, Option, boolean, defaults, namespace_name, suggestion
+from marshmallow import Schema, ValidationError
+
+from meshcni_core.manifest.schema import CNI_COMPONENT, CNI_VALUES
 from meshcni_core.manifest.setpath import SetFlag, assign, format_path, parse_set
+from meshcni_core.schemas.problems import problems as named_problems
+from meshcni_core.schemas.problems import suggestion
 from meshcni_hooks.errors import MeshcniError
 
 OPERATOR_API_VERSIONS = ("install.istio.io/v1alpha1",)
 DEFAULT_HUB = "ghcr.io/meshcni"
 DEFAULT_NAMESPACE = "istio-system"
-CNI_COMPONENT_KEYS = {"enabled": "whether to render the CNI at all", "namespace": "namespace of its objects"}
 # IstioOperator spec keys that configure other Istio components or istioctl itself: accepted, reported.
 USED_GLOBALS = ("values.global.hub", "values.global.tag")  # image fallbacks, so not "meant for" anyone else
 OTHER_SPEC_KEYS = ("profile", "installPackagePath", "revision", "meshConfig", "addonComponents", "unvalidatedValues")
@@ -46,8 +49,7 @@ class ResolvedValues:
 
 
 def default_spec() -> dict[str, Any]:
-    return {"components": {"cni": {"enabled": True, "namespace": DEFAULT_NAMESPACE}},
-            "values": {"cni": defaults(CNI_OPTIONS)}}
+    return {"components": {"cni": CNI_COMPONENT.load({})}, "values": {"cni": CNI_VALUES.load({})}}
 
 
 def merge(base: dict[str, Any], overlay: dict[str, Any]) -> None:
@@ -92,8 +94,8 @@ def resolve(files: Sequence[str | Path] = (), sets: Sequence[str] = ()) -> Resol
     overlays = [load_operator_file(path) for path in files]
     flags: list[SetFlag] = [parse_set(text) for text in sets]
     spec = _layered(default_spec(), overlays, flags)
-    platform = _nested(spec, "values", "cni").get("platform")
-    if _is_valid(CNI_OPTIONS["platform"], platform) and platform:  # an invalid name is reported by validate()
+    platform = _platform_name(_nested(spec, "values", "cni").get("platform"))
+    if platform:  # an invalid name is reported by validate()
         from meshcni_core.platforms import load_platform
 
         base = default_spec()
@@ -102,12 +104,12 @@ def resolve(files: Sequence[str | Path] = (), sets: Sequence[str] = ()) -> Resol
     return validate(spec)
 
 
-def _is_valid(option: Option, value: Any) -> bool:
+def _platform_name(value: Any) -> str:
+    """The valid platform name ``value``, else ""."""
     try:
-        option.check(value)
-    except ValueError:
-        return False
-    return True
+        return str(CNI_VALUES.fields["platform"].deserialize(value))
+    except ValidationError:
+        return ""
 
 
 def _nested(tree: dict[str, Any], *keys: str) -> dict[str, Any]:
@@ -137,24 +139,17 @@ def validate(spec: dict[str, Any]) -> ResolvedValues:
             elsewhere.append(f"{key}: {spec[key]!r} (an istioctl setting; meshcni renders only the CNI)")
 
     components = _map(spec, "components", problems)
-    cni_component = _map(components, "cni", problems, "components.")
-    for key in sorted(set(cni_component) - set(CNI_COMPONENT_KEYS)):
-        problems.append(f"components.cni.{key}: not supported by meshcni{suggestion(key, CNI_COMPONENT_KEYS)}")
     for key in sorted(set(components) - {"cni"}):
         elsewhere.extend(f"{path}: {value!r} (meant for Istio's {key} component)"
                          for path, value in _leaves(("components", key), components[key]))
-    enabled = _checked(cni_component, "enabled", Option(boolean, True, ""),
-                       "components.cni.", problems)
-    namespace = _checked(cni_component, "namespace", Option(namespace_name, DEFAULT_NAMESPACE, ""),
-                         "components.cni.", problems)
+    component = _loaded(CNI_COMPONENT, _map(components, "cni", problems, "components."), "components.cni",
+                        problems, lambda path, hint: f"{path}: not supported by meshcni{hint}")
 
     values = _map(spec, "values", problems)
     for key in sorted(set(values) - {"cni"}):
         elsewhere.extend(f"{path}: {value!r} (meant for Istio's {key}, not the CNI)"
                          for path, value in _leaves(("values", key), values[key]) if path not in USED_GLOBALS)
-    cni = _validate_options(_map(values, "cni", problems, "values."), CNI_OPTIONS, "values.cni.", problems)
-    for name in sorted(set(cni.get("extensionSettings", {})) - set(cni.get("extensions", []))):
-        problems.append(f"values.cni.extensionSettings.{name}: extension {name!r} is not in values.cni.extensions")
+    cni = _loaded(CNI_VALUES, _map(values, "cni", problems, "values."), "values.cni", problems)
     if problems:
         raise ValuesError(problems)
 
@@ -165,8 +160,19 @@ def validate(spec: dict[str, Any]) -> ResolvedValues:
     repair = cni["repair"]
     repair_image = image if not (repair["hub"] or repair["tag"]) else \
         f"{repair['hub'] or hub}/{cni['image']}:{repair['tag'] or tag}"
-    return ResolvedValues(enabled=enabled, namespace=namespace, cni=cni, image=image,
+    return ResolvedValues(enabled=component["enabled"], namespace=component["namespace"], cni=cni, image=image,
                           repair_image=repair_image, elsewhere=tuple(elsewhere))
+
+
+def _loaded(schema: Schema, given: dict[str, Any], prefix: str, problems: list[str],
+            unknown: Callable[[str, str], str] | None = None) -> dict[str, Any]:
+    """``given`` loaded by ``schema``; its problems, each named by its path, added to ``problems``."""
+    try:
+        loaded: dict[str, Any] = schema.load(given)
+        return loaded
+    except ValidationError as exc:
+        problems.extend(named_problems(exc.messages, schema, prefix, unknown))
+        return {}
 
 
 def _leaves(path: tuple[str, ...], value: Any) -> list[tuple[str, Any]]:
@@ -183,30 +189,6 @@ def _map(parent: dict[str, Any], key: str, problems: list[str], prefix: str = ""
         problems.append(f"{prefix}{key}: expected a map, got {value!r}")
         return {}
     return value
-
-
-def _checked(parent: dict[str, Any], key: str, option: Option, prefix: str, problems: list[str]) -> Any:
-    if key not in parent:
-        return option.default
-    try:
-        return option.check(parent[key])
-    except ValueError as exc:
-        problems.append(f"{prefix}{key}: {exc}")
-        return option.default
-
-
-def _validate_options(given: dict[str, Any], options: dict[str, Option], prefix: str,
-                      problems: list[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key in sorted(set(given) - set(options), key=str):
-        problems.append(f"{prefix}{key}: unknown option{suggestion(str(key), options)}")
-    for name, option in options.items():
-        if option.children:
-            child = _map(given, name, problems, prefix)
-            out[name] = _validate_options(child, option.children, f"{prefix}{name}.", problems)
-        else:
-            out[name] = _checked(given, name, option, prefix, problems)
-    return out
 
 
 def meshcni_version() -> str:
