@@ -206,7 +206,7 @@ def _installer(with_platform_checks: bool = True) -> Installer:
     try:
         settings = from_env()
     except SettingsError as exc:
-        raise MeshcniError(f"invalid setting: {exc}") from None
+        raise MeshcniError("invalid settings:\n" + "\n".join(f"  {p}" for p in exc.problems)) from None
     if settings.platform and with_platform_checks:
         from meshcni_core.platforms import node_checker
 
@@ -229,7 +229,7 @@ def run_install(args: argparse.Namespace) -> int:
     agent = Agent(args.socket, installer.netconf, readiness=lambda: list(installer.status.problems),
                   metrics=monitoring.RequestMetrics(registry), **agent_limits(args))
     repair = None
-    if _repair_enabled():  # built before anything starts: a refused setting is a clean exit 2
+    if installer.settings.repair_enabled:  # built before anything starts: a refused setting is a clean exit 2
         from meshcni_core.cli.repair import controller_from_env
         from meshcni_core.repair.reprogram import NETNS_DIR, Reprogrammer
 
@@ -278,13 +278,6 @@ def start_pod_cache(agent: Any, installer: Installer, registry: Any, stop: Any) 
     gauge.set_function(lambda: len(cache))
     stop.wait()
     cache.stop()
-
-
-def _repair_enabled() -> bool:
-    raw = os.environ.get("REPAIR_ENABLED", "false").strip().lower()
-    if raw not in ("true", "false", "1", "0", ""):
-        raise MeshcniError(f"REPAIR_ENABLED={raw!r} is not a boolean")
-    return raw in ("true", "1")
 
 
 def _resolved_values(args: argparse.Namespace) -> Any:

@@ -180,3 +180,65 @@ class AnyMap(TextMap):
         if not isinstance(value, dict):
             raise ValueError(f"expected a map, got {value!r}")
         return {str(k): v for k, v in value.items()}
+
+
+class Integer(Checked):
+    """A whole number, given as a number or as its decimal text (an environment variable's)."""
+
+    def __init__(self, *, minimum: int | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.minimum = minimum
+
+    def check(self, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise ValueError(f"expected a whole number, got {value!r}")
+        try:
+            number = int(value)
+        except ValueError:
+            raise ValueError(f"expected a whole number, got {value!r}") from None
+        if self.minimum is not None and number < self.minimum:
+            raise ValueError(f"expected a number of at least {self.minimum}, got {value!r}")
+        return number
+
+
+class PositiveSeconds(Checked):
+    @staticmethod
+    def check(value: Any) -> float:
+        try:
+            number = float(text(value))
+        except ValueError:
+            raise ValueError(f"expected a number of seconds, got {value!r}") from None
+        if not number > 0:
+            raise ValueError(f"expected a positive number of seconds, got {value!r}")
+        return number
+
+
+class FileMode(Checked):
+    """An octal file mode as text ("600"), between 000 and 777."""
+
+    @staticmethod
+    def check(value: Any) -> int:
+        given = text(value)
+        try:
+            mode = int(given, 8)
+        except ValueError:
+            raise ValueError(f"{given!r} is not an octal file mode") from None
+        if mode & ~0o777 or mode < 0:
+            raise ValueError(f"{given!r} is not a file mode between 000 and 777")
+        return mode
+
+
+class CommaSeparated(Checked):
+    """Comma-separated text as a tuple of its non-empty, stripped items; ``absolute`` requires
+    each to be an absolute path."""
+
+    def __init__(self, *, absolute: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.absolute = absolute
+
+    def check(self, value: Any) -> tuple[str, ...]:
+        items = tuple(item.strip() for item in text(value).split(",") if item.strip())
+        relative = [item for item in items if not item.startswith("/")]
+        if self.absolute and relative:
+            raise ValueError(f"every directory must be absolute, got {', '.join(map(repr, relative))}")
+        return items
