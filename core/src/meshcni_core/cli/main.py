@@ -158,6 +158,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from meshcni_core.cli import repair
 
         return repair.main(argv[1:])
+    if argv[:1] in (["manifest"], ["explain"]):
+        argv = _seed_spellings(argv)
     args = build_parser().parse_args(argv)
     try:
         if args.command == "agent":
@@ -280,10 +282,27 @@ def start_pod_cache(agent: Any, installer: Installer, registry: Any, stop: Any) 
     cache.stop()
 
 
+def _seed_spellings(argv: list[str]) -> list[str]:
+    """The seed page's typeset ``--set`` (an en dash, U+2013) read as ``--set`` (reported); ``--setPATH=V``
+    (a lost space) refused with the spelling meant."""
+    from meshcni_core.manifest.aliases import typeset_dashes
+
+    argv, notes = typeset_dashes(argv)
+    for note in notes:
+        print(f"meshcni: {note}", file=sys.stderr)
+    glued = [word for word in argv if word.startswith("--set") and word[5:6] not in ("", "=")]
+    if glued:
+        print(f"meshcni: unknown option {glued[0]!r}: did you mean '--set {glued[0][5:]}'?", file=sys.stderr)
+        sys.exit(2)
+    return argv
+
+
 def _resolved_values(args: argparse.Namespace) -> Any:
     from meshcni_core.manifest.values import resolve
 
     resolved = resolve(args.filename, args.sets)
+    for note in resolved.shorthands:
+        print(f"meshcni: {note}", file=sys.stderr)
     for note in resolved.elsewhere:
         print(f"meshcni: not rendered by meshcni, pass it to istioctl: {note}", file=sys.stderr)
     return resolved

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from marshmallow import Schema, ValidationError
 
+from meshcni_core.manifest.aliases import canonical, known_shorthands
 from meshcni_core.manifest.schema import CNI_COMPONENT, CNI_VALUES
 from meshcni_core.manifest.setpath import SetFlag, assign, format_path, parse_set
 from meshcni_core.schemas.problems import problems as named_problems
@@ -42,6 +43,7 @@ class ResolvedValues:
     image: str
     repair_image: str
     elsewhere: tuple[str, ...]  # values for other Istio components: "path: value (meant for ...)"
+    shorthands: tuple[str, ...] = ()  # each seed shorthand --set used, with its canonical path (aliases.py)
 
     def as_operator_spec(self) -> dict[str, Any]:
         return {"components": {"cni": {"enabled": self.enabled, "namespace": self.namespace}},
@@ -92,7 +94,7 @@ def load_operator_file(path: str | Path) -> dict[str, Any]:
 def resolve(files: Sequence[str | Path] = (), sets: Sequence[str] = ()) -> ResolvedValues:
     """Layer and validate; when the layers name a platform, its defaults go right above meshcni's."""
     overlays = [load_operator_file(path) for path in files]
-    flags: list[SetFlag] = [parse_set(text) for text in sets]
+    flags, shorthands = canonical([parse_set(text) for text in sets])
     spec = _layered(default_spec(), overlays, flags)
     platform = _platform_name(_nested(spec, "values", "cni").get("platform"))
     if platform:  # an invalid name is reported by validate()
@@ -101,7 +103,7 @@ def resolve(files: Sequence[str | Path] = (), sets: Sequence[str] = ()) -> Resol
         base = default_spec()
         merge(base, dict(load_platform(platform)[1].defaults))
         spec = _layered(base, overlays, flags)
-    return validate(spec)
+    return replace(validate(spec), shorthands=tuple(shorthands))
 
 
 def _platform_name(value: Any) -> str:
@@ -133,7 +135,7 @@ def validate(spec: dict[str, Any]) -> ResolvedValues:
     elsewhere: list[str] = []
     known_spec = ("components", "values", "hub", "tag", *OTHER_SPEC_KEYS)
     for key in sorted(set(spec) - set(known_spec)):
-        problems.append(f"{key}: unknown IstioOperator key{suggestion(key, known_spec)}")
+        problems.append(f"{key}: unknown IstioOperator key{suggestion(key, [*known_spec, *known_shorthands()])}")
     for key in OTHER_SPEC_KEYS:
         if key in spec:
             elsewhere.append(f"{key}: {spec[key]!r} (an istioctl setting; meshcni renders only the CNI)")
