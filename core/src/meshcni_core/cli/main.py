@@ -149,7 +149,9 @@ def add_value_sources(parser: argparse.ArgumentParser, purpose: str = "") -> Non
     parser.add_argument("--set", action="append", default=[], metavar="PATH=VALUE", dest="sets",
                         help="an istioctl path such as values.cni.cniBinDir=/x or "
                              "components.cni.namespace=kube-system; escape dots in keys with a backslash; "
-                             "key[N] indexes a list; repeatable")
+                             "key[N] indexes a list; repeatable. The seed page's shorthands (cni.enabled, "
+                             "cniBinDir, cniConfDir, ... for values.cni.*) are read as their canonical path, "
+                             "reported on stderr")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
