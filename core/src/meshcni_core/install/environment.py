@@ -67,4 +67,5 @@ VARIABLES = frozenset(field.data_key for field in ENVIRONMENT.fields.values())
 
 def present(env: Mapping[str, str]) -> dict[str, str]:
     """The schema's variables that are set to something (or empty where that means something)."""
-    return {name: value for name, value in env.items() if name in VARIABLES and (value != "" or name in KEEP_EMPTY)}
+    return {name: value for name, value in env.items()
+            if name in VARIABLES and value is not None and (value != "" or name in KEEP_EMPTY)}
