@@ -43,9 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
         f"Booleans read {SPELLINGS_HELP}; anything else is an error."))
     for name, help_text in TEXT_FLAGS.items():
         p.add_argument(f"--{name}", default=None, help=help_text)
-    for name in ("delete-pods", "label-pods", "run-as-daemon"):
-        p.add_argument(f"--{name}", nargs="?", const="true", default=None, help="default false")
-    p.add_argument("--repair-pods", nargs="?", const="true", default=None,
+    boolean_flags = (("delete-pods", "default false; policy delete"), ("label-pods", "default false; policy label"),
+                     ("run-as-daemon", "default false"))
+    for name, help_text in boolean_flags:
+        p.add_argument(f"--{name}", nargs="?", const="true", default=None, metavar="BOOL", help=help_text)
+    p.add_argument("--repair-pods", nargs="?", const="true", default=None, metavar="BOOL",
                    help="default false; apply broken pods' rules again instead of labelling or deleting them - "
                         "only inside the node agent (install-cni with REPAIR_ENABLED=true), which reaches their "
                         "network namespaces")
