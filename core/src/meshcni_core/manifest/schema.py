@@ -18,7 +18,6 @@ from meshcni_core.schemas.fields import (
     AbsolutePath,
     AnyMap,
     Boolean,
-    Checked,
     Choice,
     LabelKey,
     LabelValue,
@@ -39,14 +38,8 @@ def _doc(text: str) -> dict[str, str]:
     return {"doc": text}
 
 
-class ExtensionSettings(Checked):
+class ExtensionSettings(AnyMap):
     """Per-extension settings by extension name; each extension's own schema checks its map."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(allow_none=True, **kwargs)
-
-    def deserialize(self, value: Any, attr: str | None = None, data: Any = None, **kwargs: Any) -> Any:
-        return {} if value is None else super().deserialize(value, attr, data, **kwargs)
 
     @staticmethod
     def check(value: Any) -> dict[str, dict[str, Any]]:
@@ -56,6 +49,8 @@ class ExtensionSettings(Checked):
 
 
 class RepairValues(Schema):
+    error_messages = {"type": "expected a map"}  # marshmallow's "Invalid input type." reads poorly after a path
+
     class Meta:
         unknown = RAISE
 
