@@ -93,7 +93,7 @@ def test_one_shot_delete_with_preconditions(api):
 def test_bad_environment_value_is_a_clear_error(api):
     env = {**os.environ, "REPAIR_DELETE-PODS": "perhaps"}
     code, _, stderr = repair_cli(api, env=env)
-    assert code == 2 and "REPAIR_DELETE-PODS='perhaps'" in stderr
+    assert code == 2 and "REPAIR_DELETE-PODS: expected true or false, got 'perhaps'" in stderr
 
 
 def controller(api, policy_name="label", **options):

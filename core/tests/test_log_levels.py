@@ -22,5 +22,5 @@ def test_installer_accepts_every_seed_log_level(level):
 def test_unknown_log_level_is_refused_by_name():
     with pytest.raises(ConfigError, match="log_level"):
         load_plugin_config({"type": "istio-cni", "log_level": "verbose"})
-    with pytest.raises(SettingsError, match="LOG_LEVEL='verbose'"):
+    with pytest.raises(SettingsError, match="LOG_LEVEL: 'verbose' is not one of"):
         from_env({"LOG_LEVEL": "verbose", "KUBERNETES_NODE_NAME": "node-a"})

@@ -86,7 +86,7 @@ def test_every_problem_is_reported_with_its_path_and_a_suggestion(tmp_path):
         "values.cni.tag: expected a string, got 1.1; quote it so YAML keeps it as text",
         "values.cni.logLevel: 'verbose' is not one of panic, fatal, error, warn, info, debug",
         "values.cni.excludeNamespaces: expected a list of strings, got 'foo'",
-        "values.cni.cniConfFileName: expected a file name ending in .conf or .conflist, got 'a/b.conf'",
+        "values.cni.cniConfFileName: 'a/b.conf' is refused: it is not a plain file name (holds '/' or '..')",
         "values.cni.chained: expected true or false, got 'ture'",
         "values.cni.repair.labelpods: unknown option (did you mean 'labelPods'?)",
     )
@@ -138,3 +138,17 @@ def test_cli_refuses_bad_values_and_prints_nothing():
     assert done.returncode == 2 and done.stdout == ""
     assert "values.cni.logLevl: unknown option (did you mean 'logLevel'?)" in done.stderr
     assert "components.cni.namespce: not supported by meshcni (did you mean 'namespace'?)" in done.stderr
+
+
+def test_problems_inside_lists_and_nested_maps_are_named_by_their_path(tmp_path):
+    overlay = tmp_path / "nested.yaml"
+    overlay.write_text("apiVersion: install.istio.io/v1alpha1\nkind: IstioOperator\n"
+                       "spec: {values: {cni: {excludeNamespaces: [istio-system, 3], cniConfFileName: ..hidden.conf}}}\n")
+    with pytest.raises(ValuesError) as caught:
+        resolve([overlay], sets=["values.cni.repair=off", "values.cni.extensions[0]=-x"])
+    assert caught.value.problems == (
+        "values.cni.excludeNamespaces[1]: expected a string, got 3; quote it so YAML keeps it as text",
+        "values.cni.cniConfFileName: '..hidden.conf' is refused: it is not a plain file name (holds '/' or '..')",
+        "values.cni.repair: expected a map",
+        "values.cni.extensions[0]: '-x' is not an extension name",
+    )

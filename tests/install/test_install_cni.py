@@ -181,4 +181,4 @@ def test_uninstall_restores_the_node(host, running):
 def test_bad_setting_is_a_clear_error(host):
     proc = subprocess.run([MESHCNI, "install-cni", "--once"], env={**env_for(host), "CHAINED_CNI_PLUGIN": "ture"},
                           capture_output=True, text=True, timeout=30)
-    assert proc.returncode == 2 and "CHAINED_CNI_PLUGIN='ture' is not a boolean" in proc.stderr
+    assert proc.returncode == 2 and "CHAINED_CNI_PLUGIN: expected true or false, got 'ture'" in proc.stderr

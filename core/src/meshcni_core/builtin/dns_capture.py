@@ -22,20 +22,19 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from meshcni_core.builtin.sidecar import proxy_container
+from meshcni_core.schemas.boolean import FALSE_SPELLINGS, TRUE_SPELLINGS
 from meshcni_hooks.errors import AnnotationError, MeshcniError
 from meshcni_hooks.types import PluginConfig, PodInfo
 
 PROXY_CONFIG = "proxy.istio.io/config"
 DNS_CAPTURE = "ISTIO_META_DNS_CAPTURE"
-GO_TRUE = ("1", "t", "T", "TRUE", "true", "True")
-GO_FALSE = ("0", "f", "F", "FALSE", "false", "False")
 
 
 def go_bool(text: str) -> bool | None:
     """Go's ``strconv.ParseBool``: True, False, or None for anything else."""
-    if text in GO_TRUE:
+    if text in TRUE_SPELLINGS:
         return True
-    if text in GO_FALSE:
+    if text in FALSE_SPELLINGS:
         return False
     return None
 

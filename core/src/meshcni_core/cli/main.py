@@ -149,7 +149,9 @@ def add_value_sources(parser: argparse.ArgumentParser, purpose: str = "") -> Non
     parser.add_argument("--set", action="append", default=[], metavar="PATH=VALUE", dest="sets",
                         help="an istioctl path such as values.cni.cniBinDir=/x or "
                              "components.cni.namespace=kube-system; escape dots in keys with a backslash; "
-                             "key[N] indexes a list; repeatable")
+                             "key[N] indexes a list; repeatable. The seed page's shorthands (cni.enabled, "
+                             "cniBinDir, cniConfDir, ... for values.cni.*) are read as their canonical path, "
+                             "reported on stderr")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -158,6 +160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from meshcni_core.cli import repair
 
         return repair.main(argv[1:])
+    if argv[:1] in (["manifest"], ["explain"]):
+        argv = _seed_spellings(argv)
     args = build_parser().parse_args(argv)
     try:
         if args.command == "agent":
@@ -206,7 +210,7 @@ def _installer(with_platform_checks: bool = True) -> Installer:
     try:
         settings = from_env()
     except SettingsError as exc:
-        raise MeshcniError(f"invalid setting: {exc}") from None
+        raise MeshcniError("invalid settings:\n" + "\n".join(f"  {p}" for p in exc.problems)) from None
     if settings.platform and with_platform_checks:
         from meshcni_core.platforms import node_checker
 
@@ -229,7 +233,7 @@ def run_install(args: argparse.Namespace) -> int:
     agent = Agent(args.socket, installer.netconf, readiness=lambda: list(installer.status.problems),
                   metrics=monitoring.RequestMetrics(registry), **agent_limits(args))
     repair = None
-    if _repair_enabled():  # built before anything starts: a refused setting is a clean exit 2
+    if installer.settings.repair_enabled:  # built before anything starts: a refused setting is a clean exit 2
         from meshcni_core.cli.repair import controller_from_env
         from meshcni_core.repair.reprogram import NETNS_DIR, Reprogrammer
 
@@ -280,17 +284,27 @@ def start_pod_cache(agent: Any, installer: Installer, registry: Any, stop: Any) 
     cache.stop()
 
 
-def _repair_enabled() -> bool:
-    raw = os.environ.get("REPAIR_ENABLED", "false").strip().lower()
-    if raw not in ("true", "false", "1", "0", ""):
-        raise MeshcniError(f"REPAIR_ENABLED={raw!r} is not a boolean")
-    return raw in ("true", "1")
+def _seed_spellings(argv: list[str]) -> list[str]:
+    """The seed page's typeset ``--set`` (an en dash, U+2013) read as ``--set`` (reported); ``--setPATH=V``
+    (a lost space) refused with the spelling meant."""
+    from meshcni_core.manifest.aliases import typeset_dashes
+
+    argv, notes = typeset_dashes(argv)
+    for note in notes:
+        print(f"meshcni: {note}", file=sys.stderr)
+    glued = [word for word in argv if word.startswith("--set") and word[5:6] not in ("", "=")]
+    if glued:
+        print(f"meshcni: unknown option {glued[0]!r}: did you mean '--set {glued[0][5:]}'?", file=sys.stderr)
+        sys.exit(2)
+    return argv
 
 
 def _resolved_values(args: argparse.Namespace) -> Any:
     from meshcni_core.manifest.values import resolve
 
     resolved = resolve(args.filename, args.sets)
+    for note in resolved.shorthands:
+        print(f"meshcni: {note}", file=sys.stderr)
     for note in resolved.elsewhere:
         print(f"meshcni: not rendered by meshcni, pass it to istioctl: {note}", file=sys.stderr)
     return resolved

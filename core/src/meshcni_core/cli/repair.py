@@ -1,9 +1,10 @@
 """``meshcni repair``: Istio 1.6's istio-cni-repair, with its flags and REPAIR_* variables.
 
 Each flag can also be set as ``REPAIR_`` + the upper-cased flag name, hyphens kept (the Istio chart
-sets ``REPAIR_NODE-NAME``, ``REPAIR_DELETE-PODS``, ...); a flag wins over its variable.
-``--repair-pods`` (later Istio's repairPods: program the pod again, node agent only) wins over
-``--delete-pods``, which wins over ``--label-pods``; with none, broken pods are only reported.
+sets ``REPAIR_NODE-NAME``, ``REPAIR_DELETE-PODS``, ...); a flag wins over its variable
+(``repair.flags``). ``--policy`` names any registered repair policy (``repair.policies``); Istio's
+``--repair-pods`` (policy ``reprogram``) wins over ``--delete-pods`` (``delete``), which wins over
+``--label-pods`` (``label``); with none, broken pods are only reported.
 """
 
 from __future__ import annotations
@@ -19,44 +20,43 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from meshcni_core.logs import LEVEL_NAMES
+from meshcni_core.repair.flags import BOOLEAN_FLAGS, chosen_policy, load
 from meshcni_core.repair.predicate import BrokenPodFilter
+from meshcni_core.schemas.boolean import SPELLINGS_HELP
 from meshcni_hooks.errors import MeshcniError
 from meshcni_hooks.types import RepairPolicy, RepairSettings
 
-DEFAULTS: dict[str, Any] = {
-    "node-name": "", "sidecar-annotation": "sidecar.istio.io/status", "init-container-name": "istio-validation",
-    "init-container-termination-message": "", "init-container-exit-code": 126, "label-selectors": "",
-    "field-selectors": "", "repair-pods": False, "delete-pods": False, "label-pods": False, "run-as-daemon": False,
-    "broken-pod-label-key": "cni.istio.io/uninitialized", "broken-pod-label-value": "true",
-}
-TRUE, FALSE = {"true", "1", "yes", "t"}, {"false", "0", "no", "f"}
-DELETE_EXTENSION = "repair-delete"
 log = logging.getLogger("meshcni.repair")
-
-
-def boolean(text: str) -> bool:
-    value = text.strip().lower()
-    if value in TRUE:
-        return True
-    if value in FALSE:
-        return False
-    raise argparse.ArgumentTypeError(f"{text!r} is not a boolean")
+TEXT_FLAGS = {
+    "node-name": "default: every node", "sidecar-annotation": "default sidecar.istio.io/status",
+    "init-container-name": "default istio-validation", "init-container-termination-message": "default: any",
+    "init-container-exit-code": "default 126 (0 = any)", "label-selectors": "default: none",
+    "field-selectors": "default: none", "broken-pod-label-key": "default cni.istio.io/uninitialized",
+    "broken-pod-label-value": "default true",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="meshcni repair", description=(
         "Find pods whose istio-validation init container shows they started without traffic redirection, "
-        "and label or delete them. Every flag can also be set as REPAIR_<FLAG-NAME> (e.g. REPAIR_NODE-NAME)."))
-    for name in ("node-name", "sidecar-annotation", "init-container-name", "init-container-termination-message",
-                 "label-selectors", "field-selectors", "broken-pod-label-key", "broken-pod-label-value"):
-        p.add_argument(f"--{name}", default=None, help=f"default {DEFAULTS[name]!r}")
-    p.add_argument("--init-container-exit-code", type=int, default=None, help="default 126 (0 = any)")
-    for name in ("delete-pods", "label-pods", "run-as-daemon"):
-        p.add_argument(f"--{name}", nargs="?", const=True, type=boolean, default=None, help="default false")
-    p.add_argument("--repair-pods", nargs="?", const=True, type=boolean, default=None,
+        "and label or delete them. Every flag can also be set as REPAIR_<FLAG-NAME> (e.g. REPAIR_NODE-NAME). "
+        f"Booleans read {SPELLINGS_HELP}; anything else is an error."))
+    for name, help_text in TEXT_FLAGS.items():
+        p.add_argument(f"--{name}", default=None, help=help_text)
+    boolean_flags = (("delete-pods", "default false; policy delete"), ("label-pods", "default false; policy label"),
+                     ("run-as-daemon", "default false"))
+    for name, help_text in boolean_flags:
+        p.add_argument(f"--{name}", nargs="?", const="true", default=None, metavar="BOOL", help=help_text)
+    p.add_argument("--repair-pods", nargs="?", const="true", default=None, metavar="BOOL",
                    help="default false; apply broken pods' rules again instead of labelling or deleting them - "
                         "only inside the node agent (install-cni with REPAIR_ENABLED=true), which reaches their "
                         "network namespaces")
+    p.add_argument("--policy", default=None, metavar="NAME",
+                   help="the repair policy by its registered name (built in: label, reprogram; extension "
+                        "repair-delete: delete; or a third party's); instead of the Istio flags above")
+    p.add_argument("--extensions", default=None, metavar="NAMES",
+                   help="comma-separated extensions to take policies from (default: the one installed extension "
+                        "that registers the chosen policy)")
     p.add_argument("--kubeconfig", default=None, help="kubeconfig file (default: $KUBECONFIG, else in-cluster)")
     p.add_argument("--early-detection", action="store_true",
                    help="also act on the validation container's first failure, without waiting for a restart")
@@ -69,21 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def settings(args: argparse.Namespace, env: Mapping[str, str]) -> dict[str, Any]:
-    """Flag, else REPAIR_<FLAG> variable, else Istio's default."""
-    values: dict[str, Any] = {}
-    for name, default in DEFAULTS.items():
-        flag = getattr(args, name.replace("-", "_"))
-        raw = env.get(f"REPAIR_{name.upper()}")
-        if flag is not None:
-            values[name] = flag
-        elif raw is not None and raw != "":
-            try:
-                values[name] = boolean(raw) if isinstance(default, bool) else type(default)(raw)
-            except (ValueError, argparse.ArgumentTypeError):
-                raise MeshcniError(f"REPAIR_{name.upper()}={raw!r} is not a valid {type(default).__name__}") from None
-        else:
-            values[name] = default
-    return values
+    """Flag, else REPAIR_<FLAG> variable, else Istio's default; checked and typed (repair.flags)."""
+    flags = {name: getattr(args, name.replace("-", "_"))
+             for name in (*TEXT_FLAGS, *BOOLEAN_FLAGS, "policy", "extensions")}
+    return load(flags, env)
 
 
 def api_client_factory(kubeconfig: str | None) -> Any:
@@ -102,20 +91,11 @@ def api_client_factory(kubeconfig: str | None) -> Any:
 
 
 def choose_policy(values: Mapping[str, Any]) -> RepairPolicy | None:
-    from meshcni_core import extensions
+    """The policy the settings name (by its registered name), or None: report only."""
+    from meshcni_core.repair.policies import select
 
-    if values["repair-pods"]:
-        return extensions.repair_policies(extensions.new_manager())["reprogram"]
-    if not values["delete-pods"] and not values["label-pods"]:
-        return None
-    enabled = []
-    if values["delete-pods"]:
-        installed = {e.name for e in extensions.installed_extensions()}
-        if DELETE_EXTENSION not in installed:
-            raise MeshcniError("--delete-pods needs the repair-delete extension: install meshcni-repair-delete")
-        enabled.append(DELETE_EXTENSION)
-    policies = extensions.repair_policies(extensions.new_manager(enabled))
-    return policies["delete" if values["delete-pods"] else "label"]
+    name = chosen_policy(values)
+    return select(name, values["extensions"]) if name else None
 
 
 def controller_from_env(env: Mapping[str, str], node_name: str,
@@ -137,11 +117,11 @@ def controller_from_env(env: Mapping[str, str], node_name: str,
         )
     report_only = RepairPolicy("report", lambda pod, actions, settings: "reported")
     options = RepairOptions(
-        node_name=values["node-name"] or node_name, label_selectors=values["label-selectors"],
-        field_selectors=values["field-selectors"], dry_run=policy is None,
-        filter=BrokenPodFilter(values["sidecar-annotation"], values["init-container-name"],
-                               values["init-container-termination-message"], values["init-container-exit-code"]),
-        settings=RepairSettings(values["broken-pod-label-key"], values["broken-pod-label-value"]),
+        node_name=values["node_name"] or node_name, label_selectors=values["label_selectors"],
+        field_selectors=values["field_selectors"], dry_run=policy is None,
+        filter=BrokenPodFilter(values["sidecar_annotation"], values["init_container_name"],
+                               values["init_container_termination_message"], values["init_container_exit_code"]),
+        settings=RepairSettings(values["broken_pod_label_key"], values["broken_pod_label_value"]),
     )
     return RepairController(api_client_factory(env.get("KUBECONFIG")), options, policy or report_only,
                             lambda api_client: NodeRepairActions(api_client, reprogrammer))
@@ -158,7 +138,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     logging.getLogger("meshcni.repair").setLevel(logging.getLogger("meshcni").level)
     try:
         values = settings(args, env)
-        if values["repair-pods"]:
+        if chosen_policy(values) == "reprogram":
             raise MeshcniError("--repair-pods applies rules inside pods' network namespaces, which only the node "
                                "agent reaches: set REPAIR_ENABLED=true and REPAIR_REPAIR-PODS=true on install-cni "
                                "(values.cni.repair.repairPods=true)")
@@ -171,17 +151,17 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         print(f"meshcni repair: cannot reach the API server: {exc}", file=sys.stderr)
         return 2
     options = RepairOptions(
-        node_name=values["node-name"], label_selectors=values["label-selectors"],
-        field_selectors=values["field-selectors"], dry_run=args.dry_run or policy is None,
+        node_name=values["node_name"], label_selectors=values["label_selectors"],
+        field_selectors=values["field_selectors"], dry_run=args.dry_run or policy is None,
         max_attempts=args.max_attempts,
-        filter=BrokenPodFilter(values["sidecar-annotation"], values["init-container-name"],
-                               values["init-container-termination-message"], values["init-container-exit-code"],
+        filter=BrokenPodFilter(values["sidecar_annotation"], values["init_container_name"],
+                               values["init_container_termination_message"], values["init_container_exit_code"],
                                early=args.early_detection),
-        settings=RepairSettings(values["broken-pod-label-key"], values["broken-pod-label-value"]),
+        settings=RepairSettings(values["broken_pod_label_key"], values["broken_pod_label_value"]),
     )
     report_only = RepairPolicy("report", lambda pod, actions, settings: "reported")
     controller = RepairController(factory, options, policy or report_only, ApiRepairActions)
-    if not values["run-as-daemon"]:
+    if not values["run_as_daemon"]:
         outcomes = controller.run_once()
         print(json.dumps(outcomes, indent=2, sort_keys=True))
         return 1 if any(o.startswith("failed") for o in outcomes.values()) else 0

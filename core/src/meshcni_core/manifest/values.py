@@ -7,20 +7,24 @@ as a whole, and every problem is reported at once, each naming its path.
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from marshmallow import Schema, ValidationError
+
 from meshcni_core.builtin.dns_capture import go_bool
-from meshcni_core.manifest.schema import CNI_OPTIONS, Option, boolean, defaults, namespace_name, suggestion
+from meshcni_core.manifest.aliases import canonical, known_shorthands
+from meshcni_core.manifest.schema import CNI_COMPONENT, CNI_VALUES
 from meshcni_core.manifest.setpath import SetFlag, assign, format_path, parse_set
+from meshcni_core.schemas.problems import problems as named_problems
+from meshcni_core.schemas.problems import suggestion
 from meshcni_hooks.errors import MeshcniError
 
 OPERATOR_API_VERSIONS = ("install.istio.io/v1alpha1",)
 DEFAULT_HUB = "ghcr.io/meshcni"
 DEFAULT_NAMESPACE = "istio-system"
-CNI_COMPONENT_KEYS = {"enabled": "whether to render the CNI at all", "namespace": "namespace of its objects"}
 # IstioOperator spec keys that configure other Istio components or istioctl itself: accepted, reported.
 USED_GLOBALS = ("values.global.hub", "values.global.tag")  # image fallbacks, so not "meant for" anyone else
 OTHER_SPEC_KEYS = ("profile", "installPackagePath", "revision", "meshConfig", "addonComponents", "unvalidatedValues")
@@ -41,6 +45,7 @@ class ResolvedValues:
     repair_image: str
     elsewhere: tuple[str, ...]  # values for other Istio components: "path: value (meant for ...)"
     dns_capture: bool = False  # meshConfig.defaultConfig.proxyMetadata.ISTIO_META_DNS_CAPTURE (netconf dns_capture)
+    shorthands: tuple[str, ...] = ()  # each seed shorthand --set used, with its canonical path (aliases.py)
 
     def as_operator_spec(self) -> dict[str, Any]:
         return {"components": {"cni": {"enabled": self.enabled, "namespace": self.namespace}},
@@ -48,8 +53,7 @@ class ResolvedValues:
 
 
 def default_spec() -> dict[str, Any]:
-    return {"components": {"cni": {"enabled": True, "namespace": DEFAULT_NAMESPACE}},
-            "values": {"cni": defaults(CNI_OPTIONS)}}
+    return {"components": {"cni": CNI_COMPONENT.load({})}, "values": {"cni": CNI_VALUES.load({})}}
 
 
 def merge(base: dict[str, Any], overlay: dict[str, Any]) -> None:
@@ -92,24 +96,24 @@ def load_operator_file(path: str | Path) -> dict[str, Any]:
 def resolve(files: Sequence[str | Path] = (), sets: Sequence[str] = ()) -> ResolvedValues:
     """Layer and validate; when the layers name a platform, its defaults go right above meshcni's."""
     overlays = [load_operator_file(path) for path in files]
-    flags: list[SetFlag] = [parse_set(text) for text in sets]
+    flags, shorthands = canonical([parse_set(text) for text in sets])
     spec = _layered(default_spec(), overlays, flags)
-    platform = _nested(spec, "values", "cni").get("platform")
-    if _is_valid(CNI_OPTIONS["platform"], platform) and platform:  # an invalid name is reported by validate()
+    platform = _platform_name(_nested(spec, "values", "cni").get("platform"))
+    if platform:  # an invalid name is reported by validate()
         from meshcni_core.platforms import load_platform
 
         base = default_spec()
         merge(base, dict(load_platform(platform)[1].defaults))
         spec = _layered(base, overlays, flags)
-    return validate(spec)
+    return replace(validate(spec), shorthands=tuple(shorthands))
 
 
-def _is_valid(option: Option, value: Any) -> bool:
+def _platform_name(value: Any) -> str:
+    """The valid platform name ``value``, else ""."""
     try:
-        option.check(value)
-    except ValueError:
-        return False
-    return True
+        return str(CNI_VALUES.fields["platform"].deserialize(value))
+    except ValidationError:
+        return ""
 
 
 def _nested(tree: dict[str, Any], *keys: str) -> dict[str, Any]:
@@ -133,31 +137,24 @@ def validate(spec: dict[str, Any]) -> ResolvedValues:
     elsewhere: list[str] = []
     known_spec = ("components", "values", "hub", "tag", *OTHER_SPEC_KEYS)
     for key in sorted(set(spec) - set(known_spec)):
-        problems.append(f"{key}: unknown IstioOperator key{suggestion(key, known_spec)}")
+        problems.append(f"{key}: unknown IstioOperator key{suggestion(key, [*known_spec, *known_shorthands()])}")
     for key in OTHER_SPEC_KEYS:
         if key in spec:
             elsewhere.append(f"{key}: {spec[key]!r} (an istioctl setting; meshcni renders only the CNI)")
 
     components = _map(spec, "components", problems)
-    cni_component = _map(components, "cni", problems, "components.")
-    for key in sorted(set(cni_component) - set(CNI_COMPONENT_KEYS)):
-        problems.append(f"components.cni.{key}: not supported by meshcni{suggestion(key, CNI_COMPONENT_KEYS)}")
     for key in sorted(set(components) - {"cni"}):
         elsewhere.extend(f"{path}: {value!r} (meant for Istio's {key} component)"
                          for path, value in _leaves(("components", key), components[key]))
-    enabled = _checked(cni_component, "enabled", Option(boolean, True, ""),
-                       "components.cni.", problems)
-    namespace = _checked(cni_component, "namespace", Option(namespace_name, DEFAULT_NAMESPACE, ""),
-                         "components.cni.", problems)
+    component = _loaded(CNI_COMPONENT, _map(components, "cni", problems, "components."), "components.cni",
+                        problems, lambda path, hint: f"{path}: not supported by meshcni{hint}")
 
     values = _map(spec, "values", problems)
     for key in sorted(set(values) - {"cni"}):
         elsewhere.extend(f"{path}: {value!r} (meant for Istio's {key}, not the CNI)"
                          for path, value in _leaves(("values", key), values[key]) if path not in USED_GLOBALS)
-    cni = _validate_options(_map(values, "cni", problems, "values."), CNI_OPTIONS, "values.cni.", problems)
+    cni = _loaded(CNI_VALUES, _map(values, "cni", problems, "values."), "values.cni", problems)
     dns_capture = mesh_dns_capture(spec, problems)
-    for name in sorted(set(cni.get("extensionSettings", {})) - set(cni.get("extensions", []))):
-        problems.append(f"values.cni.extensionSettings.{name}: extension {name!r} is not in values.cni.extensions")
     if problems:
         raise ValuesError(problems)
 
@@ -168,7 +165,7 @@ def validate(spec: dict[str, Any]) -> ResolvedValues:
     repair = cni["repair"]
     repair_image = image if not (repair["hub"] or repair["tag"]) else \
         f"{repair['hub'] or hub}/{cni['image']}:{repair['tag'] or tag}"
-    return ResolvedValues(enabled=enabled, namespace=namespace, cni=cni, image=image,
+    return ResolvedValues(enabled=component["enabled"], namespace=component["namespace"], cni=cni, image=image,
                           repair_image=repair_image, elsewhere=tuple(elsewhere), dns_capture=dns_capture)
 
 
@@ -193,6 +190,17 @@ def mesh_dns_capture(spec: dict[str, Any], problems: list[str]) -> bool:
     return parsed
 
 
+def _loaded(schema: Schema, given: dict[str, Any], prefix: str, problems: list[str],
+            unknown: Callable[[str, str], str] | None = None) -> dict[str, Any]:
+    """``given`` loaded by ``schema``; its problems, each named by its path, added to ``problems``."""
+    try:
+        loaded: dict[str, Any] = schema.load(given)
+        return loaded
+    except ValidationError as exc:
+        problems.extend(named_problems(exc.messages, schema, prefix, unknown))
+        return {}
+
+
 def _leaves(path: tuple[str, ...], value: Any) -> list[tuple[str, Any]]:
     if isinstance(value, dict) and value:
         return [leaf for key, child in value.items() for leaf in _leaves((*path, str(key)), child)]
@@ -207,30 +215,6 @@ def _map(parent: dict[str, Any], key: str, problems: list[str], prefix: str = ""
         problems.append(f"{prefix}{key}: expected a map, got {value!r}")
         return {}
     return value
-
-
-def _checked(parent: dict[str, Any], key: str, option: Option, prefix: str, problems: list[str]) -> Any:
-    if key not in parent:
-        return option.default
-    try:
-        return option.check(parent[key])
-    except ValueError as exc:
-        problems.append(f"{prefix}{key}: {exc}")
-        return option.default
-
-
-def _validate_options(given: dict[str, Any], options: dict[str, Option], prefix: str,
-                      problems: list[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key in sorted(set(given) - set(options), key=str):
-        problems.append(f"{prefix}{key}: unknown option{suggestion(str(key), options)}")
-    for name, option in options.items():
-        if option.children:
-            child = _map(given, name, problems, prefix)
-            out[name] = _validate_options(child, option.children, f"{prefix}{name}.", problems)
-        else:
-            out[name] = _checked(given, name, option, prefix, problems)
-    return out
 
 
 def meshcni_version() -> str:
