@@ -18,6 +18,7 @@ from meshcni_core.logs import LEVEL_NAMES
 
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 TRUE, FALSE = {"true", "1", "yes"}, {"false", "0", "no"}
+OWNED_CONF_NAME = "02-istio-cni.conflist"  # Istio's default: sorts before the usual 05-/10- primaries
 
 
 class SettingsError(ValueError):
@@ -52,6 +53,8 @@ class InstallSettings:
     edit_war_window: float = 30.0
     platform: str = ""  # a hosted platform whose extension checks the node (MESHCNI_PLATFORM)
     conf_link_dirs: tuple[str, ...] = ()  # where a symlinked conf file may lead (MESHCNI_CONF_LINK_DIRS)
+    owned_conf_name: str = ""  # chained into a file of our own, not the primary's (ISTIO_OWNED_CNI_CONFIG)
+    readiness_taint: str = ""  # the taint lifted from this node once ready (MESHCNI_READINESS_TAINT)
 
     @property
     def standalone_conf_name(self) -> str:
@@ -131,6 +134,9 @@ def from_env(env: Mapping[str, str] | None = None) -> InstallSettings:
         edit_war_window=_number(env, "MESHCNI_EDIT_WAR_WINDOW", 30.0, float),
         platform=env.get("MESHCNI_PLATFORM", "").strip(),
         conf_link_dirs=link_dirs,
+        owned_conf_name=_file_name(env, "ISTIO_OWNED_CNI_CONFIG_FILENAME", OWNED_CONF_NAME, (".conflist",))
+        if _bool(env, "ISTIO_OWNED_CNI_CONFIG", False) else "",
+        readiness_taint=env.get("MESHCNI_READINESS_TAINT", "").strip(),
     )
 
 

@@ -59,6 +59,13 @@ def _conf_file_name(value: Any) -> str:
     return text
 
 
+def _conflist_name(value: Any) -> str:
+    text = _conf_file_name(value)
+    if text and not text.endswith(".conflist"):
+        raise ValueError(f"expected a file name ending in .conflist, got {text!r}")
+    return text
+
+
 def _string_list(value: Any) -> list[str]:
     if not isinstance(value, list):
         raise ValueError(f"expected a list of strings, got {value!r}")
@@ -139,6 +146,12 @@ def _string_any_map(value: Any) -> dict[str, Any]:
     return {str(k): v for k, v in value.items()}
 
 
+def _positive_int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | str) or not str(value).isdigit() or int(value) < 1:
+        raise ValueError(f"expected a positive whole number, got {value!r}")
+    return int(value)
+
+
 @dataclass(frozen=True)
 class Option:
     check: Callable[[Any], Any]
@@ -161,6 +174,17 @@ REPAIR_OPTIONS: dict[str, Option] = {
     "brokenPodLabelValue": Option(_label_value, "true", "label value for broken pods"),
 }
 
+TAINT_OPTIONS: dict[str, Option] = {
+    "enabled": Option(boolean, False, "nodes are born with the readiness taint (the node's kubelet "
+                                      "--register-with-taints); install-cni lifts it from its own node once ready"),
+    "key": Option(_label_key, "cni.istio.io/not-ready", "the readiness taint's key (effect NoSchedule)"),
+}
+
+RESOURCE_QUOTA_OPTIONS: dict[str, Option] = {
+    "enabled": Option(boolean, False, "a ResourceQuota admitting system-node-critical pods in the namespace"),
+    "pods": Option(_positive_int, 5000, "how many such pods it admits"),
+}
+
 CNI_OPTIONS: dict[str, Option] = {
     "hub": Option(_text, "", "registry of the install-cni image (empty: spec.hub, then meshcni's)"),
     "tag": Option(_text, "", "tag of the install-cni image (empty: spec.tag, then meshcni's version)"),
@@ -179,6 +203,16 @@ CNI_OPTIONS: dict[str, Option] = {
     "platform": Option(_platform_name, "", "a hosted platform's defaults (gke, openshift), from its extension"),
     "platformSettings": Option(_string_any_map, {}, "settings for the platform's extension"),
     "extensionSettings": Option(_extension_settings, {}, "per-extension settings, by extension name"),
+    "taint": Option(lambda v: v, None, "the readiness taint", children=TAINT_OPTIONS),
+    "istioOwnedCNIConfig": Option(boolean, False, "chained: write our own conf file (the primary's plugins "
+                                                  "and ours) instead of editing the primary's"),
+    "istioOwnedCNIConfigFilename": Option(_conflist_name, "", "that file's name (empty: 02-istio-cni.conflist)"),
+    "resources": Option(_string_any_map, {"requests": {"cpu": "100m", "memory": "100Mi"}},
+                        "install-cni's container resources"),
+    "resourceQuotas": Option(lambda v: v, None, "a ResourceQuota for the DaemonSet's priority class",
+                             children=RESOURCE_QUOTA_OPTIONS),
+    "seccompProfile": Option(_string_any_map, {}, "install-cni's seccompProfile (e.g. type: RuntimeDefault)"),
+    "seLinuxOptions": Option(_string_any_map, {}, "install-cni's seLinuxOptions (OpenShift: type: spc_t)"),
 }
 
 
