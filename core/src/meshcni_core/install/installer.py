@@ -320,7 +320,7 @@ class Installer:
         if len(writes) >= limit:
             if not self.edit_war:
                 self._report_edit_war(EditWar(changing, len(writes), window, writers.component_of(changing),
-                                              tuple(self.writers.seen)))
+                                              tuple(self.writers.scan())))
             self.edit_war = True
             return True
         writes.append(now)

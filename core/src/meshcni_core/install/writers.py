@@ -65,10 +65,13 @@ class WriterWatch:
         self._last_scan = 0.0
 
     def note_event(self) -> None:
-        now = time.monotonic()
-        if now - self._last_scan < SCAN_INTERVAL:
-            return
-        self._last_scan = now
+        if time.monotonic() - self._last_scan >= SCAN_INTERVAL:
+            self.scan()
+
+    def scan(self) -> list[Writer]:
+        """Look now; keeps what was seen last when nobody is there now."""
+        self._last_scan = time.monotonic()
         writers = open_in(self.directories)
         if writers:
             self.seen = writers
+        return self.seen
