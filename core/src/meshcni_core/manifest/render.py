@@ -23,9 +23,10 @@ CONFIG_MAP = "istio-cni-config"
 MONITORING_PORT = 8000
 AGENT_SOCKET_DIR = "/var/run/meshcni"
 NODE_EVENTS_NAMESPACE = "default"  # meshcni_core.install.node_events
-# What install-cni's work needs, measured (tests/test_capabilities.py): entering a pod's network
-# namespace (SYS_ADMIN), programming it (NET_ADMIN; NET_RAW for iptables' sockets), and opening
-# /proc/<pid>/ns/net of a process with more capabilities than its own (SYS_PTRACE).
+# What install-cni's work needs, measured (tests/test_capabilities.py: a real ADD fails without
+# each): NET_ADMIN programs nf_tables, NET_RAW the legacy iptables' tables, SYS_ADMIN enters the
+# pod's netns, SYS_PTRACE reads /proc/<pid>/ns/* of the root plugin (the agent's peer check).
+# Its file work in the host's root-owned directories needs none beyond these.
 INSTALL_CNI_CAPABILITIES = ("NET_ADMIN", "NET_RAW", "SYS_ADMIN", "SYS_PTRACE")
 
 
