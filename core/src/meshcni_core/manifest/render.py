@@ -56,7 +56,7 @@ def render(resolved: ResolvedValues) -> list[dict[str, Any]]:
                                       {"app": NAME})
     if cni["resourceQuotas"]["enabled"]:  # namespaces other than kube-system admit no such pod without one
         docs.append({**_meta("v1", "ResourceQuota", f"{NAME}-resource-quota", resolved.namespace),
-                     "spec": {"hard": {"pods": str(cni["resourceQuotas"]["pods"])},
+                     "spec": {"hard": {"pods": canonical_count(cni["resourceQuotas"]["pods"])},
                               "scopeSelector": {"matchExpressions": [{"operator": "In", "scopeName": "PriorityClass",
                                                                       "values": ["system-node-critical"]}]}}})
     if cni["psp_cluster_role"]:
@@ -189,6 +189,16 @@ def daemon_set(resolved: ResolvedValues) -> dict[str, Any]:
                    **cni["podAnnotations"]}
     return node_daemon_set(resolved, INSTALL_DAEMON_SET, {"k8s-app": "istio-cni-node"}, pod_spec,
                            annotations, host_pid=True)
+
+
+def canonical_count(count: int) -> str:
+    """A whole number as the API server stores a quantity (5000 -> "5k"), so that what is applied
+    reads back unchanged."""
+    suffixes = ["", "k", "M", "G", "T", "P", "E"]
+    while count and count % 1000 == 0 and len(suffixes) > 1:
+        count //= 1000
+        suffixes.pop(0)
+    return f"{count}{suffixes[0]}"
 
 
 def security_context(cni: dict[str, Any]) -> dict[str, Any]:
