@@ -68,6 +68,16 @@ OPTION_CHANGES = {
         ("ServiceAccount/istio-cni-repair", ""), ("ClusterRole/istio-cni-repair", ""),
         ("ClusterRoleBinding/istio-cni-repair", ""), (REPAIR, ""),
         *((DS, f"{CTR}.env[{i}].{key}") for i in (6, 7, 8) for key in ("name", "value"))},
+    # The readiness taint: nodes get/patch, confined by its admission policy; the key install-cni lifts.
+    "values.cni.taint.enabled=true": {
+        *((("ClusterRole/istio-cni", f"rules[1].{p}")) for p in ("apiGroups[0]", "resources[0]", "verbs[0]", "verbs[1]")),
+        (DS, f"{CTR}.env[6].name"), (DS, f"{CTR}.env[6].value"),
+        ("ValidatingAdmissionPolicy/istio-cni-node-taint-only", ""),
+        ("ValidatingAdmissionPolicyBinding/istio-cni-node-taint-only", "")},
+    "values.cni.istioOwnedCNIConfig=true": {(DS, f"{CTR}.env[6].name"), (DS, f"{CTR}.env[6].value")},
+    "values.cni.resourceQuotas.enabled=true": {("ResourceQuota/istio-cni-resource-quota", "")},
+    "values.cni.seccompProfile.type=RuntimeDefault": {(DS, f"{CTR}.securityContext.seccompProfile.type")},
+    "values.cni.resources.limits.memory=1Gi": {(DS, f"{CTR}.resources.limits.memory")},
     "components.cni.namespace=kube-system": "every namespaced object and every subject moves",
 }
 
