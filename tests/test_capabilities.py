@@ -1,7 +1,8 @@
 """The capabilities the generated DaemonSet grants install-cni are exactly what its work needs.
 
 The node agent runs under ``setpriv`` with its capability bounding set cut to the DaemonSet's
-list (a root process then has exactly those), as the container runtime would start it, and
+list (a root process then has exactly those), on a read-only root with only the DaemonSet's
+volumes writable, as the container runtime would start it, and
 serves a real ADD of a meshed pod in a real network namespace - by its pinned path and, as the
 repair and some runtimes name it, as ``/proc/<pid>/ns/net`` of a process in it. The plugin runs
 with ``/nonexistent`` as its PATH, so only the agent can have programmed the rules. Then the
@@ -10,10 +11,12 @@ same again without each listed capability: the ADD must fail.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -24,13 +27,23 @@ from test_agent import MESHCNI, run_plugin
 pytestmark = pytest.mark.netns
 
 
+def as_in_the_daemon_set(argv: list[str], capabilities: tuple[str, ...], writable: tuple[str, ...]) -> list[str]:
+    """``argv`` with only ``capabilities``, in a mount namespace whose root is read-only but for
+    ``writable`` (as ``readOnlyRootFilesystem`` with hostPath volumes: here the test's directory
+    stands for the conf, bin and socket dirs; legacy iptables needs no writable lock file)."""
+    bounding = ",".join(["-all", *(f"+{c.lower()}" for c in capabilities)])
+    binds = " && ".join(f"mount --bind '{path}' '{path}'" for path in writable)
+    script = f"mount --make-rslave / && {binds} && mount -o remount,bind,ro / && exec \"$@\""
+    return ["unshare", "--mount", "--", "sh", "-c", script, "sh",
+            "setpriv", f"--bounding-set={bounding}", "--inh-caps=-all", "--", *argv]
+
+
 def start_confined_agent(tmp_path, capabilities: tuple[str, ...], netconf: dict) -> subprocess.Popen:
     sock = netconf["agent_socket"]
     config = tmp_path / "agent-netconf.json"
     config.write_text(json.dumps(netconf))
-    bounding = ",".join(["-all", *(f"+{c.lower()}" for c in capabilities)])
-    proc = subprocess.Popen(["setpriv", f"--bounding-set={bounding}", "--inh-caps=-all", "--",
-                             MESHCNI, "agent", "--socket", sock, "--config", str(config), "--log-level", "debug"],
+    argv = [MESHCNI, "agent", "--socket", sock, "--config", str(config), "--log-level", "debug"]
+    proc = subprocess.Popen(as_in_the_daemon_set(argv, capabilities, (str(tmp_path),)),
                             stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 30
     while not os.path.exists(sock):
@@ -45,19 +58,27 @@ def effective_capabilities(pid: int) -> int:
         return int(next(line for line in f if line.startswith("CapEff:")).split()[1], 16)
 
 
-def add_both_ways(lab, netconf: dict) -> tuple[list[subprocess.CompletedProcess[str]], list[str]]:
-    """ADD by the pinned path, and by /proc/<pid>/ns/net of a full-privileged process in another netns."""
+@contextlib.contextmanager
+def two_pods(lab) -> Iterator[tuple[str, str]]:
+    """Two pod network namespaces, named as runtimes name them: a pinned path, and
+    /proc/<pid>/ns/net of a full-privileged process in the other (created before the agent starts:
+    a new pinned netns reaches a container only through HostToContainer propagation)."""
     pinned = lab.netns("pinned")
     by_pid = lab.netns("bypid")
     holder = subprocess.Popen(["ip", "netns", "exec", lab.name_of(by_pid), "sleep", "60"])
     try:
         time.sleep(0.2)
-        return [run_plugin("ADD", pinned, netconf, path="/nonexistent", pod="pinned"),
-                run_plugin("ADD", f"/proc/{holder.pid}/ns/net", netconf, path="/nonexistent", pod="bypid")], \
-            [pinned, by_pid]
+        yield pinned, f"/proc/{holder.pid}/ns/net"
     finally:
         holder.kill()
         holder.wait()
+
+
+def add(netns: str, netconf: dict, agent_pid: int, pod: str) -> subprocess.CompletedProcess[str]:
+    """The plugin's ADD, run in the agent's mount namespace: the one the agent trusts besides the
+    host's (/proc/1/ns/mnt, which this sandbox cannot read)."""
+    nsenter = ("/usr/bin/nsenter", f"--mount=/proc/{agent_pid}/ns/mnt", "--")
+    return run_plugin("ADD", netns, netconf, path="/nonexistent", pod=pod, prefix=nsenter)
 
 
 # Which iptables the agent drives: NET_RAW is needed by the legacy one only (its raw socket).
@@ -82,25 +103,27 @@ def test_every_listed_capability_is_measured():
 def test_the_agent_serves_an_add_with_exactly_the_listed_capabilities(tmp_path, netns_lab, missing, flavour):
     capabilities = tuple(c for c in INSTALL_CNI_CAPABILITIES if c != missing)
     netconf = mesh_netconf(agent_socket=str(tmp_path / "run" / "cni.sock"), iptables_flavour=flavour)
-    agent = start_confined_agent(tmp_path, capabilities, netconf)
-    try:
-        assert effective_capabilities(agent.pid) != 0
-        results, namespaces = add_both_ways(netns_lab, netconf)
-    finally:
-        agent.terminate()
-        agent.wait(timeout=10)
-    said = agent.stderr.read() + "".join(r.stdout for r in results)
+    with two_pods(netns_lab) as namespaces:
+        agent = start_confined_agent(tmp_path, capabilities, netconf)
+        try:
+            assert effective_capabilities(agent.pid) != 0
+            results = [add(ns, netconf, agent.pid, f"app-{i}") for i, ns in enumerate(namespaces)]
+        finally:
+            agent.terminate()
+            agent.wait(timeout=10)
+        said = agent.stderr.read() + "".join(r.stdout for r in results)
+        programmed = [netns_lab.save(ns, flavour=flavour) for ns in namespaces]
     if missing is None:
         assert all(r.returncode == 0 for r in results), said
-        assert all("ISTIO_OUTPUT" in netns_lab.save(ns, flavour=flavour) for ns in namespaces)
+        assert all("ISTIO_OUTPUT" in rules for rules in programmed), programmed
     else:
         assert all(r.returncode != 0 for r in results), f"{missing} is not needed: {said}"
         assert BREAKS[missing].split("{pid}")[0] in said and BREAKS[missing].split("{pid}")[-1] in said, said
 
 
-def test_install_cni_does_its_file_work_with_the_listed_capabilities(tmp_path):
+def test_install_cni_does_its_file_work_with_the_listed_capabilities_on_a_read_only_root(tmp_path):
     """Binaries, kubeconfig and the chained entry into root-owned host directories: no
-    DAC_OVERRIDE, CHOWN or FOWNER needed (the files are root's own)."""
+    DAC_OVERRIDE, CHOWN or FOWNER needed (the files are root's own), nothing written elsewhere."""
     conf, bins, source, sa = (tmp_path / d for d in ("net.d", "bin", "plugin", "sa"))
     for d in (conf, bins, source, sa):
         d.mkdir()
@@ -113,9 +136,8 @@ def test_install_cni_does_its_file_work_with_the_listed_capabilities(tmp_path):
            "MESHCNI_PLUGIN_SOURCE_DIR": str(source), "SERVICE_ACCOUNT_DIR": str(sa),
            "KUBERNETES_SERVICE_HOST": "10.110.0.1", "KUBERNETES_SERVICE_PORT": "443",
            "CNI_NETWORK_CONFIG": json.dumps({"type": "istio-cni", "kubernetes": {"kubeconfig": "__KUBECONFIG_FILEPATH__"}})}
-    bounding = ",".join(["-all", *(f"+{c.lower()}" for c in INSTALL_CNI_CAPABILITIES)])
-    done = subprocess.run(["setpriv", f"--bounding-set={bounding}", "--inh-caps=-all", "--",
-                           MESHCNI, "install-cni", "--once"], env=env, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(as_in_the_daemon_set([MESHCNI, "install-cni", "--once"], INSTALL_CNI_CAPABILITIES,
+                                               (str(tmp_path),)), env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
     assert json.loads((conf / "10-ptp.conflist").read_text())["plugins"][-1]["type"] == "istio-cni"
     assert (bins / "istio-cni").exists() and (conf / "ZZZ-istio-cni-kubeconfig").exists()
