@@ -141,6 +141,6 @@ def test_install_cni_lifts_its_own_nodes_taint_once_ready_and_records_an_event(i
     assert taints(plane, OWN) == [t for t in before if t["key"] != KEY]
     assert OTHER_TAINT in taints(plane, OWN)
     events = plane.request("GET", "/api/v1/namespaces/default/events")["items"]
-    assert [(e["involvedObject"]["kind"], e["involvedObject"]["name"], e["source"]["component"]) for e in events
-            if e["reason"] == taint.REASON] == [("Node", OWN, "istio-cni-node")]
+    assert [(e["involvedObject"]["kind"], e["source"]["component"]) for e in events  # the session's server is shared
+            if e["reason"] == taint.REASON and e["involvedObject"]["name"] == OWN] == [("Node", "istio-cni-node")]
     assert taint.remove_taint(api, OWN, KEY) is False  # gone: nothing to do, nothing refused

@@ -280,7 +280,9 @@ def start_node_ops(agent: Any, installer: Installer, socket_path: str, stop: Any
             logging.getLogger("meshcni.install").warning("cannot record the edit war on node %s: %s",
                                                          s.node_name, exc)
 
-    installer.on_edit_war = edit_war_event
+    # Reported from inside a reconcile: the API call must not hold it up.
+    installer.on_edit_war = lambda war: threading.Thread(target=edit_war_event, args=(war,), daemon=True,
+                                                         name="meshcni-edit-war-event").start()
     if s.readiness_taint:
         threading.Thread(target=taint.lift_when_ready, daemon=True, name="meshcni-readiness-taint",
                          args=(api, s.node_name, s.readiness_taint,

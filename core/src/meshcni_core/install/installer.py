@@ -299,7 +299,7 @@ class Installer:
                 self._owned_written = content
             return False
         if self._edit_war(path, changing or name):
-            status.problems.append(f"edit war over {name}: another agent keeps removing our entry; backing off")
+            status.problems.append(f"edit war over {name}: {changing or name} keeps changing under us; backing off")
             return False
         write_atomic(path, render_json(content))
         if path in self._written:
