@@ -23,14 +23,16 @@ def netconf(socket_path: str) -> dict:
     return mesh_netconf(agent_socket=socket_path)
 
 
-def run_plugin(command: str, ns: str, conf: dict, path: str | None = None, pod: str = "app-1"):
+def run_plugin(command: str, ns: str, conf: dict, path: str | None = None, pod: str = "app-1",
+               prefix: tuple[str, ...] = ()):
     env = {
         **os.environ, "CNI_COMMAND": command, "CNI_CONTAINERID": f"c-{pod}", "CNI_NETNS": ns, "CNI_IFNAME": "eth0",
         "CNI_PATH": "/opt/cni/bin", "CNI_ARGS": f"IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={pod}",
     }
     if path is not None:
         env["PATH"] = path
-    return subprocess.run([PLUGIN], input=json.dumps(conf), env=env, capture_output=True, text=True, timeout=60)
+    return subprocess.run([*prefix, PLUGIN], input=json.dumps(conf), env=env, capture_output=True, text=True,
+                          timeout=60)
 
 
 def agent_config(tmp_path: Path, sock: str) -> str:

@@ -96,8 +96,11 @@ def test_apply_prunes_what_the_configuration_no_longer_renders(tmp_path):
         assert parent["metadata"]["labels"] == {"applyset.kubernetes.io/id": applyset_id()}
         assert parent["metadata"]["annotations"]["applyset.kubernetes.io/contains-group-kinds"] == \
             "ClusterRole.rbac.authorization.k8s.io,ClusterRoleBinding.rbac.authorization.k8s.io,ConfigMap," \
-            "DaemonSet.apps,Deployment.apps,ServiceAccount"
-        assert parent["metadata"]["annotations"]["applyset.kubernetes.io/additional-namespaces"] == "istio-system"
+            "DaemonSet.apps,Deployment.apps,Role.rbac.authorization.k8s.io,RoleBinding.rbac.authorization.k8s.io," \
+            "ServiceAccount"
+        # "default": the node-events Role and RoleBinding (events about nodes live there)
+        assert parent["metadata"]["annotations"]["applyset.kubernetes.io/additional-namespaces"] == \
+            "default,istio-system"
         api.objects["/api/v1/namespaces/istio-system/configmaps/someone-elses"] = {  # not ours: never pruned
             "apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": "someone-elses", "namespace": "istio-system", "uid": "u1", "resourceVersion": "1"}}
@@ -134,7 +137,8 @@ def test_moving_the_install_to_another_namespace_removes_it_from_the_old_one(tmp
                                           "ServiceAccount/istio-cni -n istio-system pruned",
                                           "ServiceAccount/istio-cni-repair -n istio-system pruned"]
         assert lines(moved, "configured") == ["ClusterRoleBinding/istio-cni configured",  # their subjects moved
-                                              "ClusterRoleBinding/istio-cni-repair configured"]
+                                              "ClusterRoleBinding/istio-cni-repair configured",
+                                              "RoleBinding/istio-cni -n default configured"]
         assert stored_paths(api) == {object_path(d) for d in render(resolve(sets=moved_sets))}
         assert not any("/namespaces/istio-system/" in path for path in api.objects)
 
@@ -166,7 +170,8 @@ def test_disabling_the_component_removes_everything_and_uninstalls_from_the_node
         cleanup = api.objects[cleanup_path]["spec"]["template"]["spec"]
         assert cleanup["initContainers"][0]["command"] == [
             "meshcni", "uninstall-cni", "--wait-for-agent", "/var/run/meshcni/cni.sock"]
-        host_volumes = [v for v in install["spec"]["template"]["spec"]["volumes"] if v["name"] != "netns-dir"]
+        host_volumes = [v for v in install["spec"]["template"]["spec"]["volumes"] if "hostPath" in v
+                        and v["name"] != "netns-dir"]
         assert cleanup["volumes"] == host_volumes  # the same host paths install-cni wrote to
         assert cleanup["hostNetwork"] is True  # the plugin, still chained, never runs for its pods
 

@@ -29,6 +29,8 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
     "seed-overlay": ([str(seed.SEED_OVERLAY)], []),
     "seed-gke": ([], seed.sets_of(seed.GKE)),
     "seed-openshift": ([], seed.sets_of(seed.OPENSHIFT)),
+    "node-ops": ([], ["values.cni.taint.enabled=true", "values.cni.resourceQuotas.enabled=true",
+                      "values.cni.istioOwnedCNIConfig=true", "values.cni.seccompProfile.type=RuntimeDefault"]),
 }
 REMOVE = ["components.cni.enabled=false"]
 CLEANUP_PRUNED = "DaemonSet/istio-cni-uninstall -n istio-system pruned"

@@ -36,10 +36,8 @@ def primary_writes(path: Path, doc: dict) -> None:
     os.rename(temp, path)
 
 
-def test_installer_under_containerd(node, tmp_path):
-    conflist = Path(node.conf_dir) / "10-e2e.conflist"
-    primary = node.primary_conflist()
-    primary_writes(conflist, primary)
+def installer_env(node, tmp_path: Path, **extra: str) -> dict[str, str]:
+    """install-cni's environment on this node, its plugin source and service account in ``tmp_path``."""
     source, sa = tmp_path / "plugin", tmp_path / "sa"
     source.mkdir()
     sa.mkdir()
@@ -47,10 +45,23 @@ def test_installer_under_containerd(node, tmp_path):
     (sa / "token").write_text("t0k3n")
     (sa / "ca.crt").write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
     os.unlink(Path(node.bin_dir) / "istio-cni")  # the installer puts the plugin there
-    env = {**os.environ, "CNI_NET_DIR": node.conf_dir, "MOUNTED_CNI_NET_DIR": node.conf_dir,
-           "MOUNTED_CNI_BIN_DIR": node.bin_dir, "SECONDARY_BIN_DIR": "", "MESHCNI_PLUGIN_SOURCE_DIR": str(source),
-           "SERVICE_ACCOUNT_DIR": str(sa), "KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": "6443",
-           "CNI_NETWORK_CONFIG": TEMPLATE}
+    return {**os.environ, "CNI_NET_DIR": node.conf_dir, "MOUNTED_CNI_NET_DIR": node.conf_dir,
+            "MOUNTED_CNI_BIN_DIR": node.bin_dir, "SECONDARY_BIN_DIR": "", "MESHCNI_PLUGIN_SOURCE_DIR": str(source),
+            "SERVICE_ACCOUNT_DIR": str(sa), "KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": "6443",
+            "CNI_NETWORK_CONFIG": TEMPLATE, **extra}
+
+
+def start_installer(env: dict[str, str], tmp_path: Path, runtime: ContainerdNode) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([MESHCNI, "install-cni", "--socket", str(tmp_path / "run" / "cni.sock"),
+                             "--monitoring-port", "0", "--monitoring-address", "127.0.0.1",
+                             "--netns-dir", runtime.netns_dir], env=env, stderr=subprocess.DEVNULL)
+
+
+def test_installer_under_containerd(node, tmp_path):
+    conflist = Path(node.conf_dir) / "10-e2e.conflist"
+    primary = node.primary_conflist()
+    primary_writes(conflist, primary)
+    env = installer_env(node, tmp_path)
     work = tmp_path / "containerd"
     work.mkdir()
     runtime = ContainerdNode(work, node.netns, node.bin_dir, node.conf_dir)
@@ -59,10 +70,7 @@ def test_installer_under_containerd(node, tmp_path):
         runtime.start()
         before = runtime.run_pod("early", "default", {"sidecar.istio.io/status": MESH_STATUS})
         assert rules_in(runtime.netns_of(before)) == ""  # no istio-cni in the chain yet
-        installer = subprocess.Popen([MESHCNI, "install-cni", "--socket", str(tmp_path / "run" / "cni.sock"),
-                                      "--monitoring-port", "0", "--monitoring-address", "127.0.0.1",
-                                      "--netns-dir", runtime.netns_dir],
-                                     env=env, stderr=subprocess.DEVNULL)
+        installer = start_installer(env, tmp_path, runtime)
         wait_for(lambda: json.loads(conflist.read_text())["plugins"][-1]["type"] == "istio-cni")
         time.sleep(0.5)  # containerd reloads asynchronously on the rename event
         first = runtime.run_pod("app-1", "default", {"sidecar.istio.io/status": MESH_STATUS})
@@ -81,6 +89,49 @@ def test_installer_under_containerd(node, tmp_path):
         assert json.loads(conflist.read_text()) == primary
         time.sleep(0.5)
         third = runtime.run_pod("app-3", "default", {"sidecar.istio.io/status": MESH_STATUS})
+        assert rules_in(runtime.netns_of(third)) == ""
+        runtime.stop_and_remove(third)
+    finally:
+        if installer is not None and installer.poll() is None:
+            installer.kill()
+            installer.wait()
+        runtime.close()
+
+
+def test_owned_conflist_under_containerd(node, tmp_path):
+    """containerd loads our own 02-istio-cni.conflist before the primary's file, which stays
+    byte for byte as the primary wrote it; after uninstall it loads the primary's again."""
+    conflist = Path(node.conf_dir) / "10-e2e.conflist"
+    owned = Path(node.conf_dir) / "02-istio-cni.conflist"
+    primary = node.primary_conflist()
+    primary_writes(conflist, primary)
+    primary_bytes = conflist.read_bytes()
+    env = installer_env(node, tmp_path, ISTIO_OWNED_CNI_CONFIG="true")
+    work = tmp_path / "containerd"
+    work.mkdir()
+    runtime = ContainerdNode(work, node.netns, node.bin_dir, node.conf_dir)
+    installer = None
+    try:
+        runtime.start()
+        installer = start_installer(env, tmp_path, runtime)
+        wait_for(lambda: json.loads(owned.read_text())["plugins"][-1]["type"] == "istio-cni")
+        time.sleep(0.5)  # containerd reloads asynchronously on the rename event
+        first = runtime.run_pod("owned-1", "default", {"sidecar.istio.io/status": MESH_STATUS})
+        assert "-A ISTIO_OUTPUT -j ISTIO_REDIRECT" in rules_in(runtime.netns_of(first))
+        assert conflist.read_bytes() == primary_bytes
+        # the primary rewrites its file with one plugin more: ours follows, and the runtime with it
+        changed = {**primary, "plugins": [*primary["plugins"], {"type": "portmap", "capabilities": {"portMappings": True}}]}
+        primary_writes(conflist, changed)
+        wait_for(lambda: [p["type"] for p in json.loads(owned.read_text())["plugins"]][-2:] == ["portmap", "istio-cni"])
+        time.sleep(0.5)
+        second = runtime.run_pod("owned-2", "default", {"sidecar.istio.io/status": MESH_STATUS})
+        assert "-A ISTIO_OUTPUT -j ISTIO_REDIRECT" in rules_in(runtime.netns_of(second))
+        installer.send_signal(signal.SIGTERM)
+        installer.wait(timeout=15)
+        subprocess.run([MESHCNI, "uninstall-cni"], env=env, check=True, capture_output=True, timeout=30)
+        assert not owned.exists() and json.loads(conflist.read_text()) == changed
+        time.sleep(0.5)
+        third = runtime.run_pod("owned-3", "default", {"sidecar.istio.io/status": MESH_STATUS})
         assert rules_in(runtime.netns_of(third)) == ""
         runtime.stop_and_remove(third)
     finally:

@@ -252,6 +252,7 @@ def run_install(args: argparse.Namespace) -> int:
     watcher.start()
     threading.Thread(target=start_pod_cache, args=(agent, installer, registry, stop), daemon=True,
                      name="meshcni-pod-cache-start").start()
+    start_node_ops(agent, installer, args.socket, stop)
     if repair is not None:
         from meshcni_core.repair.metrics import RepairCollector
 
@@ -264,6 +265,32 @@ def run_install(args: argparse.Namespace) -> int:
         server.shutdown()
         watcher.join(timeout=5)
     return 0
+
+
+def start_node_ops(agent: Any, installer: Installer, socket_path: str, stop: Any) -> None:
+    """Events about this node (edit wars) and, when configured, lifting its readiness taint."""
+    import logging
+    import threading
+
+    from meshcni_core.install import node_events, taint
+
+    s = installer.settings
+    api = lambda: agent.api_clients.get(s.kubeconfig_mounted_path)  # noqa: E731 - read when needed
+
+    def edit_war_event(war: Any) -> None:
+        try:
+            node_events.record(api(), s.node_name, "CNIConfigEditWar", str(war), kind="Warning")
+        except Exception as exc:  # noqa: BLE001 - no kubeconfig yet: the log line stands alone
+            logging.getLogger("meshcni.install").warning("cannot record the edit war on node %s: %s",
+                                                         s.node_name, exc)
+
+    # Reported from inside a reconcile: the API call must not hold it up.
+    installer.on_edit_war = lambda war: threading.Thread(target=edit_war_event, args=(war,), daemon=True,
+                                                         name="meshcni-edit-war-event").start()
+    if s.readiness_taint:
+        threading.Thread(target=taint.lift_when_ready, daemon=True, name="meshcni-readiness-taint",
+                         args=(api, s.node_name, s.readiness_taint,
+                               lambda: taint.agent_answers_ready(socket_path, installer.netconf()), stop)).start()
 
 
 def start_pod_cache(agent: Any, installer: Installer, registry: Any, stop: Any) -> None:

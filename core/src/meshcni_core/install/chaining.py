@@ -122,6 +122,20 @@ def unchain(name: str, doc: dict[str, Any], keep_name: bool = False) -> Chained 
     return Chained(name, result, refused=refused)
 
 
+def owned_copy(primary_name: str, chained: dict[str, Any]) -> dict[str, Any]:
+    """The list for our own file: ``chained`` (the primary's content with our entry last), our
+    entry marked as the owned copy of ``primary_name`` so that uninstall removes the whole file."""
+    content = copy.deepcopy(chained)
+    content["plugins"][-1][MARKER] = {"owned_copy_of": primary_name}
+    return content
+
+
+def is_owned_copy(doc: dict[str, Any]) -> bool:
+    plugins = doc.get("plugins")
+    return isinstance(plugins, list) and any(
+        is_ours(p) and isinstance(p.get(MARKER), dict) and "owned_copy_of" in p[MARKER] for p in plugins)
+
+
 def has_our_entry_last(doc: dict[str, Any]) -> bool:
     plugins = doc.get("plugins")
     return isinstance(plugins, list) and bool(plugins) and is_ours(plugins[-1]) and sum(map(is_ours, plugins)) == 1

@@ -155,9 +155,12 @@ def validate_list(doc: Any) -> str:
     return ""
 
 
-def discover(directory: str, link_dirs: Iterable[str] = ()) -> Discovery:
+def discover(directory: str, link_dirs: Iterable[str] = (), skip: str = "") -> Discovery:
+    """``skip``: our own conf file (ISTIO_OWNED_CNI_CONFIG), never the primary's."""
     invalid: list[ConfFile] = []
     for name in conf_files(directory):
+        if name == skip:
+            continue
         conf = read_conf(directory, name, link_dirs)
         if conf.valid:
             return Discovery(conf, tuple(invalid))

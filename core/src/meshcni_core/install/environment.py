@@ -58,6 +58,9 @@ class InstallEnvironment(Schema):
     edit_war_window = PositiveSeconds(data_key="MESHCNI_EDIT_WAR_WINDOW")
     platform = Matching(DNS_LABEL, "a platform name", data_key="MESHCNI_PLATFORM")
     conf_link_dirs = CommaSeparated(absolute=True, data_key="MESHCNI_CONF_LINK_DIRS")
+    owned_conf = Boolean(data_key="ISTIO_OWNED_CNI_CONFIG")  # folded into owned_conf_name by from_env
+    owned_conf_file_name = PlainFileName((".conflist",), data_key="ISTIO_OWNED_CNI_CONFIG_FILENAME")
+    readiness_taint = Text(data_key="MESHCNI_READINESS_TAINT")
     repair_enabled = Boolean(data_key="REPAIR_ENABLED")  # the other REPAIR_* belong to repair.flags
 
 

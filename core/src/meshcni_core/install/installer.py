@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from meshcni_core.install import binaries, chaining, confdir, kubeconfig
+from meshcni_core.install import binaries, chaining, confdir, kubeconfig, writers
 from meshcni_core.install.files import (
     remove_quietly,
     remove_stale_temp_files,
@@ -54,9 +54,27 @@ class Counters:
     binary_copies: int = 0
     kubeconfig_writes: int = 0
     edit_wars: int = 0
+    edit_wars_by_file: dict[tuple[str, str], int] = field(default_factory=dict)  # (file, component) -> wars
+
+
+@dataclass(frozen=True)
+class EditWar:
+    """Who is fighting us: the file that keeps changing, how often, and who when known."""
+
+    file: str
+    rewrites: int
+    window: float
+    component: str  # from the file's name
+    writers: tuple[writers.Writer, ...] = ()  # processes seen with a file open in the conf dir
+
+    def __str__(self) -> str:
+        seen = f", writer seen: {', '.join(map(str, self.writers))}" if self.writers else ""
+        return (f"{self.file} changed {self.rewrites} times in {self.window:.0f}s "
+                f"(component: {self.component}{seen}); backing off")
 
 
 NodeCheck = Callable[[NodeFacts], list[str]]
+EditWarListener = Callable[[EditWar], None]
 
 
 class Installer:
@@ -71,6 +89,9 @@ class Installer:
         self._written: set[str] = set()
         self._bundle_hashes: dict[str, str] = {}
         self._lock = threading.Lock()
+        self.on_edit_war: EditWarListener | None = None  # install-cni records a Node Event
+        self.writers = writers.WriterWatch((settings.mounted_cni_net_dir, settings.cni_net_dir))
+        self._owned_written: dict[str, Any] | None = None  # what we last wrote into our own file
 
     # -- the pieces -----------------------------------------------------------------------------
 
@@ -187,6 +208,9 @@ class Installer:
         except chaining.ChainError as exc:
             status.problems.append(str(exc))
             return
+        if s.owned_conf_name:
+            self._write_owned(target, result, status)
+            return
         if target.link_target and result.replaces:
             status.problems.append(
                 f"{target.name} is a symlink to a single-plugin file ({target.link_target}); chaining would "
@@ -197,6 +221,23 @@ class Installer:
         self._write_if_changed(path, result.content, status)
         if result.replaces and result.replaces != result.name:
             remove_quietly(os.path.join(s.mounted_cni_net_dir, result.replaces))  # only once the list exists
+
+    def _write_owned(self, primary: confdir.ConfFile, chained: chaining.Chained, status: Status) -> None:
+        """Our own list - the primary's plugins, then ours - under a name the runtime loads first."""
+        s = self.settings
+        if s.owned_conf_name.encode() >= primary.name.encode():
+            status.problems.append(
+                f"{s.owned_conf_name} (ISTIO_OWNED_CNI_CONFIG_FILENAME) does not sort before the primary's "
+                f"{primary.name}: the runtime would load the primary's file, unredirected; choose a name that does")
+            return
+        content = chaining.owned_copy(primary.name, chained.content)
+        path = os.path.join(s.mounted_cni_net_dir, s.owned_conf_name)
+        current = confdir.read_conf(s.mounted_cni_net_dir, s.owned_conf_name).content
+        # Our file as we left it: the primary's file is what changed. Otherwise someone changed ours.
+        changing = primary.name if current is not None and current == self._owned_written else s.owned_conf_name
+        status.conf_file = s.owned_conf_name
+        if self._write_if_changed(path, content, status, changing):
+            self._owned_written = content
 
     def _node_problems(self, status: Status, target_file: str, network_name: str,
                        primary_plugin_types: tuple[str, ...]) -> bool:
@@ -233,11 +274,11 @@ class Installer:
             if not conf.valid:
                 status.problems.append(f"{name} is not a valid CNI configuration: {conf.problem}")
                 return None
-            first = confdir.discover(directory, s.conf_link_dirs).chosen
-            if first is not None and first.name != conf.name:
+            first = confdir.discover(directory, s.conf_link_dirs, skip=s.owned_conf_name).chosen
+            if first is not None and first.name != conf.name and not s.owned_conf_name:
                 log.warning("CNI_CONF_NAME %s is not the file the runtime uses (%s)", conf.name, first.name)
             return conf
-        found = confdir.discover(directory, s.conf_link_dirs)
+        found = confdir.discover(directory, s.conf_link_dirs, skip=s.owned_conf_name)
         for warning in found.warnings():
             status.problems.append(warning)
         if found.chosen is None:
@@ -249,14 +290,17 @@ class Installer:
             return None
         return found.chosen
 
-    def _write_if_changed(self, path: str, content: dict[str, Any], status: Status) -> None:
-        """Replace ``path`` (never following a link at it) unless it already holds ``content``."""
+    def _write_if_changed(self, path: str, content: dict[str, Any], status: Status, changing: str = "") -> bool:
+        """Replace ``path`` (never following a link at it) unless it already holds ``content``;
+        True when written. ``changing``: the file whose changes made this write necessary."""
         directory, name = os.path.split(path)
         if confdir.read_conf(directory, name).content == content:
-            return
-        if self._edit_war(path):
-            status.problems.append(f"edit war over {name}: another agent keeps removing our entry; backing off")
-            return
+            if name == self.settings.owned_conf_name:
+                self._owned_written = content
+            return False
+        if self._edit_war(path, changing or name):
+            status.problems.append(f"edit war over {name}: {changing or name} keeps changing under us; backing off")
+            return False
         write_atomic(path, render_json(content))
         if path in self._written:
             self.counters.config_repairs += 1  # we had put it there: somebody changed it since
@@ -264,8 +308,9 @@ class Installer:
             self.counters.installs += 1
         self._written.add(path)
         status.actions.append(f"wrote {path}")
+        return True
 
-    def _edit_war(self, path: str) -> bool:
+    def _edit_war(self, path: str, changing: str) -> bool:
         """True while we are re-patching one file too often (someone keeps undoing us)."""
         now = time.monotonic()
         writes = self._writes.setdefault(path, deque())
@@ -274,13 +319,21 @@ class Installer:
             writes.popleft()
         if len(writes) >= limit:
             if not self.edit_war:
-                self.counters.edit_wars += 1
-                log.warning("edit war over %s: %d rewrites in %.0fs; backing off", path, len(writes), window)
+                self._report_edit_war(EditWar(changing, len(writes), window, writers.component_of(changing),
+                                              tuple(self.writers.scan())))
             self.edit_war = True
             return True
         writes.append(now)
         self.edit_war = False
         return False
+
+    def _report_edit_war(self, war: EditWar) -> None:
+        self.counters.edit_wars += 1
+        key = (war.file, war.component)
+        self.counters.edit_wars_by_file[key] = self.counters.edit_wars_by_file.get(key, 0) + 1
+        log.warning("edit war: %s", war)
+        if self.on_edit_war is not None:
+            self.on_edit_war(war)
 
     # -- whole operations -----------------------------------------------------------------------
 
@@ -326,8 +379,9 @@ class Installer:
             log.warning("%s left as it is: it is %s", conf.path, conf.problem)
         if conf.content is None:
             return []
-        if not conf.is_list and chaining.is_ours(conf.content):
-            remove_quietly(conf.path)  # our standalone file (a link there: only the link goes)
+        if (not conf.is_list and chaining.is_ours(conf.content)) or \
+                (chaining.is_owned_copy(conf.content) and not conf.link_target):
+            remove_quietly(conf.path)  # our standalone or owned file (a link there: only the link goes)
             return [f"removed {conf.path}"]
         restored = chaining.unchain(name, conf.content, keep_name=bool(conf.link_target))
         if restored is None:
@@ -374,6 +428,7 @@ class Installer:
                 while not stop.is_set() and time.monotonic() < deadline:
                     events = inotify.read(timeout=200)
                     if events:
+                        self.writers.note_event()
                         stop.wait(0.02)  # let a burst of writes settle, then reconcile once
                         inotify.read(timeout=0)
                         break

@@ -71,6 +71,11 @@ class InstallerCollector(Collector):
             ("meshcni_install_edit_wars", c.edit_wars, "times another agent kept undoing our entry"),
         ):
             yield CounterMetricFamily(name, text, value=value)
+        by_file = CounterMetricFamily("meshcni_install_edit_war_files", "edit wars by the conf file that kept "
+                                      "changing and the component its name names", labels=["file", "component"])
+        for (file, component), wars in sorted(c.edit_wars_by_file.items()):
+            by_file.add_metric([file, component], wars)
+        yield by_file
         yield GaugeMetricFamily("meshcni_ready", "1 while binary, conf entry and kubeconfig are in place",
                                 value=1.0 if self.installer.status.ready else 0.0)
         yield GaugeMetricFamily("meshcni_edit_war", "1 while backing off from an edit war",

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+OWNED_CONF_NAME = "02-istio-cni.conflist"  # Istio's default: sorts before the usual 05-/10- primaries
 
 
 class SettingsError(ValueError):
@@ -53,6 +54,8 @@ class InstallSettings:
     platform: str = ""  # a hosted platform whose extension checks the node (MESHCNI_PLATFORM)
     conf_link_dirs: tuple[str, ...] = ()  # where a symlinked conf file may lead (MESHCNI_CONF_LINK_DIRS)
     repair_enabled: bool = False  # run the repair daemon in the agent, configured by REPAIR_* (REPAIR_ENABLED)
+    owned_conf_name: str = ""  # chained into a file of our own, not the primary's (ISTIO_OWNED_CNI_CONFIG)
+    readiness_taint: str = ""  # the taint lifted from this node once ready (MESHCNI_READINESS_TAINT)
 
     @property
     def standalone_conf_name(self) -> str:
@@ -86,6 +89,9 @@ def from_env(env: Mapping[str, str] | None = None) -> InstallSettings:
     except ValidationError as exc:
         raise SettingsError(problems(exc.messages, ENVIRONMENT)) from None
     loaded.setdefault("node_name", socket.gethostname())
+    owned_file_name = loaded.pop("owned_conf_file_name", OWNED_CONF_NAME)
+    loaded["owned_conf_name"] = owned_file_name if loaded.pop("owned_conf", False) else ""
+    loaded["readiness_taint"] = loaded.get("readiness_taint", "").strip()
     service_account_dir = loaded.get("service_account_dir", SERVICE_ACCOUNT_DIR)
     loaded.setdefault("kube_ca_file", os.path.join(service_account_dir, "ca.crt"))
     return InstallSettings(**loaded)

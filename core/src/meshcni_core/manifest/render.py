@@ -12,6 +12,7 @@ import copy
 import json
 from typing import Any
 
+from meshcni_core.manifest.node_taint_policy import own_taint_only_policy
 from meshcni_core.manifest.repair_policy import label_only_policy
 from meshcni_core.manifest.values import ResolvedValues
 
@@ -21,21 +22,43 @@ INSTALL_DAEMON_SET = "istio-cni-node"
 CONFIG_MAP = "istio-cni-config"
 MONITORING_PORT = 8000
 AGENT_SOCKET_DIR = "/var/run/meshcni"
+NODE_EVENTS_NAMESPACE = "default"  # meshcni_core.install.node_events
+# What install-cni's work needs, measured (tests/test_capabilities.py: a real ADD fails without
+# each): NET_ADMIN programs nf_tables, NET_RAW the legacy iptables' tables, SYS_ADMIN enters the
+# pod's netns, SYS_PTRACE reads /proc/<pid>/ns/* of the root plugin (the agent's peer check).
+# Its file work in the host's root-owned directories needs none beyond these.
+INSTALL_CNI_CAPABILITIES = ("NET_ADMIN", "NET_RAW", "SYS_ADMIN", "SYS_PTRACE")
 
 
 def render(resolved: ResolvedValues) -> list[dict[str, Any]]:
     if not resolved.enabled:
         return []
     cni = resolved.cni
+    rules = [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}]
+    if cni["taint"]["enabled"]:  # narrowed to its own node's taint by the policy below
+        rules.append({"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "patch"]})
     docs = [
         _meta("v1", "ServiceAccount", NAME, resolved.namespace),
-        {**_meta("rbac.authorization.k8s.io/v1", "ClusterRole", NAME),
-         "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}]},
+        {**_meta("rbac.authorization.k8s.io/v1", "ClusterRole", NAME), "rules": rules},
         _cluster_binding(NAME, resolved.namespace),
+        # Events about its node (taint lifted, edit war): the server keeps those in "default".
+        {**_meta("rbac.authorization.k8s.io/v1", "Role", NAME, NODE_EVENTS_NAMESPACE),
+         "rules": [{"apiGroups": [""], "resources": ["events"], "verbs": ["create"]}]},
+        {**_meta("rbac.authorization.k8s.io/v1", "RoleBinding", NAME, NODE_EVENTS_NAMESPACE),
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": NAME},
+         "subjects": [{"kind": "ServiceAccount", "name": NAME, "namespace": resolved.namespace}]},
         {**_meta("v1", "ConfigMap", CONFIG_MAP, resolved.namespace),
          "data": {"cni_network_config": json.dumps(network_config(cni, resolved.dns_capture), indent=2)}},
         daemon_set(resolved),
     ]
+    if cni["taint"]["enabled"]:
+        docs += own_taint_only_policy(f"system:serviceaccount:{resolved.namespace}:{NAME}", cni["taint"]["key"],
+                                      {"app": NAME})
+    if cni["resourceQuotas"]["enabled"]:  # namespaces other than kube-system admit no such pod without one
+        docs.append({**_meta("v1", "ResourceQuota", f"{NAME}-resource-quota", resolved.namespace),
+                     "spec": {"hard": {"pods": canonical_count(cni["resourceQuotas"]["pods"])},
+                              "scopeSelector": {"matchExpressions": [{"operator": "In", "scopeName": "PriorityClass",
+                                                                      "values": ["system-node-critical"]}]}}})
     if cni["psp_cluster_role"]:
         docs.append({**_meta("rbac.authorization.k8s.io/v1", "RoleBinding", f"{NAME}-psp", resolved.namespace),
                      "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
@@ -143,6 +166,7 @@ def daemon_set(resolved: ResolvedValues) -> dict[str, Any]:
     if repair["enabled"] and repair["repairPods"]:  # read-only: the agent's own identity suffices
         env += [{"name": "REPAIR_ENABLED", "value": "true"}, {"name": "REPAIR_REPAIR-PODS", "value": "true"},
                 {"name": "REPAIR_INIT-CONTAINER-NAME", "value": repair["initContainerName"]}]
+    env += node_ops_env(cni)
     paths = host_paths(cni)
     mounts = [{"name": name, "mountPath": path, **({"mountPropagation": prop} if prop else {})}
               for name, _, path, prop in paths]
@@ -153,17 +177,59 @@ def daemon_set(resolved: ResolvedValues) -> dict[str, Any]:
         "ports": [{"name": "monitoring", "containerPort": MONITORING_PORT, "protocol": "TCP"}],
         "readinessProbe": {"httpGet": {"path": "/readyz", "port": MONITORING_PORT}, "periodSeconds": 5},
         "livenessProbe": {"httpGet": {"path": "/healthz", "port": MONITORING_PORT}, "periodSeconds": 10},
-        # Entering other pods' network namespaces and programming them takes the host's privileges.
-        "securityContext": {"privileged": True},
+        "securityContext": security_context(cni),
     }
+    if cni["resources"]:
+        container["resources"] = cni["resources"]
+    container["volumeMounts"].append({"name": "tmp", "mountPath": "/tmp"})  # the root filesystem is read-only
     pod_spec = {
         "serviceAccountName": NAME,
         "terminationGracePeriodSeconds": 5,
         "containers": [container],
-        "volumes": [{"name": name, "hostPath": {"path": host}} for name, host, _, _ in paths],
+        "volumes": [*({"name": name, "hostPath": {"path": host}} for name, host, _, _ in paths),
+                    {"name": "tmp", "emptyDir": {}}],
     }
+    # As Istio's chart: AppArmor's default profile would refuse the mounts and netns work below.
+    annotations = {"container.apparmor.security.beta.kubernetes.io/install-cni": "unconfined",
+                   **cni["podAnnotations"]}
     return node_daemon_set(resolved, INSTALL_DAEMON_SET, {"k8s-app": "istio-cni-node"}, pod_spec,
-                           dict(cni["podAnnotations"]), host_pid=True)
+                           annotations, host_pid=True)
+
+
+def canonical_count(count: int) -> str:
+    """A whole number as the API server stores a quantity (5000 -> "5k"), so that what is applied
+    reads back unchanged."""
+    suffixes = ["", "k", "M", "G", "T", "P", "E"]
+    while count and count % 1000 == 0 and len(suffixes) > 1:
+        count //= 1000
+        suffixes.pop(0)
+    return f"{count}{suffixes[0]}"
+
+
+def security_context(cni: dict[str, Any]) -> dict[str, Any]:
+    """Root (host files), the measured capabilities and no others, a read-only root filesystem."""
+    context: dict[str, Any] = {
+        "runAsUser": 0, "runAsGroup": 0, "runAsNonRoot": False, "privileged": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"], "add": list(INSTALL_CNI_CAPABILITIES)},
+    }
+    if cni["seLinuxOptions"]:
+        context["seLinuxOptions"] = cni["seLinuxOptions"]
+    if cni["seccompProfile"]:
+        context["seccompProfile"] = cni["seccompProfile"]
+    return context
+
+
+def node_ops_env(cni: dict[str, Any]) -> list[dict[str, Any]]:
+    """install-cni's readiness taint and its own conf file, when asked for."""
+    env: list[dict[str, Any]] = []
+    if cni["taint"]["enabled"]:
+        env.append({"name": "MESHCNI_READINESS_TAINT", "value": cni["taint"]["key"]})
+    if cni["istioOwnedCNIConfig"]:
+        env.append({"name": "ISTIO_OWNED_CNI_CONFIG", "value": "true"})
+        if cni["istioOwnedCNIConfigFilename"]:
+            env.append({"name": "ISTIO_OWNED_CNI_CONFIG_FILENAME", "value": cni["istioOwnedCNIConfigFilename"]})
+    return env
 
 
 def repair_objects(resolved: ResolvedValues) -> list[dict[str, Any]]:

@@ -23,8 +23,9 @@ API_VERSION = "admissionregistration.k8s.io/v1"
 WRITABLE_METADATA = ("annotations", "ownerReferences", "finalizers", "generateName", "deletionGracePeriodSeconds")
 
 
-def _unchanged(field: str) -> str:
-    new, old = f"object.metadata.{field}", f"oldObject.metadata.{field}"
+def unchanged(path: str) -> str:
+    """CEL: the field at ``path`` (e.g. ``metadata.labels``) is as it was, present or absent."""
+    new, old = f"object.{path}", f"oldObject.{path}"
     return f"(has({new}) ? has({old}) && {new} == {old} : !has({old}))"
 
 
@@ -44,7 +45,7 @@ def validations(key: str, value: str) -> list[dict[str, str]]:
     return [
         {"expression": "object.spec == oldObject.spec",
          "message": "the repair identity may not change a pod's spec"},
-        {"expression": " && ".join(_unchanged(field) for field in WRITABLE_METADATA),
+        {"expression": " && ".join(unchanged(f"metadata.{field}") for field in WRITABLE_METADATA),
          "message": "the repair identity may not change a pod's annotations, owners, finalizers, generateName "
                     "or deletionGracePeriodSeconds"},
         {"expression": f"{new}.all(k, k == {k} || (k in {old} && {old}[k] == {new}[k])) && "
@@ -59,21 +60,30 @@ def validations(key: str, value: str) -> list[dict[str, str]]:
 def label_only_policy(username: str, key: str, value: str, labels: dict[str, str]) -> list[dict[str, Any]]:
     """The policy and its binding for the repair identity ``username``
     (``system:serviceaccount:<namespace>:<name>``)."""
-    metadata = {"name": POLICY_NAME, "labels": dict(labels)}
+    return deny_policy(POLICY_NAME, "pods", ("repair-identity", username), variables(), validations(key, value),
+                       labels)
+
+
+def deny_policy(name: str, resource: str, identity: tuple[str, str], policy_variables: list[dict[str, str]],
+                policy_validations: list[dict[str, str]], labels: dict[str, str]) -> list[dict[str, Any]]:
+    """A ValidatingAdmissionPolicy on UPDATEs of core ``resource`` by one user (``identity``: the
+    condition's name and the username), and its ``Deny`` binding."""
+    condition, username = identity
+    metadata = {"name": name, "labels": dict(labels)}
     policy = {
         "apiVersion": API_VERSION, "kind": "ValidatingAdmissionPolicy", "metadata": metadata,
         "spec": {
             "failurePolicy": "Fail",
             "matchConstraints": {"resourceRules": [{"apiGroups": [""], "apiVersions": ["v1"],
-                                                    "operations": ["UPDATE"], "resources": ["pods"]}]},
-            "matchConditions": [{"name": "repair-identity",
+                                                    "operations": ["UPDATE"], "resources": [resource]}]},
+            "matchConditions": [{"name": condition,
                                  "expression": f"request.userInfo.username == {cel_string(username)}"}],
-            "variables": variables(),
-            "validations": validations(key, value),
+            "variables": policy_variables,
+            "validations": policy_validations,
         },
     }
     binding = {
         "apiVersion": API_VERSION, "kind": "ValidatingAdmissionPolicyBinding", "metadata": dict(metadata),
-        "spec": {"policyName": POLICY_NAME, "validationActions": ["Deny"]},
+        "spec": {"policyName": name, "validationActions": ["Deny"]},
     }
     return [policy, binding]

@@ -19,6 +19,7 @@ from meshcni_core.schemas.fields import (
     AnyMap,
     Boolean,
     Choice,
+    Integer,
     LabelKey,
     LabelValue,
     Matching,
@@ -70,6 +71,30 @@ class RepairValues(Schema):
     brokenPodLabelValue = LabelValue(load_default="true", metadata=_doc("label value for broken pods"))
 
 
+class TaintValues(Schema):
+    error_messages = {"type": "expected a map"}
+
+    class Meta:
+        unknown = RAISE
+
+    enabled = Boolean(load_default=False, metadata=_doc(
+        "nodes are born with the readiness taint (the node's kubelet --register-with-taints); "
+        "install-cni lifts it from its own node once ready"))
+    key = LabelKey(load_default="cni.istio.io/not-ready",
+                   metadata=_doc("the readiness taint's key (effect NoSchedule)"))
+
+
+class ResourceQuotaValues(Schema):
+    error_messages = {"type": "expected a map"}
+
+    class Meta:
+        unknown = RAISE
+
+    enabled = Boolean(load_default=False,
+                      metadata=_doc("a ResourceQuota admitting system-node-critical pods in the namespace"))
+    pods = Integer(minimum=1, load_default=5000, metadata=_doc("how many such pods it admits"))
+
+
 class CniValues(Schema):
     class Meta:
         unknown = RAISE
@@ -98,6 +123,20 @@ class CniValues(Schema):
                         metadata=_doc("a hosted platform's defaults (gke, openshift), from its extension"))
     platformSettings = AnyMap(load_default=dict, metadata=_doc("settings for the platform's extension"))
     extensionSettings = ExtensionSettings(load_default=dict, metadata=_doc("per-extension settings, by name"))
+    taint = fields.Nested(TaintValues, load_default=lambda: TaintValues().load({}),
+                          metadata=_doc("the readiness taint"))
+    istioOwnedCNIConfig = Boolean(load_default=False, metadata=_doc(
+        "chained: write our own conf file (the primary's plugins and ours) instead of editing the primary's"))
+    istioOwnedCNIConfigFilename = PlainFileName((".conflist",), empty_ok=True, load_default="",
+                                                metadata=_doc("that file's name (empty: 02-istio-cni.conflist)"))
+    resources = AnyMap(load_default=lambda: {"requests": {"cpu": "100m", "memory": "100Mi"}},
+                       metadata=_doc("install-cni's container resources"))
+    resourceQuotas = fields.Nested(ResourceQuotaValues, load_default=lambda: ResourceQuotaValues().load({}),
+                                   metadata=_doc("a ResourceQuota for the DaemonSet's priority class"))
+    seccompProfile = AnyMap(load_default=dict,
+                            metadata=_doc("install-cni's seccompProfile (e.g. type: RuntimeDefault)"))
+    seLinuxOptions = AnyMap(load_default=dict,
+                            metadata=_doc("install-cni's seLinuxOptions (OpenShift: type: spc_t)"))
 
     @validates_schema
     def _settings_of_enabled_extensions(self, data: dict[str, Any], **kwargs: Any) -> None:

@@ -16,7 +16,8 @@ OPENSHIFT_DEFAULTS = {
     "components": {"cni": {"namespace": "kube-system"}},
     "values": {
         "cni": {"cniBinDir": "/var/lib/cni/bin", "cniConfDir": "/etc/cni/multus/net.d", "chained": False,
-                "cniConfFileName": "istio-cni.conf"},
+                "cniConfFileName": "istio-cni.conf",
+                "seLinuxOptions": {"type": "spc_t"}},  # as Istio's openshift profile: host files and netns
         "sidecarInjectorWebhook": {"injectedAnnotations": {"k8s.v1.cni.cncf.io/networks": NETWORK_NAME}},
     },
 }
