@@ -28,7 +28,7 @@ class InstallCni:
                "MOUNTED_CNI_BIN_DIR": s.mounted_cni_bin_dir, "SECONDARY_BIN_DIR": "",
                "MESHCNI_PLUGIN_SOURCE_DIR": s.plugin_source_dir, "SERVICE_ACCOUNT_DIR": s.service_account_dir,
                "KUBERNETES_SERVICE_HOST": "10.110.0.1", "KUBERNETES_SERVICE_PORT": "443",
-               "CNI_NETWORK_CONFIG": json.dumps(TEMPLATE), "LOG_LEVEL": log_level}
+               "CNI_NETWORK_CONFIG": json.dumps({**TEMPLATE, "agent_socket": socket_path}), "LOG_LEVEL": log_level}
         self.socket = socket_path
         self.lines: list[str] = []
         self.proc = subprocess.Popen([MESHCNI, "install-cni", "--socket", socket_path, "--monitoring-port", "0",
