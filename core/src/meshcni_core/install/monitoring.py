@@ -77,8 +77,15 @@ class InstallerCollector(Collector):
             ("meshcni_install_edit_wars", c.edit_wars, "times another agent kept undoing our entry"),
         ):
             yield CounterMetricFamily(name, text, value=value)
-        yield GaugeMetricFamily("meshcni_ready", "1 while binary, conf entry and kubeconfig are in place",
-                                value=1.0 if self.installer.status.ready else 0.0)
+        ready = 1.0 if self.installer.status.ready else 0.0
+        yield GaugeMetricFamily("meshcni_ready", "1 while binary, conf entry and kubeconfig are in place", value=ready)
+        yield GaugeMetricFamily("istio_cni_install_ready", "Whether the CNI plugin installation is ready or not",
+                                value=ready)
+        installs = CounterMetricFamily("istio_cni_installs", "installs (and re-installs) by result, as Istio's "
+                                       "install-cni counts them", labels=["result"])
+        for result, count in sorted(c.install_results.items()):
+            installs.add_metric([result], count)
+        yield installs
         yield GaugeMetricFamily("meshcni_edit_war", "1 while backing off from an edit war",
                                 value=1.0 if self.installer.edit_war else 0.0)
 
