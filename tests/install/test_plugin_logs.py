@@ -7,9 +7,11 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
+import time
 
 import pytest
-from node_agent import PRIMARY, InstallCni
+from node_agent import MESHCNI, PRIMARY, InstallCni
 
 from meshcni_core.cni import spool
 from meshcni_core.devtools.netlab import cni, mesh_netconf
@@ -98,3 +100,30 @@ def test_plugin_lines_follow_the_entry_s_log_level_not_the_agent_s(host, node, n
     assert not any(r["pod"] == "default/ok-pod" for r in agent.records())
     assert 'meshcni_cni_requests_total{code="",command="ADD",result="redirected",served_by="agent"} 1.0' \
         in agent.metrics(), "counted whatever the level"
+
+
+def test_the_standalone_agent_logs_the_runs_it_served(tmp_path, netns_lab):
+    socket = str(tmp_path / "run" / "cni.sock")
+    config = tmp_path / "netconf.json"
+    config.write_text(json.dumps(mesh_netconf(agent_socket=socket, log_level="info")))
+    log = tmp_path / "agent.log"
+    with open(log, "w") as stderr:
+        agent = subprocess.Popen([MESHCNI, "agent", "--socket", socket, "--config", str(config), "--log-level", "warn"],
+                                 stderr=stderr)
+    try:
+        deadline = time.monotonic() + 30
+        while not os.path.exists(socket):
+            assert agent.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        ns = netns_lab.netns("solo")
+        assert cni("ADD", ns, mesh_netconf(agent_socket=socket), pod="solo", container_id="ctr-solo").returncode == 0
+        while '"pod": "default/solo"' not in log.read_text():
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        line = next(line for line in log.read_text().splitlines() if '"pod": "default/solo"' in line)
+        record = json.loads(line.partition(" istio-cni ")[2])
+        assert record["served_by"] == "agent" and record["verdict"] == "redirected"
+        assert record["container"] == "ctr-solo"
+    finally:
+        agent.terminate()
+        agent.wait(timeout=15)
