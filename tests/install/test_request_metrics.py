@@ -4,6 +4,7 @@ was sent, the ADD latency histogram is sane, and Istio's install metrics are the
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from node_agent import PRIMARY, InstallCni
@@ -79,3 +80,30 @@ def test_counts_equal_what_was_sent_and_the_add_histogram_is_sane(host, netns_la
         assert now[("istio_cni_installs_total", (("result", "SUCCESS"),))] >= 1
     finally:
         agent.stop()
+
+
+def test_installs_are_counted_by_istio_s_results(host):
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from meshcni_core.install.monitoring import InstallerCollector
+
+    installer = host.installer()
+    registry = CollectorRegistry()
+    registry.register(InstallerCollector(installer))
+    source = host.root / "plugin"
+    os.rename(source, host.root / "plugin-away")
+    installer.reconcile()  # no plugin to copy
+    os.rename(host.root / "plugin-away", source)
+    (host.root / "serviceaccount" / "token").unlink()
+    installer.reconcile()  # binary copied, no token for the kubeconfig
+    (host.root / "serviceaccount" / "token").write_text("tok\n")
+    installer.reconcile()  # no primary configuration to chain into
+    (host.conf_dir / "10-ptp.conflist").write_text(json.dumps(PRIMARY))
+    installer.reconcile()
+    installer.reconcile()  # nothing to do: not counted
+    scraped = samples(generate_latest(registry).decode())
+    assert {dict(labels)["result"]: value for (name, labels), value in scraped.items()
+            if name == "istio_cni_installs_total"} == {
+        "COPY_BINARIES_FAILURE": 1.0, "CREATE_KUBECONFIG_FAILURE": 1.0, "CREATE_CNI_CONFIG_FAILURE": 1.0,
+        "SUCCESS": 1.0}
+    assert scraped[("istio_cni_install_ready", ())] == 1.0
