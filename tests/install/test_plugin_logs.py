@@ -49,7 +49,8 @@ def three_adds(lab, socket: str, tag: str) -> dict[str, tuple[int, str]]:
 
 def check_lines(agent: InstallCni, tag: str, served_by: str) -> None:
     eligible = agent.record_of(f"default/eligible-{tag}")
-    assert eligible["command"] == "ADD" and eligible["verdict"] == "redirected" and eligible["redirected"] is True
+    assert eligible["command"] == "ADD" and eligible["redirected"] is True
+    assert eligible["verdict"].startswith("redirected: "), "with the deciding rule's reason"
     assert eligible["container"] == f"ctr-eligible-{tag}" and eligible["served_by"] == served_by
     assert 0 < eligible["duration_ms"] < 60_000
     plain = agent.record_of(f"default/plain-{tag}")
@@ -122,7 +123,7 @@ def test_the_standalone_agent_logs_the_runs_it_served(tmp_path, netns_lab):
             time.sleep(0.05)
         line = next(line for line in log.read_text().splitlines() if '"pod": "default/solo"' in line)
         record = json.loads(line.partition(" istio-cni ")[2])
-        assert record["served_by"] == "agent" and record["verdict"] == "redirected"
+        assert record["served_by"] == "agent" and record["verdict"].startswith("redirected: ")
         assert record["container"] == "ctr-solo"
     finally:
         agent.terminate()

@@ -35,7 +35,7 @@ class LogReport:
 
 
 def _verdict(outcome: Outcome) -> str:
-    if outcome.redirected:
-        return "redirected"
+    """``redirected: <why>`` or ``not redirected: <why>``, the why being the deciding rule's reason."""
     reason = outcome.verdicts[-1].reason if outcome.verdicts else ""
-    return f"not redirected: {reason}" if reason else "not redirected"
+    said = "redirected" if outcome.redirected else "not redirected"
+    return f"{said}: {reason}" if reason else said
