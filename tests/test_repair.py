@@ -186,6 +186,9 @@ def test_daemon_metrics(api):
 
         eventually(lambda: 'meshcni_repair_actions_total{policy="label",result="labelled"} 1.0' in metrics())
         assert "meshcni_repair_broken_pods_total 1.0" in metrics() and "meshcni_repair_queue_depth 0.0" in metrics()
+        scraped = metrics()  # today's Istio's name for the same count
+        assert 'istio_cni_repair_pods_repaired_total{result="success",type="label"} 1.0' in scraped
+        assert 'istio_cni_repair_pods_repaired_total{result="fail",type="label"} 0.0' in scraped
     finally:
         proc.terminate()
         assert proc.wait(timeout=10) == 0  # SIGTERM ends the daemon promptly

@@ -110,4 +110,4 @@ def test_metric_labels_stay_bounded_whatever_clients_send(running):
             assert s.recv(4)  # answered (an error object)
     metrics = running.get("/metrics")[1]
     assert "BOGUS" not in metrics
-    assert 'meshcni_cni_requests_total{command="other"} 50.0' in metrics
+    assert 'meshcni_cni_requests_total{code="4",command="other",result="failed",served_by="agent"} 50.0' in metrics

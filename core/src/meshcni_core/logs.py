@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 import sys
 
-# Istio's levels (the seed's logLevel: panic, fatal, error, warn, info, debug), plus "warning" and "none".
-LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING, "warning": logging.WARNING,
-          "error": logging.ERROR, "fatal": logging.CRITICAL, "panic": logging.CRITICAL,
-          "none": logging.CRITICAL + 1}
+from meshcni_core.cni.outcome import LEVELS
+
+# Istio's levels (the seed's logLevel: panic, fatal, error, warn, info, debug), plus "warning" and
+# "none", numbered as the logging module numbers them (cni/outcome.py keeps the table import-light).
 LEVEL_NAMES = tuple(LEVELS)
 
 

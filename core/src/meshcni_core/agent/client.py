@@ -19,6 +19,7 @@ import _socket
 import sys
 
 from meshcni_core.agent.wire import recv_frame, send_frame
+from meshcni_core.cni.outcome import process_started_ns
 from meshcni_core.cni.protocol import CniError
 
 TYPE_CHECKING = False
@@ -54,6 +55,7 @@ def call_agent(socket_path: str, env: Mapping[str, str], stdin: bytes,
         request = {
             "env": {k: v for k, v in env.items() if k.startswith("CNI_")},
             "stdin": stdin.decode("utf-8", "surrogateescape"),
+            "started_ns": process_started_ns(),  # CLOCK_MONOTONIC: the agent times the ADD from here
         }
         try:
             send_frame(sock, request)

@@ -35,8 +35,9 @@ from typing import TYPE_CHECKING, Any
 from meshcni_core import netns
 from meshcni_core.agent import config as agent_config
 from meshcni_core.agent.peer import PeerPolicy, peer_of
+from meshcni_core.agent.plugin_log import PluginLog
 from meshcni_core.agent.wire import HEADER_SIZE, encode_frame
-from meshcni_core.cni import fastjson
+from meshcni_core.cni import fastjson, outcome, spool
 from meshcni_core.cni.commands import CniCommands, config_key
 from meshcni_core.cni.plugin import handle, render_error
 from meshcni_core.cni.protocol import CniError
@@ -86,7 +87,7 @@ class Agent:
         self._lock = threading.Lock()
         self._differences_seen: set[tuple[str, ...]] = set()
         self.commands = CniCommands(self.pipeline, readiness=readiness)
-        self.metrics = metrics
+        self.plugin_log = PluginLog(spool.path_for(socket_path), metrics)
         self.pod_cache: PodCache | None = None  # set by install-cni once its kubeconfig exists
 
     def pipeline(self, netconf: Mapping[str, Any], env: Mapping[str, str]) -> Pipeline:
@@ -110,10 +111,9 @@ class Agent:
 
     def serve_request(self, request: Mapping[str, Any]) -> dict[str, Any]:
         env = {k: v for k, v in request["env"].items() if k.startswith("CNI_")}
-        started = time.perf_counter()
+        outcome.begin()
         code, stdout = self._serve(env, request["stdin"].encode("utf-8", "surrogateescape"))
-        if self.metrics is not None:
-            self.metrics.record(env.get("CNI_COMMAND", ""), code, stdout, time.perf_counter() - started)
+        self.plugin_log.served(env, code, stdout, request, lambda: self.config().get("log_level"))
         return {"code": code, "stdout": stdout}
 
     def _serve(self, env: dict[str, str], stdin: bytes) -> tuple[int, str]:
@@ -162,8 +162,10 @@ class Agent:
     def run(self, stop: threading.Event | None = None) -> None:
         """Serve until SIGTERM/SIGINT; ``stop`` is set then too (for threads beside the agent)."""
         listener = self.listen()
+        stop = stop or threading.Event()
+        self.plugin_log.start(stop)  # replays what plugins spooled while no agent served
         try:
-            asyncio.run(_Server(self, listener, stop or threading.Event()).serve())
+            asyncio.run(_Server(self, listener, stop).serve())
         finally:
             listener.close()
             _unlink_quietly(self.socket_path)
@@ -238,7 +240,9 @@ class _Server:
         await asyncio.wait_for(writer.drain(), self.limits.write_deadline)
 
     async def _exchange(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted_ns = time.monotonic_ns()
         request = await asyncio.wait_for(self._read_request(reader), self.limits.read_deadline)
+        request["accepted_ns"] = accepted_ns
         loop = asyncio.get_running_loop()
         reply = await loop.run_in_executor(self.workers, self.agent.serve_request, request)
         writer.write(encode_frame(reply))
@@ -252,7 +256,7 @@ class _Server:
         env, stdin = request["env"], request["stdin"]
         if not (isinstance(env, dict) and all(isinstance(v, str) for v in env.values()) and isinstance(stdin, str)):
             raise ValueError("a request is {env: {name: string}, stdin: string}")
-        return {"env": env, "stdin": stdin}
+        return {"env": env, "stdin": stdin, "started_ns": request.get("started_ns")}
 
     def _warn(self, kind: str, message: str) -> None:
         """At most one warning of a kind every 10 s: a flood must not flood the log too."""

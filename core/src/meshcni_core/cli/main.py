@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     from meshcni_core.install.installer import Installer
 
 DEFAULT_SOCKET = "/var/run/meshcni/cni.sock"
+LOG_LEVEL_HELP = ("the agent's own lines (default info); each istio-cni run's line is logged at the plugin entry's "
+                  "log_level, including runs the plugin served alone, replayed from the spool beside the socket")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the plugin configuration requests run with: istio-cni's netconf, or a conflist "
                             "holding it (a client's netconf supplies only its per-request parts)")
     add_agent_options(agent)
-    agent.add_argument("--log-level", default="info", choices=LEVEL_NAMES)
+    agent.add_argument("--log-level", default="info", choices=LEVEL_NAMES, help=LOG_LEVEL_HELP)
 
     install = sub.add_parser("install-cni", help="install and keep the plugin on this node, and serve it",
                              description="Configured by Istio's install-cni environment variables and meshcni's "
@@ -62,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     install.add_argument("--monitoring-port", type=int, default=8000, help="port for /readyz, /healthz, /metrics "
                          "(default 8000; 0 picks a free one)")
     install.add_argument("--once", action="store_true", help="reconcile once and exit: 0 when ready, 1 when not")
-    install.add_argument("--log-level", default="info", choices=LEVEL_NAMES)
+    install.add_argument("--log-level", default="info", choices=LEVEL_NAMES, help=LOG_LEVEL_HELP)
 
     uninstall = sub.add_parser("uninstall-cni", help="remove everything install-cni put on this node",
                                description="Configured by the same environment variables as install-cni.")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sys
 
+from meshcni_core.cni import outcome
 from meshcni_core.cni.protocol import CniError, CniRequest, convert_result, empty_result
 
 TYPE_CHECKING = False  # typing and collections cost 2-12 ms of start-up on the plugin's fast path
@@ -183,6 +184,7 @@ class CniCommands:
 
 
 def _debug(request: CniRequest, reason: str) -> None:
+    outcome.note(f"passed through: {reason}" if request.command == "ADD" else reason)
     level = request.netconf.get("log_level")
     if isinstance(level, str) and level.lower() == "debug":
         sys.stderr.write(f"istio-cni: {request.command} {request.pod_namespace}/{request.pod_name}: {reason}\n")

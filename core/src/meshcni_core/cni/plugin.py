@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sys
 
-from meshcni_core.cni import fastjson
+from meshcni_core.cni import fastjson, outcome
 from meshcni_core.cni.commands import CniCommands, pass_through_reason
 from meshcni_core.cni.protocol import (
     CniError,
@@ -40,7 +40,7 @@ def main() -> int:
         sys.stdout.write(render_error(exc, ""))
         return 1
     served = forward_to_agent(env, stdin)
-    code, stdout = served if served is not None else handle(env, stdin)
+    code, stdout = served if served is not None else serve_here(env, stdin)
     sys.stdout.write(stdout)
     sys.stdout.flush()
     return code
@@ -60,6 +60,14 @@ def handle(env: Mapping[str, str], stdin: bytes, commands: CniCommands | None = 
         return 1, render_error(CniError("interrupted", code=100), version)
     except BaseException as exc:  # noqa: BLE001 - one error object, never a traceback on stdout
         return 1, render_error(as_cni_error(exc), version)
+
+
+def serve_here(env: Mapping[str, str], stdin: bytes) -> tuple[int, str]:
+    """Serve in this process; the run's log record goes to stderr and to the agent's spool."""
+    outcome.begin()
+    code, stdout = handle(env, stdin)
+    outcome.served_here(env, stdin, code, stdout, DEFAULT_AGENT_SOCKET)
+    return code, stdout
 
 
 def forward_to_agent(env: Mapping[str, str], stdin: bytes) -> tuple[int, str] | None:

@@ -228,8 +228,8 @@ def mesh_netconf(annotations: dict[str, str] | None = None, *, mesh: bool = True
 
 
 def cni(command: str, netns_path: str, netconf: dict[str, Any], pod: str = "app-1", namespace: str = "default",
-        container_id: str = "c0ffee", uid: str = "") -> subprocess.CompletedProcess[str]:
-    """Run the installed ``istio-cni`` executable as a runtime would."""
+        container_id: str = "c0ffee", uid: str = "", plugin: str = PLUGIN) -> subprocess.CompletedProcess[str]:
+    """Run the installed ``istio-cni`` executable (or ``plugin``) as a runtime would."""
     env = {
         **os.environ,
         "CNI_COMMAND": command,
@@ -240,4 +240,4 @@ def cni(command: str, netns_path: str, netconf: dict[str, Any], pod: str = "app-
         "CNI_ARGS": f"K8S_POD_INFRA_CONTAINER_ID={container_id};IgnoreUnknown=1;K8S_POD_NAMESPACE={namespace};"
         f"K8S_POD_NAME={pod};K8S_POD_UID={uid or f'uid-{namespace}-{pod}'}",
     }
-    return subprocess.run([PLUGIN], input=json.dumps(netconf), env=env, capture_output=True, text=True, timeout=60)
+    return subprocess.run([plugin], input=json.dumps(netconf), env=env, capture_output=True, text=True, timeout=60)

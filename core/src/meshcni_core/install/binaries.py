@@ -6,9 +6,11 @@ The source dir (``MESHCNI_PLUGIN_SOURCE_DIR``) may hold:
 * directories - a self-contained bundle (scripts/build-plugin-bundle.sh): copied to
   ``<name>-<content hash>`` under a temp name and renamed into place, so a bundle is never seen
   half-copied nor changed under a running plugin; older copies are removed once nothing points
-  at them;
+  at them and no plugin started from them can still be running;
 * symlinks into such a directory (``istio-cni -> meshcni-istio-cni/istio-cni``) - recreated in
   the bin dir pointing into the current bundle, replaced atomically (a temp link, then rename).
+
+A bundle the link no longer points to is removed only after a grace period (see _stale_bundles).
 """
 
 from __future__ import annotations
@@ -16,9 +18,13 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import time
 from dataclasses import dataclass, field
 
 from meshcni_core.install.files import TEMP_SUFFIX, same_bytes, write_atomic
+
+# Longer than a plugin run may last (agent_timeout is at most 220 s); install-cni re-checks every 60 s.
+RETIRED_GRACE_SECONDS = 300.0
 
 
 @dataclass
@@ -84,8 +90,10 @@ def install_into(source: str, target_dir: str, skip: tuple[str, ...], update: bo
             temp = os.path.join(target_dir, f".{name}{TEMP_SUFFIX}")
             if os.path.lexists(temp):
                 os.unlink(temp)
+            previous = os.readlink(target).partition("/")[0] if os.path.islink(target) else ""
             os.symlink(wanted, temp)
             os.rename(temp, target)
+            _retired_now(target_dir, previous, bundles[bundle])
             report.actions.append(f"installed {target} -> {wanted}")
         elif os.path.isfile(path):
             with open(path, "rb") as f:
@@ -99,11 +107,24 @@ def install_into(source: str, target_dir: str, skip: tuple[str, ...], update: bo
     return report
 
 
+def _retired_now(target_dir: str, previous: str, current: str) -> None:
+    """Stamp the bundle a link pointed to until now: its grace period starts."""
+    path = os.path.join(target_dir, previous)
+    if previous and previous != current and not os.path.islink(path) and os.path.isdir(path):
+        os.utime(path)
+
+
 def _stale_bundles(target_dir: str, current: dict[str, str]) -> list[str]:
+    """Older bundles retired more than RETIRED_GRACE_SECONDS ago. A plugin that started from an
+    old bundle just before the link moved still runs from it (and loads files from it lazily):
+    removing it at once would fail that pod's ADD in the middle of an upgrade."""
     stale = []
+    now = time.time()
     for name in os.listdir(target_dir):
+        path = os.path.join(target_dir, name)
         for bundle, versioned in current.items():
-            if name.startswith(f"{bundle}-") and name != versioned and os.path.isdir(os.path.join(target_dir, name)):
+            if name.startswith(f"{bundle}-") and name != versioned and os.path.isdir(path) \
+                    and now - os.lstat(path).st_mtime > RETIRED_GRACE_SECONDS:
                 stale.append(name)
     return stale
 

@@ -55,6 +55,7 @@ class Counters:
     kubeconfig_writes: int = 0
     edit_wars: int = 0
     edit_wars_by_file: dict[tuple[str, str], int] = field(default_factory=dict)  # (file, component) -> wars
+    install_results: dict[str, int] = field(default_factory=dict)  # istio_cni_installs_total{result}
 
 
 @dataclass(frozen=True)
@@ -341,12 +342,18 @@ class Installer:
         """Binaries first (a config must never name a missing plugin), then kubeconfig, then config."""
         with self._lock:
             status = Status()
+            failed_at = "COPY_BINARIES_FAILURE"  # Istio's install results, by the first step that failed
             try:
                 if self.install_binaries(status):
+                    failed_at = "CREATE_KUBECONFIG_FAILURE"
                     self.write_kubeconfig(status)
+                    failed_at = failed_at if status.problems else "CREATE_CNI_CONFIG_FAILURE"
                     self.chain_config(status)
             except OSError as exc:
                 status.problems.append(f"{type(exc).__name__}: {exc}")
+            if status.problems or status.actions:  # an install (or repair) was needed
+                result = failed_at if status.problems else "SUCCESS"
+                self.counters.install_results[result] = self.counters.install_results.get(result, 0) + 1
             for action in status.actions:
                 log.info("%s", action)
             for problem in status.problems:

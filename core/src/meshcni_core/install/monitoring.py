@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -25,36 +26,41 @@ from meshcni_core.install.installer import Installer
 ADD_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 # Metric label values come from a client's request: only these are kept as they are.
 COMMANDS = frozenset({"ADD", "DEL", "CHECK", "STATUS", "GC", "VERSION"})
+SERVED_BY = frozenset({"agent", "plugin"})
 READ_TIMEOUT = 5.0  # seconds, for each read and for the whole request
 
 
 class RequestMetrics:
-    """What the agent records about the CNI requests it served."""
+    """Every istio-cni run's record (cni/outcome.py): those the agent served as they finish, those a
+    plugin served in-process when the agent replays the spool (agent/plugin_log.py)."""
 
     def __init__(self, registry: CollectorRegistry):
-        self.requests = Counter("meshcni_cni_requests", "CNI requests served by the agent", ["command"],
-                                registry=registry)
-        self.failures = Counter("meshcni_cni_failures", "failed CNI requests, by CNI error code",
-                                ["command", "code"], registry=registry)
-        self.add_seconds = Histogram("meshcni_cni_add_seconds", "time the agent spent on one ADD",
-                                     buckets=ADD_BUCKETS, registry=registry)
+        self.requests = Counter(
+            "meshcni_cni_requests", "istio-cni runs, by command, result, CNI error code and who served them",
+            ["command", "result", "code", "served_by"], registry=registry)
+        self.add_seconds = Histogram(
+            "meshcni_cni_add_seconds", "ADD duration from the plugin process's start to its answer",
+            ["served_by"], buckets=ADD_BUCKETS, registry=registry)
 
-    def record(self, command: str, exit_code: int, stdout: str, seconds: float) -> None:
-        command = command if command in COMMANDS else "other"
-        self.requests.labels(command).inc()
-        if command == "ADD":
-            self.add_seconds.observe(seconds)
-        if exit_code != 0:
-            self.failures.labels(command, _error_code(stdout)).inc()
+    def observe(self, record: Mapping[str, Any]) -> None:
+        command = record.get("command") if record.get("command") in COMMANDS else "other"
+        served_by = record.get("served_by") if record.get("served_by") in SERVED_BY else "other"
+        code = record.get("code")
+        self.requests.labels(command, result_of(record),
+                             str(code) if isinstance(code, int) and 0 < code < 1000 else "",
+                             served_by).inc()
+        duration = record.get("duration_ms")
+        if command == "ADD" and isinstance(duration, int | float) and 0 <= duration < 3_600_000:
+            self.add_seconds.labels(served_by).observe(duration / 1000)
 
 
-def _error_code(stdout: str) -> str:
-    """The CNI error code of an error object, as a bounded label: 1-999 or "unknown"."""
-    try:
-        code = json.loads(stdout).get("code")
-    except (ValueError, AttributeError):
-        return "unknown"
-    return str(code) if isinstance(code, int) and 0 < code < 1000 else "unknown"
+def result_of(record: Mapping[str, Any]) -> str:
+    """failed, redirected, passed_through (an ADD that programmed nothing) or ok."""
+    if record.get("verdict") == "failed":
+        return "failed"
+    if record.get("command") == "ADD":
+        return "redirected" if record.get("redirected") is True else "passed_through"
+    return "ok"
 
 
 class InstallerCollector(Collector):
@@ -76,8 +82,15 @@ class InstallerCollector(Collector):
         for (file, component), wars in sorted(c.edit_wars_by_file.items()):
             by_file.add_metric([file, component], wars)
         yield by_file
-        yield GaugeMetricFamily("meshcni_ready", "1 while binary, conf entry and kubeconfig are in place",
-                                value=1.0 if self.installer.status.ready else 0.0)
+        ready = 1.0 if self.installer.status.ready else 0.0
+        yield GaugeMetricFamily("meshcni_ready", "1 while binary, conf entry and kubeconfig are in place", value=ready)
+        yield GaugeMetricFamily("istio_cni_install_ready", "Whether the CNI plugin installation is ready or not",
+                                value=ready)
+        installs = CounterMetricFamily("istio_cni_installs", "installs (and re-installs) by result, as Istio's "
+                                       "install-cni counts them", labels=["result"])
+        for result, count in sorted(c.install_results.items()):
+            installs.add_metric([result], count)
+        yield installs
         yield GaugeMetricFamily("meshcni_edit_war", "1 while backing off from an edit war",
                                 value=1.0 if self.installer.edit_war else 0.0)
 
