@@ -27,8 +27,8 @@ libpython=$(basename "$(readlink -f "$libdir/libpython$version.so")")
 mkdir -p "$bundle/lib" "$bundle/site-packages"
 
 # The launcher, finding libpython (and the extension modules' libraries) in ./lib through DT_RPATH.
-gcc -O2 -s -Wall -Werror -DPYTHON_DIR="\"python$version\"" -I"$include" -o "$bundle/istio-cni" \
-  scripts/plugin-launcher.c -L"$libdir" -lpython"$version" -Wl,--disable-new-dtags,-rpath,'$ORIGIN/lib'
+gcc -O2 -s -Wall -Wextra -Werror -DPYTHON_DIR="\"python$version\"" -I"$include" -o "$bundle/istio-cni" \
+  scripts/plugin-launcher.c scripts/launcher-agent.c scripts/launcher-json.c -L"$libdir" -lpython"$version" -Wl,--disable-new-dtags,-rpath,'$ORIGIN/lib'
 cp -L "$libdir/$libpython" "$bundle/lib/"
 
 # The standard library, without its tests, GUI toolkits, installers and databases.
