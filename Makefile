@@ -28,7 +28,7 @@ e2e-tools: install build/plugin-bundle/.stamp
 # The self-contained istio-cni (a relocatable copy of the venv's CPython behind a C launcher) that
 # install-cni copies to hosts.
 PLUGIN_SOURCES := $(shell find hooks/src core/src core/bin extensions/*/src -type f -name '*.py' -o -name istio-cni)
-build/plugin-bundle/.stamp: $(PLUGIN_SOURCES) scripts/build-plugin-bundle.sh scripts/plugin-launcher.c scripts/launcher-agent.c scripts/launcher-json.c scripts/launcher.h $(VENV)/.stamp-install
+build/plugin-bundle/.stamp: $(PLUGIN_SOURCES) scripts/build-plugin-bundle.sh scripts/plugin-launcher.c scripts/embedded-python.c scripts/launcher-agent.c scripts/launcher-json.c scripts/launcher.h $(VENV)/.stamp-install
 	@scripts/build-plugin-bundle.sh
 	@touch $@
 
