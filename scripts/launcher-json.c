@@ -132,7 +132,8 @@ bool json_string(struct json_cursor *c, struct buf *out) {
     return false;
 }
 
-/* A number as JSON writes it: -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)? */
+/* A number as JSON writes it: -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?; its value in *value
+ * unless value is NULL (then it is only skipped). */
 bool json_number(struct json_cursor *c, double *value, bool *integral) {
     const char *start = c->p, *p = c->p, *end = c->end;
     *integral = true;
@@ -151,11 +152,13 @@ bool json_number(struct json_cursor *c, double *value, bool *integral) {
         if (p >= end || *p < '0' || *p > '9') return false;
         while (p < end && *p >= '0' && *p <= '9') p++;
     }
-    char text[64];
-    if ((size_t)(p - start) >= sizeof text) return false;
-    memcpy(text, start, (size_t)(p - start));
-    text[p - start] = '\0';
-    *value = strtod(text, NULL);
+    if (value != NULL) { /* a skipped number may have any length */
+        char text[64];
+        if ((size_t)(p - start) >= sizeof text) return false;
+        memcpy(text, start, (size_t)(p - start));
+        text[p - start] = '\0';
+        *value = strtod(text, NULL);
+    }
     c->p = p;
     return true;
 }
@@ -191,7 +194,6 @@ static bool skip_members(struct json_cursor *c, char close, int depth) {
 }
 
 static bool skip_nested(struct json_cursor *c, int depth) {
-    double number;
     bool integral;
     if (depth > MAX_DEPTH || c->p >= c->end) return false;
     switch (*c->p) {
@@ -204,7 +206,7 @@ static bool skip_nested(struct json_cursor *c, int depth) {
     case 'N': return json_literal(c, "NaN");
     case 'I': return json_literal(c, "Infinity");
     case '-': if (json_literal(c, "-Infinity")) return true; /* fall through */
-    default: return json_number(c, &number, &integral);
+    default: return json_number(c, NULL, &integral);
     }
 }
 

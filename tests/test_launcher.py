@@ -228,6 +228,20 @@ def test_an_agent_served_request_starts_no_interpreter(bundle_without_python, so
     assert json.loads(fallback.stdout)["msg"] == "istio-cni: cannot start the bundled interpreter"
 
 
+def test_values_the_launcher_skips_may_be_anything_json_allows(bundle_without_python, sock, netns_lab):
+    """Long numbers, deep nesting, NaN, escapes in other members: still read by the launcher
+    alone (without Python here, so any input it gave up on would fail)."""
+    conf = {**mesh_netconf(agent_socket=sock), "big": 10**80, "deep": [[[[{"a": [1.5e-300, None]}]]]],
+            "odd": float("nan"), "text": "\u2603\n\"\\"}
+    agent = FakeAgent(sock, served("{}\n"))
+    try:
+        result = run(bundle_without_python, conf, netns_lab.netns("pod"))
+    finally:
+        agent.close()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads(agent.request["stdin"])["big"] == 10**80
+
+
 def test_the_launcher_does_not_load_libpython(bundle):
     """The dynamic loader's work on libpython alone costs milliseconds on every pod."""
     needed = subprocess.run(["readelf", "-d", str(Path(bundle).resolve())], capture_output=True, text=True,
