@@ -28,7 +28,7 @@ e2e-tools: install build/plugin-bundle/.stamp
 # The self-contained istio-cni (a relocatable copy of the venv's CPython behind a C launcher) that
 # install-cni copies to hosts.
 PLUGIN_SOURCES := $(shell find hooks/src core/src core/bin extensions/*/src -type f -name '*.py' -o -name istio-cni)
-build/plugin-bundle/.stamp: $(PLUGIN_SOURCES) scripts/build-plugin-bundle.sh scripts/plugin-launcher.c $(VENV)/.stamp-install
+build/plugin-bundle/.stamp: $(PLUGIN_SOURCES) scripts/build-plugin-bundle.sh scripts/plugin-launcher.c scripts/embedded-python.c scripts/launcher-agent.c scripts/launcher-json.c scripts/launcher.h $(VENV)/.stamp-install
 	@scripts/build-plugin-bundle.sh
 	@touch $@
 
@@ -39,10 +39,14 @@ plugin-bundle: build/plugin-bundle/.stamp
 control-plane:
 	@scripts/build-control-plane.sh
 
+# The agent suites run twice: with the venv's istio-cni, and with the self-contained one hosts get
+# (its C launcher talks to the agent itself).
 test: install e2e-tools control-plane
 	$(BIN)/ruff check .
 	$(BIN)/mypy hooks/src core/src extensions/*/src examples/*/src
 	$(BIN)/pytest
+	MESHCNI_TEST_PLUGIN=$(CURDIR)/build/plugin-bundle/istio-cni $(BIN)/pytest -q tests/test_agent.py \
+	  tests/test_agent_hostile.py tests/test_agent_peer.py tests/test_agent_deadline.py
 
 lint: install
 	$(BIN)/ruff check .

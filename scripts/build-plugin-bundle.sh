@@ -2,8 +2,9 @@
 # Builds the self-contained istio-cni into build/plugin-bundle, laid out as install-cni's
 # MESHCNI_PLUGIN_SOURCE_DIR expects:
 #   meshcni-istio-cni/   the bundle        istio-cni -> meshcni-istio-cni/istio-cni
-# The bundle is a relocatable copy of the venv's CPython: a small C launcher embedding libpython
-# (scripts/plugin-launcher.c), the standard library, our packages with their dependencies at the
+# The bundle is a relocatable copy of the venv's CPython: a small C launcher that asks the node
+# agent (scripts/plugin-launcher.c) and, when Python must run, starts istio-cni-python, which
+# embeds libpython (scripts/embedded-python.c); the standard library, our packages with their dependencies at the
 # venv's versions, and every shared library those need except the C library's own. It needs
 # nothing from a host but the kernel and glibc. It replaced a PyInstaller one-folder build, whose
 # bootloader and importer made every plugin start about five times slower than the venv's script
@@ -26,9 +27,12 @@ fi
 libpython=$(basename "$(readlink -f "$libdir/libpython$version.so")")
 mkdir -p "$bundle/lib" "$bundle/site-packages"
 
-# The launcher, finding libpython (and the extension modules' libraries) in ./lib through DT_RPATH.
-gcc -O2 -s -Wall -Werror -DPYTHON_DIR="\"python$version\"" -I"$include" -o "$bundle/istio-cni" \
-  scripts/plugin-launcher.c -L"$libdir" -lpython"$version" -Wl,--disable-new-dtags,-rpath,'$ORIGIN/lib'
+# The launcher (no libpython: it answers from the node agent) and the interpreter it starts when
+# Python must run, finding libpython (and the extension modules' libraries) in ./lib through DT_RPATH.
+gcc -O2 -s -Wall -Wextra -Werror -o "$bundle/istio-cni" \
+  scripts/plugin-launcher.c scripts/launcher-agent.c scripts/launcher-json.c
+gcc -O2 -s -Wall -Wextra -Werror -DPYTHON_DIR="\"python$version\"" -I"$include" -o "$bundle/istio-cni-python" \
+  scripts/embedded-python.c -L"$libdir" -lpython"$version" -Wl,--disable-new-dtags,-rpath,'$ORIGIN/lib'
 cp -L "$libdir/$libpython" "$bundle/lib/"
 
 # The standard library, without its tests, GUI toolkits, installers and databases.

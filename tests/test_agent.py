@@ -91,6 +91,28 @@ def test_agent_errors_reach_the_runtime(agent, lab):
     assert result.returncode == 1 and json.loads(result.stdout)["code"] == 103
 
 
+def test_the_agents_configuration_decides_which_pods_pass_through(agent, lab):
+    """Pass-through is decided in one place, the agent, with its own configuration: a plugin
+    whose netconf (stale, or edited on the node) excludes the pod's namespace does not let the
+    pod start unredirected."""
+    sock, _ = agent
+    ns = lab.netns("pod")
+    stale = {**netconf(sock), "kubernetes": {"exclude_namespaces": ["istio-system", "default"]}}
+    result = run_plugin("ADD", ns, stale, path="/nonexistent")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ISTIO_OUTPUT" in lab.save(ns)
+
+
+def test_a_pod_the_agent_passes_through_never_has_its_netns_opened(agent, tmp_path):
+    """Not injected (runtime annotations without sidecar.istio.io/status): answered before the
+    netns is checked or entered, so even a path the agent would refuse to enter is no error."""
+    sock, _ = agent
+    conf = mesh_netconf(mesh=False, agent_socket=sock)
+    result = run_plugin("ADD", str(tmp_path / "not-a-netns"), conf, path="/nonexistent")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads(result.stdout)["ips"] == conf["prevResult"]["ips"]
+
+
 def test_plugin_works_without_an_agent(lab, tmp_path):
     ns = lab.netns("pod")
     result = run_plugin("ADD", ns, netconf(str(tmp_path / "absent.sock")))

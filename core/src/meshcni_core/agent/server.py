@@ -19,6 +19,7 @@ reply is different: the agent may have the request, so the plugin fails the comm
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -27,7 +28,7 @@ import stat
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -40,7 +41,7 @@ from meshcni_core.agent.wire import HEADER_SIZE, encode_frame
 from meshcni_core.cni import fastjson, outcome, spool
 from meshcni_core.cni.commands import CniCommands, config_key
 from meshcni_core.cni.plugin import handle, render_error
-from meshcni_core.cni.protocol import CniError
+from meshcni_core.cni.protocol import CniError, CniRequest
 from meshcni_core.pipeline import Pipeline
 from meshcni_core.pods.cache import PodCache
 from meshcni_core.pods.lookup import ApiClients
@@ -51,7 +52,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("meshcni.agent")
 
-NETNS_COMMANDS = ("ADD", "DEL", "CHECK")
 PIPELINES_KEPT = 4  # configurations change only when install-cni rewrites its entry
 DIFFERENCES_REPORTED = 32
 
@@ -86,7 +86,7 @@ class Agent:
         self._pipelines: OrderedDict[str, Pipeline] = OrderedDict()
         self._lock = threading.Lock()
         self._differences_seen: set[tuple[str, ...]] = set()
-        self.commands = CniCommands(self.pipeline, readiness=readiness)
+        self.commands = CniCommands(self.pipeline, readiness=readiness, enter_netns=self.enter_request_netns)
         self.plugin_log = PluginLog(spool.path_for(socket_path), metrics)
         self.pod_cache: PodCache | None = None  # set by install-cni once its kubeconfig exists
 
@@ -130,18 +130,20 @@ class Agent:
                 return 1, render_error(CniError(f"node agent has no plugin configuration: {exc}", code=11), version)
             self._report_difference(differing)
             stdin = fastjson.dumps(netconf).encode()
-        path = env.get("CNI_NETNS", "")
-        if not path or env.get("CNI_COMMAND") not in NETNS_COMMANDS:
-            return handle(env, stdin, self.commands)
+        return handle(env, stdin, self.commands)
+
+    @contextlib.contextmanager
+    def enter_request_netns(self, request: CniRequest) -> Iterator[None]:
+        """The request's netns, opened once and checked (docs/security.md) and held while a
+        command works in it. Asked only once a command needs it: a pod passed through, or a DEL
+        whose netns is gone, never has its path opened."""
+        if not request.netns:
+            yield  # the pipeline reports the missing netns
+            return
+        fd = netns.open_request_netns(request.netns, self.netns_dirs)
         try:
-            fd = netns.open_request_netns(path, self.netns_dirs)
-        except netns.NetnsError as exc:
-            if env.get("CNI_COMMAND") == "DEL" and not os.path.lexists(path):  # gone: nothing to remove
-                return handle({**env, "CNI_NETNS": ""}, stdin, self.commands)
-            return 1, render_error(exc, version)
-        try:
-            with held(path, fd):
-                return handle(env, stdin, self.commands)
+            with held(request.netns, fd):
+                yield
         finally:
             os.close(fd)
 

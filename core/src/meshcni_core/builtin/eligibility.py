@@ -25,17 +25,14 @@ from dataclasses import dataclass
 
 from meshcni_core.builtin.annotations import INTERCEPTION_MODE
 from meshcni_core.builtin.sidecar import PROXY_CONTAINER, proxy_identity
+from meshcni_core.cni.passthrough import FALSE_VALUES, INJECT_ANNOTATION, STATUS_ANNOTATION, TRUE_VALUES
 from meshcni_hooks import hookimpl
 from meshcni_hooks.errors import AnnotationError
 from meshcni_hooks.types import PluginConfig, PodInfo, Verdict
 
-INJECT = "sidecar.istio.io/inject"
-STATUS = "sidecar.istio.io/status"
+INJECT = INJECT_ANNOTATION
+STATUS = STATUS_ANNOTATION
 INIT_CONTAINER = "istio-init"
-
-# The injector's truthy/falsy spellings plus Go's strconv.ParseBool ones.
-TRUE_VALUES = {"1", "t", "true", "y", "yes", "on"}
-FALSE_VALUES = {"0", "f", "false", "n", "no", "off"}
 
 
 @dataclass(frozen=True)

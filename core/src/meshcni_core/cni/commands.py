@@ -3,7 +3,8 @@
 ``CniCommands`` takes a pipeline factory: the executable builds a fresh pipeline per process;
 the node agent keeps them warm, keyed by the plugin's configuration. Pods that can be passed
 through from the request alone (no Kubernetes args, excluded namespace, no sidecar status in the
-runtime's annotations) never build one.
+runtime's annotations: ``cni/passthrough.py``) never build one, and never have their netns
+entered: the agent opens a pod's netns through ``enter_netns`` only once a command needs it.
 """
 
 from __future__ import annotations
@@ -11,21 +12,20 @@ from __future__ import annotations
 import os
 import sys
 
-from meshcni_core.cni import outcome
+from meshcni_core.cni import outcome, passthrough
 from meshcni_core.cni.protocol import CniError, CniRequest, convert_result, empty_result
 
 TYPE_CHECKING = False  # typing and collections cost 2-12 ms of start-up on the plugin's fast path
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
+    from contextlib import AbstractContextManager
     from typing import Any
 
     from meshcni_core.pipeline import Pipeline
 
     PipelineFactory = Callable[[Mapping[str, Any], Mapping[str, str]], Pipeline]
+    NetnsGuard = Callable[[CniRequest], AbstractContextManager[object]]
 
-STATUS_ANNOTATION = "sidecar.istio.io/status"
-INJECT_ANNOTATION = "sidecar.istio.io/inject"
-FALSE_VALUES = {"0", "f", "false", "n", "no", "off"}
 # Keys that vary per request and do not change how the plugin is configured.
 PER_REQUEST_KEYS = ("prevResult", "runtimeConfig", "args", "cni.dev/valid-attachments", "cni.dev/attachments")
 
@@ -53,17 +53,21 @@ def excluded_namespaces(netconf: Mapping[str, Any]) -> list[str]:
 
 def pass_through_reason(request: CniRequest) -> str:
     """Why this request needs no work, decided from the request alone ('' = it may need work)."""
-    if not request.pod_namespace or not request.pod_name:
-        return "no K8S_POD_NAMESPACE/K8S_POD_NAME in CNI_ARGS: not a Kubernetes pod"
-    if request.pod_namespace in excluded_namespaces(request.netconf):
-        return f"namespace {request.pod_namespace} is excluded"
-    annotations = request.runtime_annotations
-    if annotations is not None:
-        if STATUS_ANNOTATION not in annotations:
-            return f"annotation {STATUS_ANNOTATION} is absent"
-        if annotations.get(INJECT_ANNOTATION, "").strip().lower() in FALSE_VALUES:
-            return f"annotation {INJECT_ANNOTATION} is false"
-    return ""
+    return passthrough.pass_through_reason(request.pod_namespace, request.pod_name, request.runtime_annotations,
+                                           excluded_namespaces(request.netconf))
+
+
+class _NoNetnsGuard:
+    """In-process: the pipeline opens the netns itself, by path."""
+
+    def __call__(self, request: CniRequest) -> _NoNetnsGuard:
+        return self
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
 
 
 def result_for(request: CniRequest) -> Mapping[str, Any]:
@@ -84,9 +88,11 @@ def result_for(request: CniRequest) -> Mapping[str, Any]:
 
 class CniCommands:
     def __init__(self, pipeline_factory: PipelineFactory | None = None,
-                 readiness: Callable[[], list[str]] | None = None):
+                 readiness: Callable[[], list[str]] | None = None, enter_netns: NetnsGuard | None = None):
         self.pipeline_factory = pipeline_factory or fresh_pipeline
         self.readiness = readiness  # the node agent's: problems that make STATUS "not available"
+        # The node agent's: opens and checks the request's netns, held while the pipeline works in it.
+        self.enter_netns = enter_netns or _NoNetnsGuard()
 
     def dispatch(self, request: CniRequest, env: Mapping[str, str]) -> Mapping[str, Any] | None:
         handlers: dict[str, Callable[[CniRequest, Mapping[str, str]], Mapping[str, Any] | None]] = {
@@ -114,8 +120,9 @@ class CniCommands:
         if reason:
             _debug(request, reason)
             return result
-        pipeline = self.pipeline_factory(request.netconf, env)
-        pipeline.add(self._target(request, pipeline), self._pod(request, pipeline))
+        with self.enter_netns(request):
+            pipeline = self.pipeline_factory(request.netconf, env)
+            pipeline.add(self._target(request, pipeline), self._pod(request, pipeline))
         return result
 
     def delete(self, request: CniRequest, env: Mapping[str, str]) -> None:
@@ -127,7 +134,6 @@ class CniCommands:
             return
         if request.pod_namespace in excluded_namespaces(request.netconf):
             return
-        pipeline = self.pipeline_factory(request.netconf, env)
         pod = None
         if request.pod_namespace and request.pod_name:
             from meshcni_core.pods.lookup import pod_from_annotations
@@ -136,7 +142,9 @@ class CniCommands:
                 request.pod_namespace, request.pod_name, request.args.get("K8S_POD_UID", ""),
                 request.runtime_annotations or {},
             )
-        pipeline.delete(self._target(request, pipeline), pod)
+        with self.enter_netns(request):
+            pipeline = self.pipeline_factory(request.netconf, env)
+            pipeline.delete(self._target(request, pipeline), pod)
 
     def check(self, request: CniRequest, env: Mapping[str, str]) -> None:
         prev = request.netconf.get("prevResult")
@@ -145,11 +153,12 @@ class CniCommands:
         convert_result(prev, request.cni_version)
         if pass_through_reason(request):
             return
-        pipeline = self.pipeline_factory(request.netconf, env)
         from meshcni_hooks.errors import VerifyError
 
-        pod = self._pod(request, pipeline)
-        problems = pipeline.check(self._target(request, pipeline), pod)
+        with self.enter_netns(request):
+            pipeline = self.pipeline_factory(request.netconf, env)
+            pod = self._pod(request, pipeline)
+            problems = pipeline.check(self._target(request, pipeline), pod)
         if problems:
             raise VerifyError(
                 f"redirect rules of pod {pod.namespace}/{pod.name} are missing or changed ({len(problems)} problems)",

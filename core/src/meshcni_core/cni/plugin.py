@@ -2,9 +2,11 @@
 
 stdout carries exactly one JSON document (result, version or error) or nothing; logs go to
 stderr. When the node agent (``meshcni agent``) listens on its socket, ADD/DEL/CHECK are
-forwarded to it, where everything is already imported and warm; otherwise the work is done in
-this process (slower, same result). Pods that can be passed through from the request alone are
-answered here before anything heavy is imported.
+forwarded to it, where everything is already imported and warm, and where every decision is made
+(pods passed through included); otherwise the work is done in this process by the same code
+(slower, same result). The self-contained plugin's C launcher asks the agent itself, before this
+module is ever imported, and starts it with ``run_in_process`` when the agent did not take the
+request (scripts/plugin-launcher.c).
 """
 
 from __future__ import annotations
@@ -13,12 +15,10 @@ import os
 import sys
 
 from meshcni_core.cni import fastjson, outcome
-from meshcni_core.cni.commands import CniCommands, pass_through_reason
+from meshcni_core.cni.commands import CniCommands
 from meshcni_core.cni.protocol import (
     CniError,
-    CniRequest,
     error_object,
-    parse_cni_args,
     parse_request,
     read_stdin,
     version_object,
@@ -32,14 +32,15 @@ if TYPE_CHECKING:
 DEFAULT_AGENT_SOCKET = "/var/run/meshcni/cni.sock"
 
 
-def main() -> int:
+def main(forward: bool = True) -> int:
+    """``forward=False``: the launcher already offered the request to the agent, which did not take it."""
     env = dict(os.environ)
     try:
         stdin = read_stdin(env.get("CNI_COMMAND", ""))
     except CniError as exc:
         sys.stdout.write(render_error(exc, ""))
         return 1
-    served = forward_to_agent(env, stdin)
+    served = forward_to_agent(env, stdin) if forward else None
     code, stdout = served if served is not None else serve_here(env, stdin)
     sys.stdout.write(stdout)
     sys.stdout.flush()
@@ -73,7 +74,7 @@ def serve_here(env: Mapping[str, str], stdin: bytes) -> tuple[int, str]:
 def forward_to_agent(env: Mapping[str, str], stdin: bytes) -> tuple[int, str] | None:
     """The agent's answer (or the error that it could not be trusted or did not answer), or None
     when this process must serve the request (no agent listening, VERSION/STATUS/GC, undecodable
-    input, or a pod passed through without any work)."""
+    input)."""
     command = env.get("CNI_COMMAND")
     if command not in ("ADD", "DEL", "CHECK", "STATUS"):
         return None
@@ -91,8 +92,6 @@ def forward_to_agent(env: Mapping[str, str], stdin: bytes) -> tuple[int, str] | 
             return 1, render_error(CniError(f"node agent is not running (no socket at {socket_path})", code=50),
                                    str(netconf.get("cniVersion", "")))
         return None
-    if command == "ADD" and _passed_through(env, netconf):
-        return None
     from meshcni_core.agent.client import agent_timeout, call_agent
 
     version = str(netconf.get("cniVersion", ""))
@@ -103,14 +102,6 @@ def forward_to_agent(env: Mapping[str, str], stdin: bytes) -> tuple[int, str] | 
     if answer is None and command == "STATUS":
         return 1, render_error(CniError(f"node agent at {socket_path} did not answer", code=50), version)
     return answer
-
-
-def _passed_through(env: Mapping[str, str], netconf: dict[str, Any]) -> bool:
-    try:
-        request = CniRequest(command="ADD", args=parse_cni_args(env.get("CNI_ARGS", "")), netconf=netconf)
-        return bool(pass_through_reason(request))
-    except CniError:
-        return False
 
 
 def render(obj: Mapping[str, Any]) -> str:
@@ -143,3 +134,8 @@ def requested_version(stdin: bytes) -> str:
 
 def run() -> None:
     sys.exit(main())
+
+
+def run_in_process() -> None:
+    """The bundle's launcher asked the agent first: nobody listened, or it declined the request."""
+    sys.exit(main(forward=False))

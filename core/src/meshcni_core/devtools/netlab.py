@@ -25,7 +25,9 @@ from meshcni_core import netns
 
 SO_ORIGINAL_DST = 80  # netfilter's getsockopt, same number for IPv4 (SOL_IP) and IPv6 (SOL_IPV6)
 IP_TRANSPARENT = 19
-PLUGIN = str(Path(sys.executable).with_name("istio-cni"))
+# The istio-cni under test: the venv's entry point, or another build of it named by
+# MESHCNI_TEST_PLUGIN (make test runs the agent suites again against the self-contained bundle).
+PLUGIN = os.environ.get("MESHCNI_TEST_PLUGIN") or str(Path(sys.executable).with_name("istio-cni"))
 
 
 def run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
