@@ -6,7 +6,7 @@ PACKAGES := hooks core extensions/redirect_tproxy extensions/kubevirt extensions
 PYPROJECTS := $(addsuffix /pyproject.toml,$(PACKAGES)) pyproject.toml
 DEV_TOOLS := pytest hypothesis ruff mypy container-runtime-interface-api==2.0.1 kubernetes-validate cel-python
 
-.PHONY: install system-deps e2e-tools plugin-bundle control-plane test lint typecheck demo bench clean
+.PHONY: install system-deps e2e-tools plugin-bundle control-plane istio-cni test lint typecheck demo bench clean
 
 install: $(VENV)/.stamp-install
 
@@ -39,7 +39,12 @@ plugin-bundle: build/plugin-bundle/.stamp
 control-plane:
 	@scripts/build-control-plane.sh
 
-test: install e2e-tools control-plane
+# Today's Istio CNI plugin (istio.io/istio's istio-cni, release-1.30) for the live comparison
+# (tests/test_istio_live.py) and `make bench`; built once per machine like the control plane.
+istio-cni:
+	@scripts/build-istio-cni.sh
+
+test: install e2e-tools control-plane istio-cni
 	$(BIN)/ruff check .
 	$(BIN)/mypy hooks/src core/src extensions/*/src examples/*/src
 	$(BIN)/pytest
@@ -53,7 +58,7 @@ typecheck: install
 demo: install
 	$(BIN)/python -m meshcni_core.demo
 
-bench: install
+bench: install control-plane istio-cni
 	$(BIN)/python bench/add_latency.py
 	$(BIN)/python bench/heal_latency.py
 	$(BIN)/python bench/agent_memory.py

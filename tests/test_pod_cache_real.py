@@ -31,21 +31,10 @@ def reader_kubeconfig(control_plane: ControlPlane, tmp_path_factory) -> str:
     plugin_role = next(d for d in render(resolve()) if d["kind"] == "ClusterRole"
                        and d["metadata"]["name"] == "istio-cni")
     control_plane.ensure_namespace(NAMESPACE)
-    control_plane.create(f"/api/v1/namespaces/{NAMESPACE}/serviceaccounts",
-                         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": READER}})
-    control_plane.create("/apis/rbac.authorization.k8s.io/v1/clusterroles", {
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": READER},
-        "rules": plugin_role["rules"]})
-    control_plane.create("/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", {
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": READER},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": READER},
-        "subjects": [{"kind": "ServiceAccount", "name": READER, "namespace": NAMESPACE}]})
+    control_plane.grant(NAMESPACE, READER, plugin_role["rules"])
     token = control_plane.mint_token(NAMESPACE, READER)
     path = control_plane.write_kubeconfig(tmp_path_factory.mktemp("pod-cache") / "kubeconfig", token=token)
-    deadline = time.monotonic() + 10  # the binding reaches the RBAC authorizer a moment after it is stored
-    while control_plane.send("GET", "/api/v1/pods?limit=1", token=token)[0] != 200:
-        assert time.monotonic() < deadline, "the reader never got its role"
-        time.sleep(0.1)
+    control_plane.wait_until_served("/api/v1/pods?limit=1", token)
     return str(path)
 
 

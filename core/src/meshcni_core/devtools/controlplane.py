@@ -10,6 +10,7 @@ returns once ``/readyz`` answers. No controller-manager runs: nothing creates a 
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import os
@@ -28,6 +29,7 @@ SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 # Where Services would get addresses; the control plane only records them (no proxy runs).
 SERVICE_CLUSTER_IP_RANGE = "198.51.100.0/24"
 ADMIN_SUBJECT = "/CN=meshcni-test-admin/O=system:masters"
+JWT_LEEWAY_SECONDS = 60  # how long past a token's exp the API server still accepts it
 
 
 class ControlPlaneError(RuntimeError):
@@ -122,6 +124,29 @@ class ControlPlane:
 
     # -- identities ----------------------------------------------------------------------------
 
+    def grant(self, namespace: str, service_account: str, rules: list[dict[str, Any]]) -> None:
+        """The ServiceAccount (created when missing) bound to a ClusterRole of the same name
+        holding exactly ``rules``."""
+        self.create(f"/api/v1/namespaces/{namespace}/serviceaccounts",
+                    {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": service_account}})
+        self.create("/apis/rbac.authorization.k8s.io/v1/clusterroles", {
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": {"name": service_account}, "rules": rules})
+        self.create("/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", {
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": service_account},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": service_account},
+            "subjects": [{"kind": "ServiceAccount", "name": service_account, "namespace": namespace}]})
+
+    def wait_until_served(self, path: str, token: str, timeout: float = 10) -> None:
+        """Waits until a GET of ``path`` with ``token`` is answered 200: a new binding reaches the
+        RBAC authorizer through its informer a moment after it is stored."""
+        deadline = time.monotonic() + timeout
+        while (status := self.send("GET", path, token=token)[0]) != 200:
+            if time.monotonic() > deadline:
+                raise ControlPlaneError(f"GET {path} still answered {status} after {timeout:.0f}s")
+            time.sleep(0.1)
+
     def mint_token(self, namespace: str, service_account: str, *, expiration_seconds: int = 3600,
                    bound_secret: str | None = None) -> str:
         """A bound token for the ServiceAccount, through the TokenRequest API.
@@ -140,6 +165,30 @@ class ControlPlane:
                               {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec})
         token: str = answer["status"]["token"]
         return token
+
+    def sign_short_lived_token(self, namespace: str, service_account: str, *, lifetime_seconds: float) -> str:
+        """A bound service-account token like TokenRequest's, lasting ``lifetime_seconds``.
+
+        TokenRequest refuses lifetimes under 10 minutes, too long for a test to wait for expiry. This
+        token carries the claims TokenRequest writes (issuer, audience, the ServiceAccount's name
+        and UID) and is signed with this cluster's service-account key, so the API server's own
+        authenticator checks it, expiry included, as it checks the tokens it issues. That check
+        allows a minute of clock skew past ``exp`` (go-jose's default leeway), so ``exp`` is set a
+        minute early: the server refuses the token ``lifetime_seconds`` from now."""
+        account = self.request("GET", f"/api/v1/namespaces/{namespace}/serviceaccounts/{service_account}")
+        issued = int(time.time()) - JWT_LEEWAY_SECONDS
+        claims = {
+            "iss": SERVICE_ACCOUNT_ISSUER, "aud": [SERVICE_ACCOUNT_ISSUER], "iat": issued, "nbf": issued,
+            "exp": issued + max(1, round(lifetime_seconds)),
+            "sub": f"system:serviceaccount:{namespace}:{service_account}",
+            "kubernetes.io": {"namespace": namespace,
+                              "serviceaccount": {"name": service_account, "uid": account["metadata"]["uid"]}},
+        }
+        signing_input = f"{_b64url(json.dumps({'alg': 'RS256', 'typ': 'JWT'}))}.{_b64url(json.dumps(claims))}"
+        signature = subprocess.run(
+            ["openssl", "dgst", "-sha256", "-sign", str(self.directory / "service-account.key")],
+            input=signing_input.encode(), capture_output=True, check=True).stdout
+        return f"{signing_input}.{_b64url(signature)}"
 
     def write_kubeconfig(self, path: Path, *, token: str) -> Path:
         """A kubeconfig that speaks to this server as the bearer of ``token``."""
@@ -211,6 +260,11 @@ def start_control_plane(bin_dir: Path, directory: Path, *, timeout: float = 180)
         plane.stop()
         raise
     return plane
+
+
+def _b64url(data: str | bytes) -> str:
+    raw = data.encode() if isinstance(data, str) else data
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
 def _launch(directory: Path, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
