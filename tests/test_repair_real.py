@@ -22,6 +22,7 @@ from meshcni_core.devtools.processes import MESHCNI
 from meshcni_core.pods.lookup import ApiClients
 from meshcni_core.repair.actions import ApiRepairActions
 from meshcni_core.repair.controller import RepairController, RepairOptions, broken_pod
+from meshcni_hooks.types import BrokenPod
 from test_repair import BROKEN, HEALTHY
 
 APPS = "repair-real"
@@ -107,6 +108,17 @@ def test_deletes_a_broken_pod_and_records_the_event(plane, node):
     plane.delete_pod_now(APPS, f"broken-{node}")
 
 
+def refused_write(plane: ControlPlane, stale: BrokenPod, write: str) -> ApiException:
+    """The server's refusal of the policy's write to the pod as it was judged."""
+    actions = ApiRepairActions(ApiClients().get(str(plane.admin_kubeconfig)))
+    with pytest.raises(ApiException) as refused:
+        if write == "label":
+            actions.label(stale, LABEL)
+        else:
+            actions.delete(stale)
+    return refused.value
+
+
 @pytest.mark.parametrize("write", ["label", "delete"])
 def test_a_pod_changed_since_it_was_judged_is_not_written(plane, node, write):
     """kubelet updates a crash-looping pod all the time: the write carries the judged
@@ -116,13 +128,8 @@ def test_a_pod_changed_since_it_was_judged_is_not_written(plane, node, write):
     plane.request("PATCH", f"/api/v1/namespaces/{APPS}/pods/{name}/status",
                   {"status": {"initContainerStatuses": [{**BROKEN["initContainerStatuses"][0], "restartCount": 2}]}},
                   content_type="application/merge-patch+json")
-    actions = ApiRepairActions(ApiClients().get(str(plane.admin_kubeconfig)))
-    with pytest.raises(ApiException) as refused:
-        if write == "label":
-            actions.label(stale, LABEL)
-        else:
-            actions.delete(stale)
-    assert refused.value.status == 409
+    refused = refused_write(plane, stale, write)
+    assert refused.status == 409
     current = read(plane, name)
     assert current is not None and "deletionTimestamp" not in current["metadata"]
     assert current["metadata"].get("labels") is None
@@ -136,13 +143,8 @@ def test_a_replacement_under_the_same_name_is_never_written(plane, node, write):
     stale = broken_pod(pod(plane, name, node, BROKEN))
     plane.delete_pod_now(APPS, name)
     successor = pod(plane, name, node, BROKEN)  # broken too, so only the preconditions protect it
-    actions = ApiRepairActions(ApiClients().get(str(plane.admin_kubeconfig)))
-    with pytest.raises(ApiException) as refused:
-        if write == "label":
-            actions.label(stale, LABEL)
-        else:
-            actions.delete(stale)
-    assert refused.value.status in (409, 422), refused.value
+    refused = refused_write(plane, stale, write)
+    assert refused.status in (409, 422), refused
     current = read(plane, name)
     assert current is not None and current["metadata"]["uid"] == successor["metadata"]["uid"]
     assert "deletionTimestamp" not in current["metadata"] and current["metadata"].get("labels") is None
