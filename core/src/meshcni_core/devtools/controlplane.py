@@ -50,6 +50,8 @@ class ControlPlane:
     ca: Path
     admin_kubeconfig: Path
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    commands: dict[str, list[str]] = field(default_factory=dict)
+    etcd_url: str = ""
 
     # -- requests as the cluster administrator --------------------------------------------------
 
@@ -194,20 +196,54 @@ class ControlPlane:
         """A kubeconfig that speaks to this server as the bearer of ``token``."""
         return Path(write_kubeconfig(path, self.url, self.ca, {"token": token}))
 
+    # -- etcd ----------------------------------------------------------------------------------
+
+    def compact_etcd(self) -> int:
+        """Compacts etcd's history up to its current revision (what kube-apiserver does every
+        five minutes) through etcd's JSON gateway; returns that revision. A watch resumed from an
+        older resourceVersion is then answered 410 Gone."""
+        revision = int(self._etcd("/v3/kv/range", {"key": base64.b64encode(b"/").decode()})["header"]["revision"])
+        self._etcd("/v3/kv/compaction", {"revision": revision, "physical": True})
+        return revision
+
+    def _etcd(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        host, port = self.etcd_url.removeprefix("http://").split(":")
+        connection = http.client.HTTPConnection(host, int(port), timeout=30)
+        try:
+            connection.request("POST", path, body=json.dumps(body), headers={"Content-Type": "application/json"})
+            response = connection.getresponse()
+            text = response.read().decode()
+        finally:
+            connection.close()
+        if response.status != 200:
+            raise ControlPlaneError(f"etcd {path}: HTTP {response.status}: {text[:300]}")
+        answer: dict[str, Any] = json.loads(text)
+        return answer
+
     # -- lifetime ------------------------------------------------------------------------------
+
+    def restart_apiserver(self, timeout: float = 120) -> None:
+        """Stops kube-apiserver and starts it again on the same port and etcd: every watch is cut,
+        and clients resume from the resourceVersion they had."""
+        self._stop_process("kube-apiserver")
+        self.processes["kube-apiserver"] = _launch(self.directory, "kube-apiserver", self.commands["kube-apiserver"])
+        _wait_ready(self, timeout)
 
     def stop(self) -> None:
         """Stops kube-apiserver, then etcd, each by the PID this module started."""
         for name in ("kube-apiserver", "etcd"):
-            process = self.processes.pop(name, None)
-            if process is None or process.poll() is not None:
-                continue
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+            self._stop_process(name)
+
+    def _stop_process(self, name: str) -> None:
+        process = self.processes.pop(name, None)
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
 
     def __enter__(self) -> ControlPlane:
         return self
@@ -216,9 +252,11 @@ class ControlPlane:
         self.stop()
 
 
-def start_control_plane(bin_dir: Path, directory: Path, *, timeout: float = 180) -> ControlPlane:
+def start_control_plane(bin_dir: Path, directory: Path, *, timeout: float = 180,
+                        apiserver_flags: tuple[str, ...] = ()) -> ControlPlane:
     """Starts etcd and kube-apiserver from ``bin_dir`` with their state in ``directory``; returns once
-    the API server is ready. The caller stops it (``with`` or :meth:`ControlPlane.stop`)."""
+    the API server is ready. The caller stops it (``with`` or :meth:`ControlPlane.stop`).
+    ``apiserver_flags`` are added to kube-apiserver's command line."""
     apiserver_bin, etcd_bin = bin_dir / "kube-apiserver", bin_dir / "etcd"
     for binary in (apiserver_bin, etcd_bin):
         if not os.access(binary, os.X_OK):
@@ -231,30 +269,34 @@ def start_control_plane(bin_dir: Path, directory: Path, *, timeout: float = 180)
     write_kubeconfig(plane.admin_kubeconfig, url, plane.ca,
                      {"client-certificate": str(directory / "admin.crt"), "client-key": str(directory / "admin.key")})
     etcd_url, peer_url = f"http://127.0.0.1:{etcd_port}", f"http://127.0.0.1:{peer_port}"
+    plane.etcd_url = etcd_url
+    plane.commands["etcd"] = [
+        str(etcd_bin), "--name", "meshcni-test", "--data-dir", str(directory / "etcd"),
+        "--listen-client-urls", etcd_url, "--advertise-client-urls", etcd_url,
+        "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
+        "--initial-cluster", f"meshcni-test={peer_url}",
+        "--unsafe-no-fsync",  # throwaway state: durability only costs time here
+    ]
+    plane.commands["kube-apiserver"] = [
+        str(apiserver_bin), "--etcd-servers", etcd_url,
+        "--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1", "--secure-port", str(apiserver_port),
+        "--tls-cert-file", str(directory / "server.crt"), "--tls-private-key-file", str(directory / "server.key"),
+        "--client-ca-file", str(plane.ca),
+        "--service-account-issuer", SERVICE_ACCOUNT_ISSUER,
+        "--service-account-key-file", str(directory / "service-account.pub"),
+        "--service-account-signing-key-file", str(directory / "service-account.key"),
+        "--service-account-extend-token-expiration=false",  # a token lives exactly as long as asked
+        "--service-cluster-ip-range", SERVICE_CLUSTER_IP_RANGE,
+        "--endpoint-reconciler-type", "none",  # a loopback address is not a valid Endpoints address
+        "--authorization-mode", "Node,RBAC",
+        "--enable-admission-plugins", "NodeRestriction,ValidatingAdmissionPolicy",
+        "--allow-privileged=true",  # the CNI DaemonSet's pods are privileged
+        "--cert-dir", str(directory / "apiserver-certs"),
+        *apiserver_flags,
+    ]
     try:
-        plane.processes["etcd"] = _launch(directory, "etcd", [
-            str(etcd_bin), "--name", "meshcni-test", "--data-dir", str(directory / "etcd"),
-            "--listen-client-urls", etcd_url, "--advertise-client-urls", etcd_url,
-            "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
-            "--initial-cluster", f"meshcni-test={peer_url}",
-            "--unsafe-no-fsync",  # throwaway state: durability only costs time here
-        ])
-        plane.processes["kube-apiserver"] = _launch(directory, "kube-apiserver", [
-            str(apiserver_bin), "--etcd-servers", etcd_url,
-            "--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1", "--secure-port", str(apiserver_port),
-            "--tls-cert-file", str(directory / "server.crt"), "--tls-private-key-file", str(directory / "server.key"),
-            "--client-ca-file", str(plane.ca),
-            "--service-account-issuer", SERVICE_ACCOUNT_ISSUER,
-            "--service-account-key-file", str(directory / "service-account.pub"),
-            "--service-account-signing-key-file", str(directory / "service-account.key"),
-            "--service-account-extend-token-expiration=false",  # a token lives exactly as long as asked
-            "--service-cluster-ip-range", SERVICE_CLUSTER_IP_RANGE,
-            "--endpoint-reconciler-type", "none",  # a loopback address is not a valid Endpoints address
-            "--authorization-mode", "Node,RBAC",
-            "--enable-admission-plugins", "NodeRestriction,ValidatingAdmissionPolicy",
-            "--allow-privileged=true",  # the CNI DaemonSet's pods are privileged
-            "--cert-dir", str(directory / "apiserver-certs"),
-        ])
+        for name in ("etcd", "kube-apiserver"):
+            plane.processes[name] = _launch(directory, name, plane.commands[name])
         _wait_ready(plane, timeout)
     except BaseException:
         plane.stop()
