@@ -60,6 +60,7 @@ demo: install
 
 bench: install control-plane istio-cni
 	$(BIN)/python bench/add_latency.py
+	$(BIN)/python bench/istio_side_by_side.py
 	$(BIN)/python bench/heal_latency.py
 	$(BIN)/python bench/agent_memory.py
 	$(BIN)/python bench/repair_scale.py

@@ -39,7 +39,7 @@ INSTALL_NAMESPACE = "istio-system"
 APPS = "istio-live"
 POD4, POD6, PEER4, PEER6 = "192.0.2.2", "2001:db8:1::2", "192.0.2.1", "2001:db8:1::1"
 REMOTE4, OTHER4, REMOTE6 = "198.51.100.10", "203.0.113.10", "2001:db8:2::10"
-SECOND4 = "198.51.100.2"  # the pod's address on eth1 (the excluded-interface case)
+SECOND4 = "198.51.100.66"  # the pod's address on eth1 (the excluded-interface case), a /28 beside REMOTE4
 CAPTURE_PORTS = (15001, 15006, 15053)
 RULES_DOC = Path(__file__).resolve().parents[1] / "docs" / "rules.md"
 H3_PENDING = "lands with h3's branch (DNS capture and excludeInterfaces are not on main yet)"
@@ -97,7 +97,6 @@ class Case:
 
 
 REDIRECTED_80 = f"15001 (orig {REMOTE4}:80)"
-REDIRECTED_6 = f"15001 (orig {REMOTE6}:80)"
 CASES: dict[str, Case] = {
     "defaults": Case(),
     "not injected": Case(injected=False),
@@ -123,8 +122,8 @@ CASES: dict[str, Case] = {
     "dual-stack, no ISTIO_DUAL_STACK": Case(
         dual_stack=True,
         known_differences={
-            "app -> remote6:80": (REDIRECTED_6, "direct :80"),
-            "remote6 -> pod:8080": (f"15006 (orig {POD6}:8080)", "direct :8080"),
+            "app -> remote6:80": (f"15001 (orig [{REMOTE6}]:80)", "direct :80"),
+            "remote6 -> pod:8080": (f"15006 (orig [{POD6}]:8080)", "direct :8080"),
         }),
 }
 # In both plugins on today's Istio; on main, meshcni lacks them until h3's branch is merged.
@@ -215,7 +214,7 @@ def pod_lab(case: Case) -> Lab:
         lab.roles = {"pod": pod, "peer": peer}  # type: ignore[attr-defined]
         if case.second_interface:
             peer2 = lab.netns("peer2")
-            lab.link(pod, [f"{SECOND4}/24"], peer2, ["198.51.100.1/24"], a_device="eth1")
+            lab.link(pod, [f"{SECOND4}/28"], peer2, ["198.51.100.65/28"], a_device="eth1")
             lab.roles["peer2"] = peer2  # type: ignore[attr-defined]
         for family, any_address in ((4, "0.0.0.0"), *(((6, "::"),) if case.dual_stack else ())):
             for port in (*CAPTURE_PORTS, 8080, 9090, 15020):
