@@ -29,7 +29,7 @@ import pytest
 
 from meshcni_core.devtools import istiocni
 from meshcni_core.devtools.controlplane import ControlPlane
-from meshcni_core.devtools.netlab import Lab, cni
+from meshcni_core.devtools.netlab import PLUGIN, Lab, cni
 from meshcni_core.devtools.processes import start_agent
 from test_manifest_apply_real import REMOVE, apply
 
@@ -254,9 +254,8 @@ def destinations(plugins: Plugins, control_plane: ControlPlane, name: str, case:
         pod_uid = control_plane.request("GET", f"/api/v1/namespaces/{APPS}/pods/{name}")["metadata"]["uid"]
         entry = plugins.istio_entry if which == "istio" else plugins.ours_entry
         netconf = {**entry, "cniVersion": "1.0.0", "name": "k8s-pod-network", "prevResult": PREV_RESULT}
-        plugin = plugins.istio if which == "istio" else None
         proc = cni("ADD", lab.roles["pod"], netconf, pod=name, namespace=APPS, uid=pod_uid,  # type: ignore[attr-defined]
-                   container_id=f"live{uuid.uuid4().hex[:8]}", **({"plugin": plugin} if plugin else {}))
+                   container_id=f"live{uuid.uuid4().hex[:8]}", plugin=plugins.istio if which == "istio" else PLUGIN)
         assert proc.returncode == 0, f"{which} ADD failed: {proc.stdout}\n{proc.stderr[-3000:]}"
         assert json.loads(proc.stdout)["ips"] == PREV_RESULT["ips"]
         proxy_uid = case.proxy_uid or 1337
@@ -278,7 +277,6 @@ def compare(plugins: Plugins, control_plane: ControlPlane, label: str, case: Cas
         f"{label}: destinations differ from the documented differences\n"
         + "\n".join(f"  {p}: meshcni {o!r}, istio {i!r}" for p, (o, i) in sorted(differing.items()))
         + f"\nmeshcni: {json.dumps(ours, indent=1)}\nistio: {json.dumps(istio, indent=1)}")
-    return None
 
 
 @pytest.mark.parametrize("label", list(CASES))
