@@ -6,7 +6,7 @@ PACKAGES := hooks core extensions/redirect_tproxy extensions/kubevirt extensions
 PYPROJECTS := $(addsuffix /pyproject.toml,$(PACKAGES)) pyproject.toml
 DEV_TOOLS := pytest hypothesis ruff mypy container-runtime-interface-api==2.0.1 kubernetes-validate cel-python
 
-.PHONY: install system-deps e2e-tools plugin-bundle control-plane test lint typecheck demo bench clean
+.PHONY: install system-deps e2e-tools plugin-bundle control-plane istio-cni test lint typecheck demo bench clean
 
 install: $(VENV)/.stamp-install
 
@@ -39,9 +39,14 @@ plugin-bundle: build/plugin-bundle/.stamp
 control-plane:
 	@scripts/build-control-plane.sh
 
+# Today's Istio CNI plugin (istio.io/istio's istio-cni, release-1.30) for the live comparison
+# (tests/test_istio_live.py) and `make bench`; built once per machine like the control plane.
+istio-cni:
+	@scripts/build-istio-cni.sh
+
 # The agent suites run twice: with the venv's istio-cni, and with the self-contained one hosts get
 # (its C launcher talks to the agent itself).
-test: install e2e-tools control-plane
+test: install e2e-tools control-plane istio-cni
 	$(BIN)/ruff check .
 	$(BIN)/mypy hooks/src core/src extensions/*/src examples/*/src
 	$(BIN)/pytest
@@ -57,8 +62,9 @@ typecheck: install
 demo: install
 	$(BIN)/python -m meshcni_core.demo
 
-bench: install
+bench: install control-plane istio-cni
 	$(BIN)/python bench/add_latency.py
+	$(BIN)/python bench/istio_side_by_side.py
 	$(BIN)/python bench/heal_latency.py
 	$(BIN)/python bench/agent_memory.py
 	$(BIN)/python bench/repair_scale.py

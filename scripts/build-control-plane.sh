@@ -27,21 +27,12 @@ links=$PWD/build/control-plane/bin
 link_current() { mkdir -p "$links" && ln -sfn "$apiserver" "$links/kube-apiserver" && ln -sfn "$etcd" "$links/etcd"; }
 [ -x "$apiserver" ] && [ -x "$etcd" ] && link_current && exit 0
 
-# Kubernetes 1.37 needs Go 1.26 (its go.mod); a local toolchain only, nothing downloaded behind our back.
-# The machines' Go lives in /usr/local/go, which a non-interactive shell (CI) may not have on PATH.
-command -v go >/dev/null || [ ! -x /usr/local/go/bin/go ] || PATH=/usr/local/go/bin:$PATH
-go_minor=$(go env GOVERSION 2>/dev/null | sed -n 's/^go1\.\([0-9]*\).*/\1/p')
-if [ -z "$go_minor" ] || [ "$go_minor" -lt 26 ]; then
-  echo "build-control-plane: needs Go 1.26 or newer on PATH (found: $(go env GOVERSION 2>/dev/null || echo none))" >&2
-  exit 1
-fi
-mkdir -p "$top"
-# One build per machine at a time: a second caller waits for the first and then finds the binaries.
-exec 9>"$top/.lock"
-flock 9
+# Kubernetes 1.37 needs Go 1.26 (its go.mod).
+. scripts/go-build-common.sh
+require_go build-control-plane 26
+lock_cache "$top"
 [ -x "$apiserver" ] && [ -x "$etcd" ] && link_current && exit 0
 
-export GOFLAGS=-mod=mod GOTOOLCHAIN=local CGO_ENABLED=0
 build=(nice -n 10 go build -trimpath)
 
 # Writes a module in $1 that requires $2@$3 (plus the extra lines in $4) and names $5 as a tool.

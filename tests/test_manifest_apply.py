@@ -1,4 +1,7 @@
-"""``meshcni manifest apply`` against the API stand-in: exactly the generated objects, idempotent, pruned."""
+"""``meshcni manifest apply`` against the API stand-in: the requests it sends (none for bad values),
+DaemonSet status a real server only gets from its controller (the node clean-up), and moves between
+namespaces. Real server-side apply, a second field manager and ApplySet pruning are in
+test_manifest_apply_real.py and test_manifest_ownership_real.py."""
 
 from __future__ import annotations
 
@@ -85,43 +88,6 @@ def test_an_unauthorised_identity_fails_naming_the_object(tmp_path):
 def test_the_applyset_id_is_kubectls():
     *parent, expected = KUBECTL_ID_VECTOR  # from kubectl's own apply tests
     assert applyset_id(*parent) == expected
-
-
-def test_apply_prunes_what_the_configuration_no_longer_renders(tmp_path):
-    with FakeApiServer() as api:
-        kubeconfig = api.write_kubeconfig(str(tmp_path / "kubeconfig"))
-        with_repair: list[str] = []  # repair.enabled is true by default, as in Istio
-        assert apply(kubeconfig, sets=with_repair).returncode == 0
-        parent = api.objects[PARENT]
-        assert parent["metadata"]["labels"] == {"applyset.kubernetes.io/id": applyset_id()}
-        assert parent["metadata"]["annotations"]["applyset.kubernetes.io/contains-group-kinds"] == \
-            "ClusterRole.rbac.authorization.k8s.io,ClusterRoleBinding.rbac.authorization.k8s.io,ConfigMap," \
-            "DaemonSet.apps,Deployment.apps,Role.rbac.authorization.k8s.io,RoleBinding.rbac.authorization.k8s.io," \
-            "ServiceAccount"
-        # "default": the node-events Role and RoleBinding (events about nodes live there)
-        assert parent["metadata"]["annotations"]["applyset.kubernetes.io/additional-namespaces"] == \
-            "default,istio-system"
-        api.objects["/api/v1/namespaces/istio-system/configmaps/someone-elses"] = {  # not ours: never pruned
-            "apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": "someone-elses", "namespace": "istio-system", "uid": "u1", "resourceVersion": "1"}}
-
-        dry = apply(kubeconfig, "--dry-run", sets=["values.cni.repair.enabled=false"])
-        assert dry.returncode == 0, dry.stderr
-        assert len(lines(dry, "pruned (dry run)")) == 4
-        assert len(stored_paths(api)) == len(render(resolve(sets=with_repair))) + 1
-
-        without = apply(kubeconfig, sets=["values.cni.repair.enabled=false"])
-        assert without.returncode == 0, without.stderr
-        assert lines(without, "pruned") == [
-            "ClusterRole/istio-cni-repair pruned", "ClusterRoleBinding/istio-cni-repair pruned",
-            "Deployment/istio-cni-repair -n istio-system pruned",
-            "ServiceAccount/istio-cni-repair -n istio-system pruned"]
-        assert stored_paths(api) == {object_path(d) for d in render(resolve(sets=["values.cni.repair.enabled=false"]))} | {
-            "/api/v1/namespaces/istio-system/configmaps/someone-elses"}
-        assert "Deployment.apps" not in api.objects[PARENT]["metadata"]["annotations"][
-            "applyset.kubernetes.io/contains-group-kinds"]
-        again = apply(kubeconfig, sets=["values.cni.repair.enabled=false"])
-        assert again.returncode == 0 and lines(again, "pruned") == []
 
 
 def test_moving_the_install_to_another_namespace_removes_it_from_the_old_one(tmp_path):

@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from meshcni_core.devtools.controlplane import ControlPlane
+from meshcni_core.devtools.controlplane import ControlPlane, start_control_plane
 from meshcni_core.manifest.render import render
 from meshcni_core.manifest.values import resolve
 from meshcni_core.pods.cache import PodCache, wait_synced
@@ -31,21 +31,10 @@ def reader_kubeconfig(control_plane: ControlPlane, tmp_path_factory) -> str:
     plugin_role = next(d for d in render(resolve()) if d["kind"] == "ClusterRole"
                        and d["metadata"]["name"] == "istio-cni")
     control_plane.ensure_namespace(NAMESPACE)
-    control_plane.create(f"/api/v1/namespaces/{NAMESPACE}/serviceaccounts",
-                         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": READER}})
-    control_plane.create("/apis/rbac.authorization.k8s.io/v1/clusterroles", {
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": READER},
-        "rules": plugin_role["rules"]})
-    control_plane.create("/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", {
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": READER},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": READER},
-        "subjects": [{"kind": "ServiceAccount", "name": READER, "namespace": NAMESPACE}]})
+    control_plane.grant(NAMESPACE, READER, plugin_role["rules"])
     token = control_plane.mint_token(NAMESPACE, READER)
     path = control_plane.write_kubeconfig(tmp_path_factory.mktemp("pod-cache") / "kubeconfig", token=token)
-    deadline = time.monotonic() + 10  # the binding reaches the RBAC authorizer a moment after it is stored
-    while control_plane.send("GET", "/api/v1/pods?limit=1", token=token)[0] != 200:
-        assert time.monotonic() < deadline, "the reader never got its role"
-        time.sleep(0.1)
+    control_plane.wait_until_served("/api/v1/pods?limit=1", token)
     return str(path)
 
 
@@ -104,3 +93,37 @@ def test_a_pod_replaced_under_the_same_name_is_served_only_with_its_new_uid(cont
     assert new_uid != old_uid
     eventually(lambda: pods.get(NAMESPACE, pod, uid=new_uid) is not None)
     assert pods.get(NAMESPACE, pod, uid=old_uid) is None
+
+
+def test_a_real_410_after_etcd_compaction_makes_the_cache_list_again(control_plane_bin, tmp_path_factory):
+    """The cache's watch is cut (kube-apiserver restarts) after etcd compacted past the
+    resourceVersion it holds: the server answers its resumed watch with 410 Gone, and the cache
+    lists again and goes on following the node. On a control plane of its own: the API server
+    serves watches from etcd (no watch cache, whose own window would decide instead) and does not
+    compact by itself."""
+    directory = tmp_path_factory.mktemp("compacted")
+    flags = ("--watch-cache=false", "--etcd-compaction-interval=0")
+    with start_control_plane(control_plane_bin, directory, apiserver_flags=flags) as plane:
+        plugin_role = next(d for d in render(resolve()) if d["kind"] == "ClusterRole"
+                           and d["metadata"]["name"] == "istio-cni")
+        plane.ensure_namespace(NAMESPACE)
+        plane.grant(NAMESPACE, READER, plugin_role["rules"])
+        token = plane.mint_token(NAMESPACE, READER)
+        kubeconfig = str(plane.write_kubeconfig(directory / "reader-kubeconfig", token=token))
+        plane.wait_until_served("/api/v1/pods?limit=1", token)
+        plane.create_pod(NAMESPACE, "before", node="node-c")
+        clients = ApiClients()
+        pods = PodCache(lambda: clients.get(kubeconfig), "node-c").start()
+        try:
+            assert wait_synced(pods, 15) and pods.lists == 1 and len(pods) == 1
+            # history the cache's watch does not see (other nodes' pods), then compacted away
+            for i in range(3):
+                plane.create_pod(NAMESPACE, f"elsewhere-{i}", node="node-d")
+            plane.compact_etcd()
+            plane.restart_apiserver()
+            eventually(lambda: pods.lists == 2, timeout=30)
+            late = plane.create_pod(NAMESPACE, "after", node="node-c")["metadata"]["uid"]
+            eventually(lambda: pods.get(NAMESPACE, "after", late) is not None)
+            assert len(pods) == 2
+        finally:
+            pods.stop()

@@ -38,21 +38,24 @@ def kubelet_status(exit_code: int) -> dict:
 
 
 @pytest.mark.parametrize(("flag", "outcome"), [("--label-pods", "labelled"), ("--delete-pods", "deleted")])
-def test_validation_failure_leads_to_repair(netns_lab, tmp_path, flag, outcome):
+def test_validation_failure_leads_to_repair(netns_lab, control_plane, tmp_path, flag, outcome):
+    """On a real API server: kubelet's report of each pod's validation run, then `meshcni repair`."""
     missed, programmed = netns_lab.netns("missed"), netns_lab.netns("programmed")
     assert cni("ADD", programmed, mesh_netconf()).returncode == 0  # only this pod went through the plugin
     codes = {"missed": _validate_as_proxy(missed, timeout=1), "programmed": _validate_as_proxy(programmed, timeout=5)}
     assert codes == {"missed": 126, "programmed": 0}
-    with FakeApiServer() as api:
-        for name, code in codes.items():
-            api.add_pod("default", name, containers=["app", "istio-proxy"], init_containers=["istio-validation"],
-                        node="node-1", annotations=STATUS)
-            api.update_pod("default", name, status=kubelet_status(code))
-        proc = subprocess.run([MESHCNI, "repair", "--kubeconfig", api.write_kubeconfig(str(tmp_path / "kc")),
-                               "--node-name", "node-1", flag], capture_output=True, text=True, timeout=60)
-        assert proc.returncode == 0, proc.stderr
-        assert json.loads(proc.stdout) == {"default/missed": outcome}
-        assert ("default", "programmed") in api.pods and not api.pods[("default", "programmed")]["metadata"]["labels"]
+    namespace, node = f"repair-e2e-{flag.strip('-')}", f"node-e2e-{flag.strip('-')}"
+    control_plane.ensure_namespace(namespace)
+    for name, code in codes.items():
+        control_plane.create_pod(namespace, name, node=node, containers=("app", "istio-proxy"),
+                                 init_containers=("istio-validation",), annotations=STATUS,
+                                 status=kubelet_status(code))
+    proc = subprocess.run([MESHCNI, "repair", "--kubeconfig", str(control_plane.admin_kubeconfig),
+                           "--node-name", node, flag], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == {f"{namespace}/missed": outcome}
+    left_alone = control_plane.request("GET", f"/api/v1/namespaces/{namespace}/pods/programmed")["metadata"]
+    assert not left_alone.get("labels") and "deletionTimestamp" not in left_alone
 
 
 def test_the_node_agent_reprograms_a_pod_that_missed_its_rules(netns_lab, tmp_path):

@@ -1,20 +1,24 @@
-"""A small HTTPS stand-in for the Kubernetes API server, for tests, benchmarks and the demo.
+"""A small HTTPS stand-in for the Kubernetes API server, for what a real one cannot be made to do.
 
-Tests that a real kube-apiserver can answer use ``controlplane.py`` (etcd and kube-apiserver
-built by ``make control-plane``); moving the rest there is under way (issue 13). This stand-in is
-for what a real server cannot be made to do on demand (a pod that appears only after some reads,
-a pod changed or replaced just before a write, slow answers, 429/500 statuses, dropped watches),
-for the benchmarks and for the demo.
+Everything a real kube-apiserver can answer runs against one (``controlplane.py``: etcd and
+kube-apiserver built by ``make control-plane``; issue 13): server-side apply, field managers and
+pruning, RBAC, the pod lookup, bound tokens that expire or are revoked, the pod cache's watch and
+its 410 after compaction, repair's writes and their preconditions, Events. This stand-in stays
+only for what a real server cannot be made to do on demand: slow answers, 429/500 storms, a watch
+dropped without a restart, a pod changed (kubelet
+updating a crash-looping pod) or replaced (a StatefulSet) between a read and a write, DaemonSet
+status without its controller, and for counting the requests a client sent (none for an excluded
+namespace, one re-read after a 401, the exact patch body); also for the benchmarks of the agent
+and repair at scale and for the demo.
 
 It serves pods (GET, LIST and WATCH with field/label selectors, merge-PATCH, DELETE with
 preconditions), Events, and any other kind through server-side apply (GET, LIST by label, DELETE
 with preconditions, dryRun), with resource versions (a merge patch carrying
 ``metadata.resourceVersion`` is refused with 409 when the pod changed since, and one carrying
 another ``metadata.uid`` with 422, as the real server does), checks bearer tokens or client
-certificates, and injects faults: a pod that becomes visible only after some reads, a pod changed
-(kubelet updating a crash-looping pod) or replaced (a StatefulSet) just before a write, fixed
-error statuses, slowness, dropped watches, and a compacted history (a watch from an old
-resourceVersion gets 410 Gone).
+certificates, and injects faults: a pod changed (kubelet updating a crash-looping pod) or replaced
+(a StatefulSet) just before a write, fixed error statuses, slowness, dropped watches, and a
+compacted history (a watch from an old resourceVersion gets 410 Gone).
 
 Certificates are made with the ``openssl`` command (``certs.py``) into a private directory.
 """
@@ -42,9 +46,6 @@ from meshcni_core.devtools.kubeconfig import write_kubeconfig
 class Faults:
     """What the stand-in does wrong, settable while it runs."""
 
-    # (ns, name) -> how many more GETs of the pod answer 404 (it is also left out of lists until then).
-    # Counted, not timed: how long a client takes to get to its first request varies with the machine.
-    hidden_reads: dict[tuple[str, str], int] = field(default_factory=dict)
     fail_next: list[int] = field(default_factory=list)  # HTTP statuses for the next requests, in order
     delay_seconds: float = 0.0
     # (ns, name) -> how many more writes (PATCH, DELETE) of the pod find it changed just before they
@@ -140,8 +141,8 @@ class FakeApiServer:
 
     def add_pod(self, namespace: str, name: str, *, containers: list[str | dict[str, Any]],
                 init_containers: list[str | dict[str, Any]] = (),  # type: ignore[assignment]
-                annotations: dict[str, str] | None = None, node: str = "node-1", labels: dict[str, str] | None = None,
-                hidden_reads: int = 0) -> dict[str, Any]:
+                annotations: dict[str, str] | None = None, node: str = "node-1",
+                labels: dict[str, str] | None = None) -> dict[str, Any]:
         """A container is a name, or a container object (``restartPolicy``, ``securityContext``...)."""
         with self._lock:
             self._rv += 1
@@ -161,8 +162,6 @@ class FakeApiServer:
                 "status": {"phase": "Pending"},
             }
             self.pods[(namespace, name)] = pod
-            if hidden_reads:
-                self.faults.hidden_reads[(namespace, name)] = hidden_reads
             self._record("ADDED", pod)
             return copy.deepcopy(pod)
 
@@ -427,15 +426,9 @@ class FakeApiServer:
                 del self.objects[path]
             return 200, {**_status(200, "deleted", "Success"), "status": "Success"}
 
-    def _visible(self, key: tuple[str, str]) -> bool:
-        return self.faults.hidden_reads.get(key, 0) <= 0
-
     def _get_pod(self, namespace: str, name: str) -> tuple[int, dict[str, Any]]:
         with self._lock:
             pod = self.pods.get((namespace, name))
-            if pod is not None and not self._visible((namespace, name)):
-                self.faults.hidden_reads[(namespace, name)] -= 1
-                pod = None
             if pod is None:
                 return 404, _status(404, f'pods "{name}" not found', reason="NotFound")
             return 200, copy.deepcopy(pod)
@@ -446,7 +439,7 @@ class FakeApiServer:
         with self._lock:
             items = [
                 copy.deepcopy(p) for key, p in sorted(self.pods.items())
-                if (namespace is None or key[0] == namespace) and self._visible(key)
+                if (namespace is None or key[0] == namespace)
                 and all(_field(p, k) == v for k, v in fields.items())
                 and all(p["metadata"]["labels"].get(k) == v for k, v in labels.items())
             ]

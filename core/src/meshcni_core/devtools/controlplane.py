@@ -10,6 +10,7 @@ returns once ``/readyz`` answers. No controller-manager runs: nothing creates a 
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import os
@@ -28,6 +29,7 @@ SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 # Where Services would get addresses; the control plane only records them (no proxy runs).
 SERVICE_CLUSTER_IP_RANGE = "198.51.100.0/24"
 ADMIN_SUBJECT = "/CN=meshcni-test-admin/O=system:masters"
+JWT_LEEWAY_SECONDS = 60  # how long past a token's exp the API server still accepts it
 
 
 class ControlPlaneError(RuntimeError):
@@ -48,6 +50,8 @@ class ControlPlane:
     ca: Path
     admin_kubeconfig: Path
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    commands: dict[str, list[str]] = field(default_factory=dict)
+    etcd_url: str = ""
 
     # -- requests as the cluster administrator --------------------------------------------------
 
@@ -122,6 +126,29 @@ class ControlPlane:
 
     # -- identities ----------------------------------------------------------------------------
 
+    def grant(self, namespace: str, service_account: str, rules: list[dict[str, Any]]) -> None:
+        """The ServiceAccount (created when missing) bound to a ClusterRole of the same name
+        holding exactly ``rules``."""
+        self.create(f"/api/v1/namespaces/{namespace}/serviceaccounts",
+                    {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": service_account}})
+        self.create("/apis/rbac.authorization.k8s.io/v1/clusterroles", {
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": {"name": service_account}, "rules": rules})
+        self.create("/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", {
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": service_account},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": service_account},
+            "subjects": [{"kind": "ServiceAccount", "name": service_account, "namespace": namespace}]})
+
+    def wait_until_served(self, path: str, token: str, timeout: float = 10) -> None:
+        """Waits until a GET of ``path`` with ``token`` is answered 200: a new binding reaches the
+        RBAC authorizer through its informer a moment after it is stored."""
+        deadline = time.monotonic() + timeout
+        while (status := self.send("GET", path, token=token)[0]) != 200:
+            if time.monotonic() > deadline:
+                raise ControlPlaneError(f"GET {path} still answered {status} after {timeout:.0f}s")
+            time.sleep(0.1)
+
     def mint_token(self, namespace: str, service_account: str, *, expiration_seconds: int = 3600,
                    bound_secret: str | None = None) -> str:
         """A bound token for the ServiceAccount, through the TokenRequest API.
@@ -141,24 +168,82 @@ class ControlPlane:
         token: str = answer["status"]["token"]
         return token
 
+    def sign_short_lived_token(self, namespace: str, service_account: str, *, lifetime_seconds: float) -> str:
+        """A bound service-account token like TokenRequest's, lasting ``lifetime_seconds``.
+
+        TokenRequest refuses lifetimes under 10 minutes, too long for a test to wait for expiry. This
+        token carries the claims TokenRequest writes (issuer, audience, the ServiceAccount's name
+        and UID) and is signed with this cluster's service-account key, so the API server's own
+        authenticator checks it, expiry included, as it checks the tokens it issues. That check
+        allows a minute of clock skew past ``exp`` (go-jose's default leeway), so ``exp`` is set a
+        minute early: the server refuses the token ``lifetime_seconds`` from now."""
+        account = self.request("GET", f"/api/v1/namespaces/{namespace}/serviceaccounts/{service_account}")
+        issued = int(time.time()) - JWT_LEEWAY_SECONDS
+        claims = {
+            "iss": SERVICE_ACCOUNT_ISSUER, "aud": [SERVICE_ACCOUNT_ISSUER], "iat": issued, "nbf": issued,
+            "exp": issued + max(1, round(lifetime_seconds)),
+            "sub": f"system:serviceaccount:{namespace}:{service_account}",
+            "kubernetes.io": {"namespace": namespace,
+                              "serviceaccount": {"name": service_account, "uid": account["metadata"]["uid"]}},
+        }
+        signing_input = f"{_b64url(json.dumps({'alg': 'RS256', 'typ': 'JWT'}))}.{_b64url(json.dumps(claims))}"
+        signature = subprocess.run(
+            ["openssl", "dgst", "-sha256", "-sign", str(self.directory / "service-account.key")],
+            input=signing_input.encode(), capture_output=True, check=True).stdout
+        return f"{signing_input}.{_b64url(signature)}"
+
     def write_kubeconfig(self, path: Path, *, token: str) -> Path:
         """A kubeconfig that speaks to this server as the bearer of ``token``."""
         return Path(write_kubeconfig(path, self.url, self.ca, {"token": token}))
 
+    # -- etcd ----------------------------------------------------------------------------------
+
+    def compact_etcd(self) -> int:
+        """Compacts etcd's history up to its current revision (what kube-apiserver does every
+        five minutes) through etcd's JSON gateway; returns that revision. A watch resumed from an
+        older resourceVersion is then answered 410 Gone."""
+        revision = int(self._etcd("/v3/kv/range", {"key": base64.b64encode(b"/").decode()})["header"]["revision"])
+        self._etcd("/v3/kv/compaction", {"revision": revision, "physical": True})
+        return revision
+
+    def _etcd(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        host, port = self.etcd_url.removeprefix("http://").split(":")
+        connection = http.client.HTTPConnection(host, int(port), timeout=30)
+        try:
+            connection.request("POST", path, body=json.dumps(body), headers={"Content-Type": "application/json"})
+            response = connection.getresponse()
+            text = response.read().decode()
+        finally:
+            connection.close()
+        if response.status != 200:
+            raise ControlPlaneError(f"etcd {path}: HTTP {response.status}: {text[:300]}")
+        answer: dict[str, Any] = json.loads(text)
+        return answer
+
     # -- lifetime ------------------------------------------------------------------------------
+
+    def restart_apiserver(self, timeout: float = 120) -> None:
+        """Stops kube-apiserver and starts it again on the same port and etcd: every watch is cut,
+        and clients resume from the resourceVersion they had."""
+        self._stop_process("kube-apiserver")
+        self.processes["kube-apiserver"] = _launch(self.directory, "kube-apiserver", self.commands["kube-apiserver"])
+        _wait_ready(self, timeout)
 
     def stop(self) -> None:
         """Stops kube-apiserver, then etcd, each by the PID this module started."""
         for name in ("kube-apiserver", "etcd"):
-            process = self.processes.pop(name, None)
-            if process is None or process.poll() is not None:
-                continue
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+            self._stop_process(name)
+
+    def _stop_process(self, name: str) -> None:
+        process = self.processes.pop(name, None)
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
 
     def __enter__(self) -> ControlPlane:
         return self
@@ -167,9 +252,11 @@ class ControlPlane:
         self.stop()
 
 
-def start_control_plane(bin_dir: Path, directory: Path, *, timeout: float = 180) -> ControlPlane:
+def start_control_plane(bin_dir: Path, directory: Path, *, timeout: float = 180,
+                        apiserver_flags: tuple[str, ...] = ()) -> ControlPlane:
     """Starts etcd and kube-apiserver from ``bin_dir`` with their state in ``directory``; returns once
-    the API server is ready. The caller stops it (``with`` or :meth:`ControlPlane.stop`)."""
+    the API server is ready. The caller stops it (``with`` or :meth:`ControlPlane.stop`).
+    ``apiserver_flags`` are added to kube-apiserver's command line."""
     apiserver_bin, etcd_bin = bin_dir / "kube-apiserver", bin_dir / "etcd"
     for binary in (apiserver_bin, etcd_bin):
         if not os.access(binary, os.X_OK):
@@ -182,35 +269,44 @@ def start_control_plane(bin_dir: Path, directory: Path, *, timeout: float = 180)
     write_kubeconfig(plane.admin_kubeconfig, url, plane.ca,
                      {"client-certificate": str(directory / "admin.crt"), "client-key": str(directory / "admin.key")})
     etcd_url, peer_url = f"http://127.0.0.1:{etcd_port}", f"http://127.0.0.1:{peer_port}"
+    plane.etcd_url = etcd_url
+    plane.commands["etcd"] = [
+        str(etcd_bin), "--name", "meshcni-test", "--data-dir", str(directory / "etcd"),
+        "--listen-client-urls", etcd_url, "--advertise-client-urls", etcd_url,
+        "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
+        "--initial-cluster", f"meshcni-test={peer_url}",
+        "--unsafe-no-fsync",  # throwaway state: durability only costs time here
+    ]
+    plane.commands["kube-apiserver"] = [
+        str(apiserver_bin), "--etcd-servers", etcd_url,
+        "--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1", "--secure-port", str(apiserver_port),
+        "--tls-cert-file", str(directory / "server.crt"), "--tls-private-key-file", str(directory / "server.key"),
+        "--client-ca-file", str(plane.ca),
+        "--service-account-issuer", SERVICE_ACCOUNT_ISSUER,
+        "--service-account-key-file", str(directory / "service-account.pub"),
+        "--service-account-signing-key-file", str(directory / "service-account.key"),
+        "--service-account-extend-token-expiration=false",  # a token lives exactly as long as asked
+        "--service-cluster-ip-range", SERVICE_CLUSTER_IP_RANGE,
+        "--endpoint-reconciler-type", "none",  # a loopback address is not a valid Endpoints address
+        "--authorization-mode", "Node,RBAC",
+        "--enable-admission-plugins", "NodeRestriction,ValidatingAdmissionPolicy",
+        "--allow-privileged=true",  # the CNI DaemonSet's pods are privileged
+        "--cert-dir", str(directory / "apiserver-certs"),
+        *apiserver_flags,
+    ]
     try:
-        plane.processes["etcd"] = _launch(directory, "etcd", [
-            str(etcd_bin), "--name", "meshcni-test", "--data-dir", str(directory / "etcd"),
-            "--listen-client-urls", etcd_url, "--advertise-client-urls", etcd_url,
-            "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
-            "--initial-cluster", f"meshcni-test={peer_url}",
-            "--unsafe-no-fsync",  # throwaway state: durability only costs time here
-        ])
-        plane.processes["kube-apiserver"] = _launch(directory, "kube-apiserver", [
-            str(apiserver_bin), "--etcd-servers", etcd_url,
-            "--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1", "--secure-port", str(apiserver_port),
-            "--tls-cert-file", str(directory / "server.crt"), "--tls-private-key-file", str(directory / "server.key"),
-            "--client-ca-file", str(plane.ca),
-            "--service-account-issuer", SERVICE_ACCOUNT_ISSUER,
-            "--service-account-key-file", str(directory / "service-account.pub"),
-            "--service-account-signing-key-file", str(directory / "service-account.key"),
-            "--service-account-extend-token-expiration=false",  # a token lives exactly as long as asked
-            "--service-cluster-ip-range", SERVICE_CLUSTER_IP_RANGE,
-            "--endpoint-reconciler-type", "none",  # a loopback address is not a valid Endpoints address
-            "--authorization-mode", "Node,RBAC",
-            "--enable-admission-plugins", "NodeRestriction,ValidatingAdmissionPolicy",
-            "--allow-privileged=true",  # the CNI DaemonSet's pods are privileged
-            "--cert-dir", str(directory / "apiserver-certs"),
-        ])
+        for name in ("etcd", "kube-apiserver"):
+            plane.processes[name] = _launch(directory, name, plane.commands[name])
         _wait_ready(plane, timeout)
     except BaseException:
         plane.stop()
         raise
     return plane
+
+
+def _b64url(data: str | bytes) -> str:
+    raw = data.encode() if isinstance(data, str) else data
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
 def _launch(directory: Path, name: str, argv: list[str]) -> subprocess.Popen[bytes]:

@@ -113,6 +113,7 @@ class Lab:
     namespaces: list[str] = field(default_factory=list)
     listeners: list[Listener] = field(default_factory=list)
     events: queue.Queue[Accepted] = field(default_factory=queue.Queue)
+    links: int = 0
 
     def netns(self, role: str) -> str:
         name = f"mc{self.token}-{role}"
@@ -125,19 +126,21 @@ class Lab:
     def name_of(path: str) -> str:
         return os.path.basename(path)
 
-    def link(self, a: str, a_addrs: list[str], b: str, b_addrs: list[str]) -> None:
-        """A veth pair ``eth0`` in ``a`` <-> ``eth0`` in ``b`` with the given addresses."""
-        left, right = f"v{self.token}a{len(self.listeners)}", f"v{self.token}b{len(self.listeners)}"
+    def link(self, a: str, a_addrs: list[str], b: str, b_addrs: list[str], *, a_device: str = "eth0",
+             b_device: str = "eth0") -> None:
+        """A veth pair ``a_device`` in ``a`` <-> ``b_device`` in ``b`` with the given addresses."""
+        self.links += 1
+        left, right = f"v{self.token}a{self.links}", f"v{self.token}b{self.links}"
         run("ip", "link", "add", left, "type", "veth", "peer", "name", right)
         run("ip", "link", "set", left, "netns", self.name_of(a))
         run("ip", "link", "set", right, "netns", self.name_of(b))
-        for ns, dev, addrs in ((a, left, a_addrs), (b, right, b_addrs)):
+        for ns, dev, name, addrs in ((a, left, a_device, a_addrs), (b, right, b_device, b_addrs)):
             n = self.name_of(ns)
-            run("ip", "-n", n, "link", "set", dev, "name", "eth0")
+            run("ip", "-n", n, "link", "set", dev, "name", name)
             for addr in addrs:
                 extra = ["nodad"] if ":" in addr else []
-                run("ip", "-n", n, "addr", "add", addr, "dev", "eth0", *extra)
-            run("ip", "-n", n, "link", "set", "eth0", "up")
+                run("ip", "-n", n, "addr", "add", addr, "dev", name, *extra)
+            run("ip", "-n", n, "link", "set", name, "up")
 
     def ip(self, ns: str, *args: str) -> None:
         run("ip", "-n", self.name_of(ns), *args)
@@ -231,7 +234,7 @@ def mesh_netconf(annotations: dict[str, str] | None = None, *, mesh: bool = True
 
 def cni(command: str, netns_path: str, netconf: dict[str, Any], pod: str = "app-1", namespace: str = "default",
         container_id: str = "c0ffee", uid: str = "", plugin: str = PLUGIN) -> subprocess.CompletedProcess[str]:
-    """Run the installed ``istio-cni`` executable (or ``plugin``) as a runtime would."""
+    """Run the installed ``istio-cni`` executable (or another CNI plugin) as a runtime would."""
     env = {
         **os.environ,
         "CNI_COMMAND": command,
