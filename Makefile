@@ -6,7 +6,7 @@ PACKAGES := hooks core extensions/redirect_tproxy extensions/kubevirt extensions
 PYPROJECTS := $(addsuffix /pyproject.toml,$(PACKAGES)) pyproject.toml
 DEV_TOOLS := pytest hypothesis ruff mypy container-runtime-interface-api==2.0.1 kubernetes-validate cel-python
 
-.PHONY: install system-deps e2e-tools plugin-bundle control-plane test lint typecheck demo bench clean
+.PHONY: install system-deps e2e-tools plugin-bundle image control-plane test lint typecheck demo bench clean
 
 install: $(VENV)/.stamp-install
 
@@ -34,12 +34,31 @@ build/plugin-bundle/.stamp: $(PLUGIN_SOURCES) scripts/build-plugin-bundle.sh scr
 
 plugin-bundle: build/plugin-bundle/.stamp
 
+# The install-cni OCI image (scripts/build-image.py), reproducible and without a container engine:
+# build/image/ holds the OCI layout, an archive of it, `digest` and `reference` (to pin the
+# manifests: --set values.cni.image=$$(cat build/image/reference)). It is rebuilt only when the
+# bundle, the script, the image-only extensions or the commit (its revision label) changed.
+IMAGE_SOURCES := scripts/build-image.py scripts/image-entrypoint.c \
+	$(shell find extensions/platform_gke extensions/platform_openshift extensions/repair_delete \
+	  \( -name '*.py' -path '*/src/*' -o -name pyproject.toml \) -not -path '*/build/*')
+image: build/image/digest
+
+build/image/digest: build/plugin-bundle/.stamp $(IMAGE_SOURCES) build/.revision
+	$(BIN)/python scripts/build-image.py
+
+build/.revision: FORCE
+	@mkdir -p build
+	@revision="$$(git rev-parse HEAD)$$(git diff --quiet HEAD || echo -dirty)"; \
+	  [ "$$(cat $@ 2>/dev/null)" = "$$revision" ] || echo "$$revision" > $@
+
+FORCE:
+
 # The real etcd and kube-apiserver the Kubernetes-facing tests run against, built from the Go module
 # proxy at pinned versions once per machine (the script returns at once when they are there).
 control-plane:
 	@scripts/build-control-plane.sh
 
-test: install e2e-tools control-plane
+test: install e2e-tools control-plane image
 	$(BIN)/ruff check .
 	$(BIN)/mypy hooks/src core/src extensions/*/src examples/*/src
 	$(BIN)/pytest
