@@ -171,7 +171,11 @@ def system_layer(mtime: int, entrypoint: Path, bundle_libraries: Path) -> Layer:
     layer.host_file("/etc/protocols")  # iptables-restore resolves "-p tcp" through it
     modules = sorted(str(p) for p in Path(XTABLES_MODULES).glob("*.so"))
     programs = [os.path.realpath(p) for p in SYSTEM_PROGRAMS]
-    for path in [*SYSTEM_PROGRAMS, *modules, *shared_libraries([*programs, *modules, str(entrypoint)])]:
+    # The bundle holds every library its modules need but the C library's own (librt, libm, ...).
+    bundled = {p.name for p in bundle_libraries.glob("*.so*")}
+    bundle_modules = [str(p) for p in bundle_libraries.parent.rglob("*.so*") if p.is_file()]
+    for path in [*SYSTEM_PROGRAMS, *modules, *shared_libraries([*programs, *modules, str(entrypoint)]),
+                 *(p for p in shared_libraries(bundle_modules) if os.path.basename(p) not in bundled)]:
         layer.host_file(path)
     # The bundle's extension modules carry the build's RUNPATH, which hides the launcher's RPATH
     # from their own libraries (libffi for ctypes, ...): the loader's default folder finds them.
@@ -292,10 +296,14 @@ def main() -> int:
                    for layer in layers],
     }
     manifest_descriptor = write_blob(blobs, canonical_json(manifest))
-    index = {"schemaVersion": 2, "manifests": [{
-        "mediaType": "application/vnd.oci.image.manifest.v1+json", **manifest_descriptor,
-        "annotations": {"io.containerd.image.name": name, "org.opencontainers.image.ref.name": image_version},
-    }]}
+    # Named twice, as a pull leaves it on a node: by tag, and by digest (what a pinned manifest asks for).
+    pinned = f"{args.hub}/install-cni@{manifest_descriptor['digest']}"
+    index = {"schemaVersion": 2, "manifests": [
+        {"mediaType": "application/vnd.oci.image.manifest.v1+json", **manifest_descriptor,
+         "annotations": {"io.containerd.image.name": name, "org.opencontainers.image.ref.name": image_version}},
+        {"mediaType": "application/vnd.oci.image.manifest.v1+json", **manifest_descriptor,
+         "annotations": {"io.containerd.image.name": pinned}},
+    ]}
     (partial / "oci/index.json").write_bytes(canonical_json(index))
     (partial / "oci/oci-layout").write_bytes(canonical_json({"imageLayoutVersion": "1.0.0"}))
     archive = LayerWriter(mtime)
