@@ -6,7 +6,7 @@ PACKAGES := hooks core extensions/redirect_tproxy extensions/kubevirt extensions
 PYPROJECTS := $(addsuffix /pyproject.toml,$(PACKAGES)) pyproject.toml
 DEV_TOOLS := pytest hypothesis ruff mypy container-runtime-interface-api==2.0.1 kubernetes-validate cel-python
 
-.PHONY: install system-deps e2e-tools plugin-bundle image control-plane test lint typecheck demo bench clean
+.PHONY: install system-deps e2e-tools plugin-bundle image control-plane test lint typecheck demo demo-cluster bench clean
 
 install: $(VENV)/.stamp-install
 
@@ -71,6 +71,12 @@ typecheck: install
 
 demo: install
 	$(BIN)/python -m meshcni_core.demo
+
+# The whole node: make image's image in a throwaway node's containerd, the rendered DaemonSet's pod
+# started from its template as kubelet would, mesh pods redirected, a rollout (the end-to-end test,
+# narrated; tests/e2e/test_install_cni_daemonset.py).
+demo-cluster: install e2e-tools control-plane image
+	$(BIN)/pytest -s -q -p no:cacheprovider "tests/e2e/test_install_cni_daemonset.py::test_the_rendered_daemon_set_runs_the_node[defaults]"
 
 bench: install
 	$(BIN)/python bench/add_latency.py
