@@ -132,7 +132,7 @@ class LayerWriter:
         raw = io.BytesIO()
         self.write(raw)
         uncompressed = raw.getvalue()
-        blob = gzip.compress(uncompressed, compresslevel=9, mtime=0)
+        blob = gzip.compress(uncompressed, compresslevel=6, mtime=0)
         return Layer(name, blob, _sha256(uncompressed), len(uncompressed))
 
 

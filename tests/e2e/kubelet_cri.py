@@ -163,16 +163,27 @@ def probe(spec: dict[str, Any], container: dict[str, Any], pod_ip: str, netns_pa
     port = get["port"]
     if isinstance(port, str):
         port = next(p["containerPort"] for p in container.get("ports", []) if p.get("name") == port)
+    status, _ = http_get(netns_path, get.get("host", pod_ip), port, get.get("path", "/"), spec.get("timeoutSeconds", 1))
+    return 200 <= status < 400
+
+
+def http_get(netns_path: str, host: str, port: int, path: str, timeout: float) -> tuple[int, str]:
+    """(status, body) of a GET sent from inside ``netns_path``; status 0 when nothing answered."""
+    read, write = os.pipe()
     child = os.fork()
-    if child == 0:  # the node's network namespace, entered by a child only
-        code = 2
+    if child == 0:  # the namespace is entered by a child only
+        os.close(read)
         try:
             with netns.entered(netns_path):
-                connection = http.client.HTTPConnection(get.get("host", pod_ip), port,
-                                                        timeout=spec.get("timeoutSeconds", 1))
-                connection.request("GET", get.get("path", "/"))
-                code = 0 if 200 <= connection.getresponse().status < 400 else 1
+                connection = http.client.HTTPConnection(host, port, timeout=timeout)
+                connection.request("GET", path)
+                response = connection.getresponse()
+                os.write(write, f"{response.status}\n".encode() + response.read())
         finally:
-            os._exit(code)
-    _, status = os.waitpid(child, 0)
-    return os.waitstatus_to_exitcode(status) == 0
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as answer:
+        data = answer.read()
+    os.waitpid(child, 0)
+    status, _, body = data.partition(b"\n")
+    return (int(status), body.decode()) if status else (0, "")

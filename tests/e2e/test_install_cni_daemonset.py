@@ -23,7 +23,7 @@ import pytest
 import yaml
 from containerd_node import ContainerdNode
 from cri_api.v1 import api_pb2
-from kubelet_cri import Node, container_config, probe, sandbox_config
+from kubelet_cri import Node, container_config, http_get, probe, sandbox_config
 
 from meshcni_core import netns
 from meshcni_core.devtools.controlplane import ControlPlane
@@ -83,14 +83,29 @@ class ServiceProxy:
         self.listener.close()
 
 
-def create(api: ControlPlane, document: dict[str, Any]) -> None:
+def put(api: ControlPlane, document: dict[str, Any], request: pytest.FixtureRequest) -> None:
+    """Creates or replaces the object; one that was there before is put back after the test (the
+    API server is shared by the session)."""
     group_version = document["apiVersion"]
     base = f"/api/{group_version}" if "/" not in group_version else f"/apis/{group_version}"
     namespace = document["metadata"].get("namespace")
     if namespace:
         api.ensure_namespace(namespace)
         base += f"/namespaces/{namespace}"
-    api.create(f"{base}/{document['kind'].lower()}s", document)
+    before = api.create(f"{base}/{document['kind'].lower()}s", document)
+    path = f"{base}/{document['kind'].lower()}s/{document['metadata']['name']}"
+
+    def replace(content: dict[str, Any]) -> None:
+        current = api.request("GET", path)["metadata"]["resourceVersion"]
+        api.request("PUT", path, {**content, "metadata": {**content["metadata"], "resourceVersion": current}})
+
+    if {k: v for k, v in before.items() if k not in ("metadata", "kind", "apiVersion")} != \
+            {k: v for k, v in document.items() if k not in ("metadata", "kind", "apiVersion")}:
+        replace(document)
+        kept = {key: value for key, value in before.items() if key != "metadata"}
+        kept["metadata"] = {"name": before["metadata"]["name"], "labels": before["metadata"].get("labels", {}),
+                            **({"namespace": namespace} if namespace else {})}
+        request.addfinalizer(lambda: replace(kept))
 
 
 def rules_in(runtime: ContainerdNode, sandbox: str) -> str:
@@ -133,6 +148,14 @@ class DaemonSetPod:
 
     def probe(self, kind: str) -> bool:
         return probe(self.container_spec[kind], self.container_spec, self.node.ip, self.netns_path)
+
+    def served_adds(self) -> float:
+        """ADDs the node agent in this pod answered, from its /metrics."""
+        port = self.container_spec["ports"][0]["containerPort"]
+        status, body = http_get(self.netns_path, self.node.ip, port, "/metrics", 5)
+        assert status == 200, body
+        return sum(float(line.split()[-1]) for line in body.splitlines()
+                   if line.startswith('meshcni_cni_requests_total{command="ADD"}'))
 
     def running(self) -> bool:
         status = self.runtime.runtime.ContainerStatus(api_pb2.ContainerStatusRequest(container_id=self.container))
@@ -183,12 +206,24 @@ def cluster_node(node, tmp_path):
         runtime.close()
 
 
-def test_the_rendered_daemon_set_runs_the_node(node, cluster_node, tmp_path, control_plane, request):
+# The defaults, and GKE's settings from the seed page (its namespace, the platform extension that only the
+# image's CLI carries and whose node check runs in the container) with the test's CNI dirs.
+VALUES = {"defaults": [], "gke": ["components.cni.namespace=kube-system", "values.cni.platform=gke"]}
+
+
+def say(text: str) -> None:
+    """What `make demo-cluster` shows (pytest -s) of the node's life."""
+    print(f"demo-cluster: {text}", flush=True)
+
+
+@pytest.mark.parametrize("case", VALUES)
+def test_the_rendered_daemon_set_runs_the_node(case, node, cluster_node, tmp_path, control_plane, request):
     runtime = cluster_node
     api = control_plane
     reference = (IMAGE / "reference").read_text().strip()
-    objects = rendered(f"values.cni.image={reference}", f"values.cni.cniBinDir={node.bin_dir}",
+    objects = rendered(*VALUES[case], f"values.cni.image={reference}", f"values.cni.cniBinDir={node.bin_dir}",
                        f"values.cni.cniConfDir={node.conf_dir}")
+    say(f"meshcni manifest generate ({case}): {', '.join(objects)}")
     daemon_set = objects["DaemonSet/istio-cni-node"]
     assert daemon_set["spec"]["template"]["spec"]["containers"][0]["image"] == reference
     assert objects["Deployment/istio-cni-repair"]["spec"]["template"]["spec"]["containers"][0]["image"] == reference
@@ -199,8 +234,9 @@ def test_the_rendered_daemon_set_runs_the_node(node, cluster_node, tmp_path, con
     kubelet = Node(name=NODE_NAME, ip=NODE_IP, api_host="127.0.0.1", api_port=api_port)
     service = ServiceProxy(node.netns, api_port)
     request.addfinalizer(service.close)
+    say(f"image {reference} imported into the node's containerd (as a pull leaves it)")
     for kind in ("ServiceAccount/istio-cni", "ClusterRole/istio-cni", "ClusterRoleBinding/istio-cni"):
-        create(api, objects[kind])  # the node agent's identity, as `meshcni manifest apply` leaves it
+        put(api, objects[kind], request)  # the node agent's identity, as `meshcni manifest apply` leaves it
     pods = {name: f"{name}-{node.lab.token}" for name in ("productpage", "batch", "reviews", "ratings")}
     uids: dict[str, str] = {}
     for name, unique in pods.items():  # what the scheduler bound to this node; kubelet then starts them
@@ -218,9 +254,11 @@ def test_the_rendered_daemon_set_runs_the_node(node, cluster_node, tmp_path, con
     for _ in range(5):
         assert not first.probe("readinessProbe")
         time.sleep(0.5)
+    say(f"pod {first.name} running from the DaemonSet's template: alive, not ready (no primary CNI config yet)")
 
     node.primary_conflist()  # the primary CNI writes its conflist: install-cni chains the plugin in
-    first.wait_ready()
+    took = first.wait_ready()
+    say(f"primary conflist written: {first.name} ready {took:.1f} s later, istio-cni chained into it")
     assert json.loads(conflist.read_text())["plugins"][-1]["type"] == "istio-cni"  # ready means chained
     installed = Path(node.bin_dir) / "istio-cni"
     assert installed.is_symlink() and os.readlink(installed).startswith("meshcni-istio-cni-")  # the image's bundle
@@ -230,6 +268,8 @@ def test_the_rendered_daemon_set_runs_the_node(node, cluster_node, tmp_path, con
     assert "-A ISTIO_OUTPUT -j ISTIO_REDIRECT" in rules_in(runtime, meshed)
     plain = runtime.run_pod(pods["batch"], "jobs", {}, uids["batch"])
     assert rules_in(runtime, plain) == ""
+    assert first.served_adds() == 2  # both ADDs were answered by the agent in the install-cni container
+    say(f"bookinfo/{pods['productpage']}: redirected; jobs/{pods['batch']}: passed through (the agent served both)")
 
     # A rollout: the old pod is deleted (SIGTERM, grace period), its successor starts later.
     first.delete()
@@ -239,9 +279,12 @@ def test_the_rendered_daemon_set_runs_the_node(node, cluster_node, tmp_path, con
     assert "-A ISTIO_OUTPUT -j ISTIO_REDIRECT" in rules_in(runtime, during)  # the plugin works without its agent
     second = DaemonSetPod(runtime, daemon_set, config_maps, kubelet, node.netns, tmp_path, "b", api)
     second.wait_ready()
+    say(f"rollout: {first.name} deleted, bookinfo/{pods['reviews']} redirected meanwhile, {second.name} ready")
     after = runtime.run_pod(pods["ratings"], "bookinfo", {"sidecar.istio.io/status": MESH_STATUS}, uids["ratings"])
     assert "-A ISTIO_OUTPUT -j ISTIO_REDIRECT" in rules_in(runtime, after)
     for sandbox in (meshed, plain, during, after):
         status = runtime.runtime.PodSandboxStatus(api_pb2.PodSandboxStatusRequest(pod_sandbox_id=sandbox)).status
         assert status.state == api_pb2.SANDBOX_READY
     assert second.probe("livenessProbe")
+    assert second.served_adds() == 1
+    say(f"bookinfo/{pods['ratings']}: redirected by {second.name}'s agent; no pod dropped")
