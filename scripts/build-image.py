@@ -210,8 +210,12 @@ def install_image_only_extensions(work: Path) -> Path:
         sources.append(str(copy))
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-deps",
                     "--no-compile", "--target", str(target), *sources], check=True)
-    for record in target.glob("*.dist-info/direct_url.json"):  # names this build's temp folder
-        record.unlink()
+    for distribution in target.glob("*.dist-info"):  # pip's record of this build's temp folder goes
+        (distribution / "direct_url.json").unlink(missing_ok=True)
+        record = distribution / "RECORD"
+        entry = f"{distribution.name}/direct_url.json,"
+        record.write_text("".join(line for line in record.read_text().splitlines(keepends=True)
+                                  if not line.startswith(entry)))
     return target
 
 
