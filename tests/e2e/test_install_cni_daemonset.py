@@ -84,16 +84,20 @@ class ServiceProxy:
 
 
 def put(api: ControlPlane, document: dict[str, Any], request: pytest.FixtureRequest) -> None:
-    """Creates or replaces the object; one that was there before is put back after the test (the
-    API server is shared by the session)."""
+    """Creates or replaces the object; after the test, one it created is deleted and one that was
+    there before is put back (the API server is shared by the session's tests)."""
     group_version = document["apiVersion"]
     base = f"/api/{group_version}" if "/" not in group_version else f"/apis/{group_version}"
     namespace = document["metadata"].get("namespace")
     if namespace:
         api.ensure_namespace(namespace)
         base += f"/namespaces/{namespace}"
-    before = api.create(f"{base}/{document['kind'].lower()}s", document)
     path = f"{base}/{document['kind'].lower()}s/{document['metadata']['name']}"
+    status, _, _ = api.send("GET", path)
+    before = api.create(f"{base}/{document['kind'].lower()}s", document)
+    if status == 404:
+        request.addfinalizer(lambda: api.request("DELETE", path))
+        return
 
     def replace(content: dict[str, Any]) -> None:
         current = api.request("GET", path)["metadata"]["resourceVersion"]
@@ -245,6 +249,7 @@ def test_the_rendered_daemon_set_runs_the_node(case, node, cluster_node, tmp_pat
         api.ensure_namespace(namespace)
         uids[name] = api.create_pod(namespace, unique, node=NODE_NAME, containers=containers,
                                     annotations=annotations)["metadata"]["uid"]
+        request.addfinalizer(lambda namespace=namespace, unique=unique: api.delete_pod_now(namespace, unique))
     conflist = Path(node.conf_dir) / "10-e2e.conflist"
 
     # No primary CNI configuration yet: alive (before kubelet would restart it), but not ready, as
