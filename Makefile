@@ -6,7 +6,7 @@ PACKAGES := hooks core extensions/redirect_tproxy extensions/kubevirt extensions
 PYPROJECTS := $(addsuffix /pyproject.toml,$(PACKAGES)) pyproject.toml
 DEV_TOOLS := pytest hypothesis ruff mypy container-runtime-interface-api==2.0.1 kubernetes-validate cel-python
 
-.PHONY: install system-deps e2e-tools plugin-bundle control-plane istio-cni test lint typecheck demo bench clean
+.PHONY: install system-deps e2e-tools plugin-bundle image control-plane istio-cni test lint typecheck demo demo-cluster bench clean
 
 install: $(VENV)/.stamp-install
 
@@ -34,6 +34,25 @@ build/plugin-bundle/.stamp: $(PLUGIN_SOURCES) scripts/build-plugin-bundle.sh scr
 
 plugin-bundle: build/plugin-bundle/.stamp
 
+# The install-cni OCI image (scripts/build-image.py), reproducible and without a container engine:
+# build/image/ holds the OCI layout, an archive of it, `digest` and `reference` (to pin the
+# manifests: --set values.cni.image=$$(cat build/image/reference)). It is rebuilt only when the
+# bundle, the script, the image-only extensions or the commit (its revision label) changed.
+IMAGE_SOURCES := scripts/build-image.py scripts/image-entrypoint.c \
+	$(shell find extensions/platform_gke extensions/platform_openshift extensions/repair_delete \
+	  \( -name '*.py' -path '*/src/*' -o -name pyproject.toml \) -not -path '*/build/*')
+image: build/image/digest
+
+build/image/digest: build/plugin-bundle/.stamp $(IMAGE_SOURCES) build/.revision
+	$(BIN)/python scripts/build-image.py
+
+build/.revision: FORCE
+	@mkdir -p build
+	@revision="$$(git rev-parse HEAD)$$(git diff --quiet HEAD || echo -dirty)"; \
+	  [ "$$(cat $@ 2>/dev/null)" = "$$revision" ] || echo "$$revision" > $@
+
+FORCE:
+
 # The real etcd and kube-apiserver the Kubernetes-facing tests run against, built from the Go module
 # proxy at pinned versions once per machine (the script returns at once when they are there).
 control-plane:
@@ -46,7 +65,7 @@ istio-cni:
 
 # The agent suites run twice: with the venv's istio-cni, and with the self-contained one hosts get
 # (its C launcher talks to the agent itself).
-test: install e2e-tools control-plane istio-cni
+test: install e2e-tools control-plane istio-cni image
 	$(BIN)/ruff check .
 	$(BIN)/mypy hooks/src core/src extensions/*/src examples/*/src
 	$(BIN)/pytest
@@ -61,6 +80,12 @@ typecheck: install
 
 demo: install
 	$(BIN)/python -m meshcni_core.demo
+
+# The whole node: make image's image in a throwaway node's containerd, the rendered DaemonSet's pod
+# started from its template as kubelet would, mesh pods redirected, a rollout (the end-to-end test,
+# narrated; tests/e2e/test_install_cni_daemonset.py).
+demo-cluster: install e2e-tools control-plane image
+	$(BIN)/pytest -s -q -p no:cacheprovider "tests/e2e/test_install_cni_daemonset.py::test_the_rendered_daemon_set_runs_the_node[defaults]"
 
 bench: install control-plane istio-cni
 	$(BIN)/python bench/add_latency.py

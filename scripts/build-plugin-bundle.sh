@@ -71,8 +71,13 @@ find "$bundle" -name '*.so*' -type f -print0 | xargs -0 ldd 2>/dev/null | awk '$
 
 # Bytecode only: our own packages keep their sources (for tracebacks) with bytecode that is used
 # without checking the sources' times (copies to hosts change them); everything else is sourceless.
-$py -m compileall -q -j0 --invalidation-mode unchecked-hash "$bundle"/site-packages/meshcni_* >/dev/null
-$py -m compileall -q -j0 -b -x '/meshcni_' "$stdlib" "$bundle/site-packages" >/dev/null
+# Paths in bytecode are the bundle's place in the install-cni image, not this build's temp folder,
+# and pip's record of that folder goes: the same sources give the same bytes (make image's digest).
+in_image=(-s "$work" -p /opt/meshcni/bin)
+$py -m compileall -q -j0 "${in_image[@]}" --invalidation-mode unchecked-hash "$bundle"/site-packages/meshcni_* >/dev/null
+$py -m compileall -q -j0 "${in_image[@]}" --invalidation-mode unchecked-hash -b -x '/meshcni_' "$stdlib" "$bundle/site-packages" >/dev/null
+find "$bundle/site-packages" -path '*.dist-info/direct_url.json' -delete
+sed -i '/\.dist-info\/direct_url\.json,/d' "$bundle"/site-packages/*.dist-info/RECORD
 find "$stdlib" "$bundle/site-packages" -name '*.py' -not -path '*/meshcni_*' -delete
 find "$bundle" -name '*.so*' -type f -exec strip --strip-unneeded {} +
 

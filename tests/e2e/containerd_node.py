@@ -4,6 +4,11 @@ real-cni-clients.md). Only scaffolding lives here; every CNI call comes from con
 Everything is under one scratch folder: containerd's root, state and sockets, the CNI bin and conf
 dirs, the pause image. Teardown ends only processes whose command line names that folder (our
 containerd and its shims) and unmounts only mounts under it.
+
+An ``isolated`` node is a whole node of its own, for pods with host paths and hostPID: containerd
+runs as pid 1 of a new PID and mount namespace whose /run is the scratch folder's ``node-run``
+(so /var/run/netns, where it pins pod namespaces, and /var/run/meshcni are the node's, not this
+machine's). Everything the node started dies with its pid 1.
 """
 
 from __future__ import annotations
@@ -81,7 +86,7 @@ state = "{w}/state"
   address = "{w}/containerd.sock.ttrpc"
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "{image}"
-  netns_mounts_under_state_dir = true
+  netns_mounts_under_state_dir = {under_state_dir}
   restrict_oom_score_adj = true
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
@@ -112,8 +117,11 @@ class ContainerdNode:
     sandboxes: list[str] = field(default_factory=list)
     created: set[str] = field(default_factory=set)
     preexisting_cgroups: set[Path] = field(default_factory=set)
+    isolated: bool = False
     _channel: Any = None
     runtime: Any = None
+    images: Any = None
+    node_pid: int = 0  # containerd's pid as this machine sees it (isolated nodes)
 
     @property
     def socket(self) -> str:
@@ -122,7 +130,17 @@ class ContainerdNode:
     @property
     def netns_dir(self) -> str:
         """Where this containerd pins pod network namespaces (netns_mounts_under_state_dir)."""
+        if self.isolated:
+            return "/var/run/netns"  # containerd's default, inside the node
         return str(self.work / "state" / "io.containerd.grpc.v1.cri" / "netns")
+
+    def host_path(self, path: str) -> str:
+        """``path`` as the node sees it, reachable from this machine's mount namespace."""
+        if not self.isolated:
+            return path
+        if path.startswith("/var/run/"):  # a symlink to /run: absolute, it would lead back to this machine's
+            path = path.removeprefix("/var")
+        return f"/proc/{self.node_pid}/root{path}"
 
     @property
     def log(self) -> str:
@@ -132,31 +150,47 @@ class ContainerdNode:
     def start(self) -> None:
         self.preexisting_cgroups = set(Path("/sys/fs/cgroup").glob("*/k8s.io"))
         config = self.work / "config.toml"
-        config.write_text(CONFIG.format(w=self.work, image=PAUSE_IMAGE, bin_dir=self.bin_dir, conf_dir=self.conf_dir))
+        config.write_text(CONFIG.format(w=self.work, image=PAUSE_IMAGE, bin_dir=self.bin_dir, conf_dir=self.conf_dir,
+                                        under_state_dir=str(not self.isolated).lower()))
         log = open(self.work / "containerd.log", "wb")
+        containerd = ["containerd", "--config", str(config)]
+        if self.isolated:
+            (self.work / "node-run").mkdir()
+            # / shared again inside, as on a systemd host: HostToContainer volumes need it
+            containerd = ["unshare", "--pid", "--fork", "--kill-child", "--mount", "--propagation", "private",
+                          "--mount-proc", "sh", "-c",
+                          f'mount --bind "{self.work}/node-run" /run && mount --make-rshared / && exec "$@"',
+                          "node-init", *containerd]
         # nsenter, not `ip netns exec`: the latter remounts /sys and runc then finds no cgroups.
-        self.process = subprocess.Popen(["nsenter", f"--net={self.node_netns}", "containerd", "--config", str(config)],
+        self.process = subprocess.Popen(["nsenter", f"--net={self.node_netns}", *containerd],
                                         stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
         while not os.path.exists(self.socket):
             if self.process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"containerd did not start:\n{self.log[-3000:]}")
             time.sleep(0.05)
+        if self.isolated:
+            self.node_pid = int(Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text().split()[0])
         image = self.work / "pause.tar"
         build_pause_image(image)
-        subprocess.run(["ctr", "-a", self.socket, "-n", "k8s.io", "images", "import", str(image)],
-                       check=True, capture_output=True, timeout=120)
+        self.import_image(image)
         import grpc
         from cri_api.v1 import api_pb2_grpc
 
         self._channel = grpc.insecure_channel(f"unix://{self.socket}")
         self.runtime = api_pb2_grpc.RuntimeServiceStub(self._channel)
+        self.images = api_pb2_grpc.ImageServiceStub(self._channel)
 
-    def run_pod(self, name: str, namespace: str, annotations: dict[str, str]) -> str:
+    def import_image(self, archive: Path) -> None:
+        """As a node's image pull would leave it: an OCI archive into the CRI's namespace."""
+        subprocess.run(["ctr", "-a", self.socket, "-n", "k8s.io", "images", "import", str(archive)],
+                       check=True, capture_output=True, timeout=300)
+
+    def run_pod(self, name: str, namespace: str, annotations: dict[str, str], uid: str = "") -> str:
         from cri_api.v1 import api_pb2
 
         config = api_pb2.PodSandboxConfig(
-            metadata=api_pb2.PodSandboxMetadata(name=name, namespace=namespace, uid=f"uid-{namespace}-{name}"),
+            metadata=api_pb2.PodSandboxMetadata(name=name, namespace=namespace, uid=uid or f"uid-{namespace}-{name}"),
             hostname=name,
             log_directory=str(self.work / "pod-logs" / name),
             annotations=annotations,

@@ -123,8 +123,12 @@ class Installer:
         return entry
 
     def netconf(self) -> dict[str, Any]:
-        """Our entry as the plugin receives it: what the node agent's pipeline runs with."""
+        """Our entry as the plugin receives it: what the node agent's pipeline runs with. The agent
+        runs in install-cni's container, where the kubeconfig is at its mounted path, not the host's."""
         entry = self.entry()
+        kubernetes = entry.get("kubernetes")
+        if isinstance(kubernetes, dict) and kubernetes.get("kubeconfig") == self.settings.kubeconfig_host_path:
+            entry["kubernetes"] = {**kubernetes, "kubeconfig": self.settings.kubeconfig_mounted_path}
         return {"cniVersion": entry.get("cniVersion", "1.0.0"), "name": entry.get("name", "k8s-pod-network"), **entry}
 
     def install_binaries(self, status: Status) -> bool:

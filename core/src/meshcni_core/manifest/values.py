@@ -16,6 +16,7 @@ from marshmallow import Schema, ValidationError
 
 from meshcni_core.builtin.dns_capture import go_bool
 from meshcni_core.manifest.aliases import canonical, known_shorthands
+from meshcni_core.manifest.image import image_reference
 from meshcni_core.manifest.schema import CNI_COMPONENT, CNI_VALUES
 from meshcni_core.manifest.setpath import SetFlag, assign, format_path, parse_set
 from meshcni_core.schemas.problems import problems as named_problems
@@ -161,10 +162,13 @@ def validate(spec: dict[str, Any]) -> ResolvedValues:
     global_values: dict[str, Any] = values["global"] if isinstance(values.get("global"), dict) else {}
     hub = cni["hub"] or spec.get("hub") or global_values.get("hub") or DEFAULT_HUB
     tag = cni["tag"] or spec.get("tag") or global_values.get("tag") or meshcni_version()
-    image = cni["image"] if "/" in cni["image"] else f"{hub}/{cni['image']}:{tag}"
     repair = cni["repair"]
-    repair_image = image if not (repair["hub"] or repair["tag"]) else \
-        f"{repair['hub'] or hub}/{cni['image']}:{repair['tag'] or tag}"
+    try:
+        image = image_reference(hub, cni["image"], tag)
+        repair_image = image if not (repair["hub"] or repair["tag"]) else \
+            image_reference(repair["hub"] or hub, cni["image"], repair["tag"] or tag)
+    except ValueError as exc:
+        raise ValuesError([f"values.cni.image: {exc}"]) from None
     return ResolvedValues(enabled=component["enabled"], namespace=component["namespace"], cni=cni, image=image,
                           repair_image=repair_image, elsewhere=tuple(elsewhere), dns_capture=dns_capture)
 
