@@ -42,7 +42,6 @@ REMOTE4, OTHER4, REMOTE6 = "198.51.100.10", "203.0.113.10", "2001:db8:2::10"
 SECOND4 = "198.51.100.66"  # the pod's address on eth1 (the excluded-interface case), a /28 beside REMOTE4
 CAPTURE_PORTS = (15001, 15006, 15053)
 RULES_DOC = Path(__file__).resolve().parents[1] / "docs" / "rules.md"
-H3_PENDING = "lands with h3's branch (DNS capture and excludeInterfaces are not on main yet)"
 
 
 @dataclass(frozen=True)
@@ -125,9 +124,6 @@ CASES: dict[str, Case] = {
             "app -> remote6:80": (f"15001 (orig [{REMOTE6}]:80)", "direct :80"),
             "remote6 -> pod:8080": (f"15006 (orig [{POD6}]:8080)", "direct :8080"),
         }),
-}
-# In both plugins on today's Istio; on main, meshcni lacks them until h3's branch is merged.
-PENDING_CASES: dict[str, Case] = {
     "dns capture": Case(proxy_env={"ISTIO_META_DNS_CAPTURE": "true"}),
     "exclude interfaces": Case(annotations={"traffic.sidecar.istio.io/excludeInterfaces": "eth1"},
                                second_interface=True),
@@ -282,12 +278,6 @@ def compare(plugins: Plugins, control_plane: ControlPlane, label: str, case: Cas
 @pytest.mark.parametrize("label", list(CASES))
 def test_connections_go_where_todays_istio_sends_them(plugins, control_plane, label):
     compare(plugins, control_plane, label, CASES[label])
-
-
-@pytest.mark.xfail(reason=H3_PENDING, strict=True)
-@pytest.mark.parametrize("label", list(PENDING_CASES))
-def test_connections_go_where_todays_istio_sends_them_pending(plugins, control_plane, label):
-    compare(plugins, control_plane, label, PENDING_CASES[label])
 
 
 def test_the_default_pod_is_really_redirected_by_both(plugins, control_plane):
