@@ -111,8 +111,7 @@ CASES: dict[str, Case] = {
     "exclude outbound ports": Case(annotations={"traffic.sidecar.istio.io/excludeOutboundPorts": "80,53"}),
     "include outbound ports": Case(
         annotations={"traffic.sidecar.istio.io/includeOutboundIPRanges": "",
-                     "traffic.sidecar.istio.io/includeOutboundPorts": "443"},
-        known_differences={"app -> remote:443": ("direct :443", f"15001 (orig {REMOTE4}:443)")}),
+                     "traffic.sidecar.istio.io/includeOutboundPorts": "443"}),
     "include inbound ports": Case(annotations={"traffic.sidecar.istio.io/includeInboundPorts": "9090"}),
     "exclude inbound ports": Case(annotations={"traffic.sidecar.istio.io/excludeInboundPorts": "8080"}),
     "proxy runs as another uid": Case(proxy_uid=1500),

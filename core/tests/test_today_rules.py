@@ -6,7 +6,9 @@ files written from the facts of today's Istio's golden files (istio/istio):
 * ``dns-servers-uid-gid.rules``: ``tools/istio-iptables/pkg/capture/testdata/dns-uid-gid.golden``
   (istio-iptables, DNS servers 127.0.0.53 and ::127.0.0.53, uids 3,4, gids 1,2, no other capture);
 * ``exclude-interfaces.rules``: ``.../capture/testdata/basic-exclude-nic.golden``;
-* ``exclude-interfaces-tproxy.rules``: the excluded-interface rules of ``.../capture/testdata/tproxy.golden``.
+* ``exclude-interfaces-tproxy.rules``: the excluded-interface rules of ``.../capture/testdata/tproxy.golden``;
+* ``outbound-ports-include.rules``: ``.../capture/testdata/outbound-ports-include.golden`` (ports
+  32000,31000 always to the proxy, no address ranges).
 
 Where the base rules differ (Istio 1.6's port-22 inbound RETURN; today's inbound tunnel port 15008
 and its exclusions, which Istio 1.6 never had), the expected files keep Istio 1.6's base: see
@@ -45,6 +47,9 @@ CASES = {
     ),
     "exclude-interfaces": (redirect_spec_from_annotations(
         {"traffic.sidecar.istio.io/excludeInterfaces": "not-istio-nic"}), IPV4_POD),
+    "outbound-ports-include": (redirect_spec_from_annotations(
+        {"traffic.sidecar.istio.io/includeOutboundIPRanges": "",
+         "traffic.sidecar.istio.io/includeOutboundPorts": "32000,31000"}), IPV4_POD),
     "exclude-interfaces-tproxy": (redirect_spec_from_annotations(
         {"traffic.sidecar.istio.io/excludeInterfaces": "not-istio-nic",
          "sidecar.istio.io/interceptionMode": "TPROXY"}), IPV4_POD),

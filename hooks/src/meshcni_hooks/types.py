@@ -145,6 +145,7 @@ class RedirectSpec:
     include_inbound_ports: PortList = PortList(all=True)
     exclude_inbound_ports: tuple[int, ...] = (15020, 15021, 15090)
     exclude_outbound_ports: tuple[int, ...] = (15020,)
+    include_outbound_ports: tuple[int, ...] = ()  # TCP ports always sent to the proxy, whatever the address
     dns_capture: bool = False  # redirect the app's DNS (UDP and TCP port 53) to the proxy's DNS listener
     dns_port: int = 15053
     dns_servers: tuple[IPNetwork, ...] = ()  # with dns_capture: only DNS to these hosts; empty: all of it

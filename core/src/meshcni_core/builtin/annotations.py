@@ -24,6 +24,7 @@ EXCLUDE_OUTBOUND_IP_RANGES = "traffic.sidecar.istio.io/excludeOutboundIPRanges"
 INCLUDE_INBOUND_PORTS = "traffic.sidecar.istio.io/includeInboundPorts"
 EXCLUDE_INBOUND_PORTS = "traffic.sidecar.istio.io/excludeInboundPorts"
 EXCLUDE_OUTBOUND_PORTS = "traffic.sidecar.istio.io/excludeOutboundPorts"
+INCLUDE_OUTBOUND_PORTS = "traffic.sidecar.istio.io/includeOutboundPorts"  # today's Istio
 EXCLUDE_INTERFACES = "traffic.sidecar.istio.io/excludeInterfaces"
 
 DNS_PORT_ORIGIN = "fixed (today's Istio: the proxy agent's DNS listener)"
@@ -129,6 +130,9 @@ def redirect_spec_from_annotations(annotations: Mapping[str, str]) -> RedirectSp
     exclude_out = parse_port_list(
         EXCLUDE_OUTBOUND_PORTS, get("exclude_outbound_ports", EXCLUDE_OUTBOUND_PORTS, "15020"), allow_all=False
     )
+    include_out = parse_port_list(
+        INCLUDE_OUTBOUND_PORTS, get("include_outbound_ports", INCLUDE_OUTBOUND_PORTS, ""), allow_all=False
+    )
     excluded_interfaces = parse_interfaces(EXCLUDE_INTERFACES, get("exclude_interfaces", EXCLUDE_INTERFACES, ""))
     return RedirectSpec(
         mode=mode,
@@ -137,6 +141,7 @@ def redirect_spec_from_annotations(annotations: Mapping[str, str]) -> RedirectSp
         include_inbound_ports=include_ports,
         exclude_inbound_ports=augment_excluded_inbound(exclude_in),
         exclude_outbound_ports=exclude_out.ports,
+        include_outbound_ports=include_out.ports,
         exclude_interfaces=excluded_interfaces,
         origins=origins,
     )

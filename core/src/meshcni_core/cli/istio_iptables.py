@@ -70,6 +70,8 @@ def build_parser(claims: Sequence[Claim] = ()) -> argparse.ArgumentParser:
                    "(env ISTIO_LOCAL_EXCLUDE_PORTS)")
     p.add_argument("-o", dest="exclude_outbound_ports", help="outbound ports to leave alone "
                    "(env ISTIO_LOCAL_OUTBOUND_PORTS_EXCLUDE)")
+    p.add_argument("-q", dest="include_outbound_ports", help="outbound TCP ports always sent to the proxy "
+                   "(today's istio-iptables; env ISTIO_OUTBOUND_PORTS)")
     p.add_argument("-i", dest="include_cidrs", help="outbound CIDRs to capture, '*' for all, '' for none "
                    "(env ISTIO_SERVICE_CIDR)")
     p.add_argument("-x", dest="exclude_cidrs", help="outbound CIDRs to leave alone (env ISTIO_SERVICE_EXCLUDE_CIDR)")
@@ -144,6 +146,9 @@ def spec_from_flags(args: argparse.Namespace, env: Mapping[str, str]) -> Redirec
                                               allow_all=False).ports,
         exclude_outbound_ports=parse_port_list(
             "-o", _value(args.exclude_outbound_ports, env, "ISTIO_LOCAL_OUTBOUND_PORTS_EXCLUDE"), allow_all=False
+        ).ports,
+        include_outbound_ports=parse_port_list(
+            "-q", _value(args.include_outbound_ports, env, "ISTIO_OUTBOUND_PORTS"), allow_all=False
         ).ports,
         exclude_interfaces=parse_interfaces("-c", _value(args.exclude_interfaces, env, "ISTIO_EXCLUDE_INTERFACES")),
         dns_capture=dns[0],

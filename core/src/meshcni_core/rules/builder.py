@@ -110,6 +110,8 @@ def outbound(spec: RedirectSpec, family: int) -> tuple[list[ChainDecl], list[Rul
     add("-d", lo, "-j", "RETURN")
     for net in spec.exclude_outbound.of_family(family):
         add(*destination_args(net), "-j", "RETURN")
+    for port in spec.include_outbound_ports:  # today's Istio: after the exclusions, before the ranges
+        add(*tcp_dport(port), "-j", REDIRECT_CHAIN)
     if spec.include_outbound.all:
         add("-j", REDIRECT_CHAIN)
     else:

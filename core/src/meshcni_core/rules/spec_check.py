@@ -56,6 +56,7 @@ def check_spec(spec: RedirectSpec) -> None:
     _check_ports("include_inbound_ports", inbound.ports)
     _check_ports("exclude_inbound_ports", spec.exclude_inbound_ports)
     _check_ports("exclude_outbound_ports", spec.exclude_outbound_ports)
+    _check_ports("include_outbound_ports", spec.include_outbound_ports)
     params = spec.extension_params
     if not isinstance(params, tuple) or not all(isinstance(p, ExtensionParams) for p in params):
         raise _bad("extension_params", params, "a tuple of ExtensionParams")
