@@ -94,8 +94,10 @@ def test_pruning_follows_kubectls_applyset_conventions_and_spares_other_objects(
     assert parent["annotations"]["applyset.kubernetes.io/tooling"].startswith("meshcni/")
     assert parent["annotations"]["applyset.kubernetes.io/contains-group-kinds"] == (
         "ClusterRole.rbac.authorization.k8s.io,ClusterRoleBinding.rbac.authorization.k8s.io,ConfigMap,"
-        "DaemonSet.apps,Deployment.apps,ServiceAccount")
-    assert parent["annotations"]["applyset.kubernetes.io/additional-namespaces"] == "istio-system"
+        "DaemonSet.apps,Deployment.apps,Role.rbac.authorization.k8s.io,RoleBinding.rbac.authorization.k8s.io,"
+        "ServiceAccount")
+    # "default": the node-events Role and RoleBinding (the API server keeps Events about nodes there)
+    assert parent["annotations"]["applyset.kubernetes.io/additional-namespaces"] == "default,istio-system"
     for document in render(resolve()):
         assert stored(installed, document)["metadata"]["labels"][PART_OF_LABEL] == applyset_id()  # type: ignore[index]
     bystander = installed.create("/api/v1/namespaces/istio-system/configmaps", {

@@ -87,7 +87,7 @@ def container_config(template: dict[str, Any], container: dict[str, Any], node: 
         envs=[api_pb2.KeyValue(key=k, value=v) for k, v in environment(container, node, config_maps)],
         mounts=mounts(container, spec, service_account_dir),
         log_path=log_path,
-        linux=api_pb2.LinuxContainerConfig(security_context=security_context(container, spec)),
+        linux=api_pb2.LinuxContainerConfig(security_context=security_context(container, spec, template)),
     )
 
 
@@ -115,7 +115,14 @@ def mounts(container: dict[str, Any], spec: dict[str, Any], service_account_dir:
     out = []
     for mount in container.get("volumeMounts", []):
         volume = volumes[mount["name"]]
-        _refuse_unknown(f"volume {volume['name']}", volume, {"name", "hostPath"})
+        _refuse_unknown(f"volume {volume['name']}", volume, {"name", "hostPath", "emptyDir"})
+        if "emptyDir" in volume:  # kubelet: a fresh directory of the pod's, beside its other volumes
+            _refuse_unknown(f"emptyDir of {volume['name']}", volume["emptyDir"] or {}, set())
+            empty_dir = service_account_dir.parent / "empty-dir" / volume["name"]
+            empty_dir.mkdir(parents=True, exist_ok=True)
+            out.append(api_pb2.Mount(container_path=mount["mountPath"], host_path=str(empty_dir),
+                                     readonly=bool(mount.get("readOnly"))))
+            continue
         _refuse_unknown(f"hostPath of {volume['name']}", volume["hostPath"], {"path", "type"})
         if volume["hostPath"].get("type", "") not in ("", "Directory", "DirectoryOrCreate"):
             raise Untranslated(f"hostPath type {volume['hostPath']['type']}")
@@ -128,8 +135,13 @@ def mounts(container: dict[str, Any], spec: dict[str, Any], service_account_dir:
     return out
 
 
-def security_context(container: dict[str, Any], spec: dict[str, Any]) -> api_pb2.LinuxContainerSecurityContext:
+def security_context(container: dict[str, Any], spec: dict[str, Any],
+                     template: dict[str, Any]) -> api_pb2.LinuxContainerSecurityContext:
     given = container.get("securityContext") or {}
+    annotations = template["metadata"].get("annotations") or {}
+    apparmor = annotations.get(f"container.apparmor.security.beta.kubernetes.io/{container['name']}", "")
+    if apparmor not in ("", "unconfined", "runtime/default"):
+        raise Untranslated(f"AppArmor profile {apparmor}")
     _refuse_unknown(f"securityContext of {container['name']}", given, {
         "privileged", "capabilities", "runAsUser", "runAsGroup", "runAsNonRoot", "readOnlyRootFilesystem",
         "allowPrivilegeEscalation", "seccompProfile"})
@@ -146,6 +158,8 @@ def security_context(container: dict[str, Any], spec: dict[str, Any]) -> api_pb2
         readonly_rootfs=bool(given.get("readOnlyRootFilesystem")),
         no_new_privs=given.get("allowPrivilegeEscalation") is False,
         seccomp=api_pb2.SecurityProfile(profile_type=getattr(api_pb2.SecurityProfile, seccomp)),
+        apparmor=api_pb2.SecurityProfile(profile_type=api_pb2.SecurityProfile.Unconfined if apparmor == "unconfined"
+                                         else api_pb2.SecurityProfile.RuntimeDefault),
         masked_paths=[] if privileged else MASKED_PATHS, readonly_paths=[] if privileged else READONLY_PATHS,
     )
     if "runAsUser" in given:

@@ -159,7 +159,8 @@ class DaemonSetPod:
         status, body = http_get(self.netns_path, self.node.ip, port, "/metrics", 5)
         assert status == 200, body
         return sum(float(line.split()[-1]) for line in body.splitlines()
-                   if line.startswith('meshcni_cni_requests_total{command="ADD"}'))
+                   if line.startswith("meshcni_cni_requests_total{")
+                   and 'command="ADD"' in line and 'served_by="agent"' in line)
 
     def running(self) -> bool:
         status = self.runtime.runtime.ContainerStatus(api_pb2.ContainerStatusRequest(container_id=self.container))
