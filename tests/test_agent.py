@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from meshcni_core.devtools.netlab import PLUGIN, mesh_netconf
+from meshcni_core.devtools.processes import wait_until_listening
 
 pytestmark = pytest.mark.netns
 MESHCNI = str(Path(sys.executable).with_name("meshcni"))
@@ -45,11 +46,7 @@ def agent_config(tmp_path: Path, sock: str) -> str:
 def start_agent(sock: str, config: str, *extra: str) -> subprocess.Popen:
     proc = subprocess.Popen([MESHCNI, "agent", "--socket", sock, "--config", config, "--log-level", "debug", *extra],
                             stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 30
-    while not os.path.exists(sock):
-        assert proc.poll() is None, proc.stderr.read()
-        assert time.monotonic() < deadline, "agent did not start"
-        time.sleep(0.05)
+    wait_until_listening(proc, sock, output=lambda: proc.stderr.read() if proc.poll() is not None else "")
     return proc
 
 

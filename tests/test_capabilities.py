@@ -21,6 +21,7 @@ from collections.abc import Iterator
 import pytest
 
 from meshcni_core.devtools.netlab import mesh_netconf
+from meshcni_core.devtools.processes import wait_until_listening
 from meshcni_core.manifest.render import INSTALL_CNI_CAPABILITIES
 from test_agent import MESHCNI, run_plugin
 
@@ -45,11 +46,7 @@ def start_confined_agent(tmp_path, capabilities: tuple[str, ...], netconf: dict)
     argv = [MESHCNI, "agent", "--socket", sock, "--config", str(config), "--log-level", "debug"]
     proc = subprocess.Popen(as_in_the_daemon_set(argv, capabilities, (str(tmp_path),)),
                             stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 30
-    while not os.path.exists(sock):
-        assert proc.poll() is None, proc.stderr.read()
-        assert time.monotonic() < deadline, "agent did not start"
-        time.sleep(0.05)
+    wait_until_listening(proc, sock, output=lambda: proc.stderr.read() if proc.poll() is not None else "")
     return proc
 
 

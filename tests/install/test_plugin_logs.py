@@ -15,6 +15,7 @@ from node_agent import MESHCNI, PRIMARY, InstallCni
 
 from meshcni_core.cni import spool
 from meshcni_core.devtools.netlab import cni, mesh_netconf
+from meshcni_core.devtools.processes import wait_until_listening
 
 pytestmark = pytest.mark.netns
 BAD = {"traffic.sidecar.istio.io/includeOutboundIPRanges": "not-a-cidr"}
@@ -112,10 +113,8 @@ def test_the_standalone_agent_logs_the_runs_it_served(tmp_path, netns_lab):
         agent = subprocess.Popen([MESHCNI, "agent", "--socket", socket, "--config", str(config), "--log-level", "warn"],
                                  stderr=stderr)
     try:
+        wait_until_listening(agent, socket, output=log.read_text)
         deadline = time.monotonic() + 30
-        while not os.path.exists(socket):
-            assert agent.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.05)
         ns = netns_lab.netns("solo")
         assert cni("ADD", ns, mesh_netconf(agent_socket=socket), pod="solo", container_id="ctr-solo").returncode == 0
         while '"pod": "default/solo"' not in log.read_text():

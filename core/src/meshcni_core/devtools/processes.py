@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +23,19 @@ def start_agent(socket_path: str, netconf: Mapping[str, Any], log_level: str = "
     with open(config, "w") as f:
         json.dump(netconf, f)
     agent = subprocess.Popen([MESHCNI, "agent", "--socket", socket_path, "--config", config, "--log-level", log_level])
-    deadline = time.monotonic() + 30
-    while not os.path.exists(socket_path):
-        if agent.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError("meshcni agent did not start")
-        time.sleep(0.05)
+    wait_until_listening(agent, socket_path)
     return agent
+
+
+def wait_until_listening(process: subprocess.Popen[Any], socket_path: str, timeout: float = 30.0,
+                         output: Callable[[], str] = lambda: "") -> None:
+    """Return once ``socket_path`` exists; raise (with ``output()``, e.g. the process's log) when
+    ``process`` exits first or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(socket_path):
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"process {process.pid} ({process.args!r}) did not listen on {socket_path}\n{output()}")
+        time.sleep(0.05)
 
 
 def rss_mib(pid: int) -> float:
