@@ -85,7 +85,7 @@ def test_installer_under_containerd(node, tmp_path):
         # uninstall: the next pod starts fine without us, and the earlier ones still tear down
         installer.send_signal(signal.SIGTERM)
         installer.wait(timeout=15)
-        subprocess.run([MESHCNI, "uninstall-cni"], env=env, check=True, capture_output=True, timeout=30)
+        subprocess.run([MESHCNI, "uninstall-cni", "--socket", str(tmp_path / "run" / "cni.sock")], env=env, check=True, capture_output=True, timeout=30)
         assert json.loads(conflist.read_text()) == primary
         time.sleep(0.5)
         third = runtime.run_pod("app-3", "default", {"sidecar.istio.io/status": MESH_STATUS})
@@ -128,7 +128,7 @@ def test_owned_conflist_under_containerd(node, tmp_path):
         assert "-A ISTIO_OUTPUT -j ISTIO_REDIRECT" in rules_in(runtime.netns_of(second))
         installer.send_signal(signal.SIGTERM)
         installer.wait(timeout=15)
-        subprocess.run([MESHCNI, "uninstall-cni"], env=env, check=True, capture_output=True, timeout=30)
+        subprocess.run([MESHCNI, "uninstall-cni", "--socket", str(tmp_path / "run" / "cni.sock")], env=env, check=True, capture_output=True, timeout=30)
         assert not owned.exists() and json.loads(conflist.read_text()) == changed
         time.sleep(0.5)
         third = runtime.run_pod("owned-3", "default", {"sidecar.istio.io/status": MESH_STATUS})

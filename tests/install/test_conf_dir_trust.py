@@ -169,7 +169,7 @@ def test_uninstall_cni_keeps_the_bin_dir_safe_from_a_forged_entry(host):
     bridge = host.bin_dir / "bridge"
     bridge.write_bytes(b"\x7fELF the real bridge plugin")
     (host.conf_dir / "10-ptp.conflist").write_text(json.dumps(forged_list("../bin/bridge")))
-    proc = subprocess.run([MESHCNI, "uninstall-cni"], env=env_for(host), capture_output=True, text=True, timeout=60)
+    proc = subprocess.run([MESHCNI, "uninstall-cni", "--socket", str(host.root / "run" / "cni.sock")], env=env_for(host), capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert bridge.read_bytes() == b"\x7fELF the real bridge plugin"
     assert "converted_from '../bin/bridge' in 10-ptp.conflist refused" in proc.stderr, proc.stderr
@@ -200,7 +200,7 @@ def test_install_cni_heals_through_the_link_and_uninstall_cni_keeps_it(host):
         assert link.is_symlink()
     finally:
         running.stop()
-    proc = subprocess.run([MESHCNI, "uninstall-cni"], env={**env_for(host), "MESHCNI_CONF_LINK_DIRS": str(target.parent)},
+    proc = subprocess.run([MESHCNI, "uninstall-cni", "--socket", str(host.root / "run" / "cni.sock")], env={**env_for(host), "MESHCNI_CONF_LINK_DIRS": str(target.parent)},
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert link.is_symlink() and json.loads(target.read_text()) == CALICO

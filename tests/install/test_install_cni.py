@@ -172,7 +172,7 @@ def test_uninstall_restores_the_node(host, running):
     write_like_a_primary(host.conf_dir / "10-ptp.conflist", PRIMARY)
     running.wait_ready(True)
     running.stop()
-    proc = subprocess.run([MESHCNI, "uninstall-cni"], env=env_for(host), capture_output=True, text=True, timeout=30)
+    proc = subprocess.run([MESHCNI, "uninstall-cni", "--socket", str(host.root / "run" / "cni.sock")], env=env_for(host), capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0, proc.stderr
     assert json.loads((host.conf_dir / "10-ptp.conflist").read_text()) == PRIMARY
     assert sorted(os.listdir(host.conf_dir)) == ["10-ptp.conflist"] and os.listdir(host.bin_dir) == []

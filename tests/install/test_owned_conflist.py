@@ -81,7 +81,7 @@ def test_our_own_file_follows_the_primary_which_is_never_edited_and_uninstall_re
 
     assert owned.stop() == 0
     assert owned_plugins(host) is not None  # SIGTERM is not uninstall
-    proc = subprocess.run([MESHCNI, "uninstall-cni"], env=env_for(host), capture_output=True, text=True, timeout=30)
+    proc = subprocess.run([MESHCNI, "uninstall-cni", "--socket", str(host.root / "run" / "cni.sock")], env=env_for(host), capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0, proc.stderr
     assert sorted(os.listdir(host.conf_dir)) == ["10-ptp.conflist"]
     assert json.loads(primary.read_text()) == changed

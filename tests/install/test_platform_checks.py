@@ -106,7 +106,7 @@ def test_install_cni_refuses_a_platform_whose_extension_is_missing_but_uninstall
     assert proc.returncode == 2
     assert "MESHCNI_PLATFORM: 'aks' needs the extension 'platform-aks', which is not installed" in proc.stderr
     assert proc.stdout == ""
-    proc = subprocess.run([MESHCNI, "uninstall-cni"], env=env, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run([MESHCNI, "uninstall-cni", "--socket", str(host.root / "run" / "cni.sock")], env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
 
 

@@ -12,6 +12,7 @@ import time
 
 import pytest
 from node_agent import MESHCNI, PRIMARY, InstallCni
+from test_install_cni import env_for
 
 from meshcni_core.cni import spool
 from meshcni_core.devtools.netlab import cni, mesh_netconf
@@ -127,3 +128,29 @@ def test_the_standalone_agent_logs_the_runs_it_served(tmp_path, netns_lab):
     finally:
         agent.terminate()
         agent.wait(timeout=15)
+
+
+def test_uninstall_logs_the_records_no_agent_replayed_then_removes_the_spool(host, node, netns_lab):
+    """uninstall-cni removes what install-cni created beside the socket - the spool (its rotated
+    file too), the state directory - and loses no line: the unreplayed records go to its stderr
+    (the clean-up pod's log)."""
+    run = host.root / "run"
+    socket = str(run / "cni.sock")
+    node().stop()
+    spooled = run / spool.SPOOL_NAME
+    rotated = run / (spool.SPOOL_NAME + spool.ROTATED_SUFFIX)
+    first = cni("ADD", netns_lab.netns("before-rotation"), mesh_netconf(agent_socket=socket), pod="rotated-away")
+    assert first.returncode == 0
+    os.rename(spooled, rotated)  # as a plugin finding the spool full does
+    alone = three_adds(netns_lab, socket, "unreplayed")
+    assert alone["eligible-unreplayed"][0] == 0
+    assert len(spooled.read_text().splitlines()) == 3 and rotated.exists()
+
+    proc = subprocess.run([MESHCNI, "uninstall-cni", "--socket", socket], env=env_for(host),
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert f"removed {spooled} after logging its 4 unreplayed plugin records" in proc.stdout.splitlines()
+    for pod in ("rotated-away", "eligible-unreplayed", "plain-unreplayed", "refused-unreplayed"):
+        assert f'"pod": "default/{pod}"' in proc.stderr, f"{pod}'s line was lost:\n{proc.stderr}"
+    assert not run.exists(), sorted(os.listdir(run))
+    assert json.loads((host.conf_dir / "10-ptp.conflist").read_text()) == PRIMARY

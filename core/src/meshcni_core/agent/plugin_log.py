@@ -57,12 +57,13 @@ class PluginLog:
         now = time.monotonic_ns()
         self.report(outcome.finish(env, code, stdout, (now - started_ns(request, now)) / 1e9, "agent", level))
 
-    def replay(self) -> int:
-        """Log and count what plugins spooled; returns how many records."""
+    def replay(self, remove: bool = False) -> int:
+        """Log and count what plugins spooled; returns how many records. ``remove``: uninstall's
+        last replay, which removes the spool's files once read."""
         if not self.spool_path:
             return 0
         try:
-            lines = spool.drain(self.spool_path)
+            lines = spool.drain(self.spool_path, remove=remove)
         except (OSError, spool.SpoolError) as exc:
             agent_log.warning("cannot read the plugin log spool %s: %s", self.spool_path, exc)
             return 0

@@ -71,6 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     uninstall.add_argument("--wait-for-agent", metavar="SOCKET",
                            help="first wait until no agent serves SOCKET (install-cni, while it runs, would "
                                 "chain the plugin back); the clean-up DaemonSet passes the agent's socket")
+    uninstall.add_argument("--socket", help=f"the agent's socket (default: the --wait-for-agent one, else "
+                                f"{DEFAULT_SOCKET}): plugin log records still in the "
+                                "spool beside it are logged to stderr, then the spool, a socket file nobody "
+                                "serves and the emptied directory are removed")
     sub.add_parser("idle", help="do nothing until SIGTERM: the clean-up DaemonSet's container, Ready once its "
                                "init container uninstalled the plugin from the node")
     sub.add_parser("repair", help="label or delete pods that started without redirection (see meshcni repair --help)",
@@ -171,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "install-cni":
             return run_install(args)
         if args.command == "uninstall-cni":
-            return run_uninstall(args.wait_for_agent)
+            return run_uninstall(args.socket or args.wait_for_agent or DEFAULT_SOCKET, args.wait_for_agent)
         if args.command == "idle":
             from meshcni_core.cli.cleanup import idle
 
@@ -436,14 +440,17 @@ def run_explain(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_uninstall(wait_for_agent: str | None = None) -> int:
+def run_uninstall(socket_path: str, wait_for_agent: str | None = None) -> int:
+    """The plugin's files first (so no new run spools a record), then the agent's state."""
+    from meshcni_core.cli.cleanup import remove_agent_state, wait_for_agent_to_stop
+    from meshcni_core.logs import configure_logging
+
+    configure_logging("info")  # the replayed plugin records
     installer = _installer(with_platform_checks=False)  # bad settings fail before any wait
     if wait_for_agent:
-        from meshcni_core.cli.cleanup import wait_for_agent_to_stop
-
         wait_for_agent_to_stop(wait_for_agent)
-    for action in installer.uninstall():
-        print(action)
+    for action in [*installer.uninstall(), *remove_agent_state(socket_path)]:
+        print(action, flush=True)
     return 0
 
 

@@ -62,8 +62,10 @@ def append(path: str, line: str) -> bool:
     return True
 
 
-def drain(path: str) -> list[str]:
-    """Every spooled line, oldest first, and empty the spool; [] when there is none."""
+def drain(path: str, remove: bool = False) -> list[str]:
+    """Every spooled line, oldest first, and empty the spool; [] when there is none. ``remove``
+    (uninstall) unlinks the files instead of emptying them, still under the lock: a plugin waiting
+    for it then finds the file gone and starts a new one rather than writing into the unlinked one."""
     try:
         _check_directory(os.path.dirname(path))
     except FileNotFoundError:
@@ -76,7 +78,10 @@ def drain(path: str) -> list[str]:
         lines = _take_rotated(path)  # under the live file's lock: no rotation meanwhile
         with os.fdopen(os.dup(fd), "rb") as f:
             lines += _lines(f.read())
-        os.ftruncate(fd, 0)
+        if remove:
+            os.unlink(path)
+        else:
+            os.ftruncate(fd, 0)
         return lines
     finally:
         os.close(fd)
