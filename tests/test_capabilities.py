@@ -14,16 +14,21 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
 
 import pytest
 
+from meshcni_core.cni import spool
+from meshcni_core.devtools.hostlayout import PRIMARY, make_host
 from meshcni_core.devtools.netlab import mesh_netconf
 from meshcni_core.devtools.processes import wait_until_listening
+from meshcni_core.manifest.node_cleanup import UNINSTALL_CNI_CAPABILITIES
 from meshcni_core.manifest.render import INSTALL_CNI_CAPABILITIES
 from test_agent import MESHCNI, run_plugin
+from test_node_cleanup import rendered_pod_spec
 
 pytestmark = pytest.mark.netns
 
@@ -138,3 +143,44 @@ def test_install_cni_does_its_file_work_with_the_listed_capabilities_on_a_read_o
     assert done.returncode == 0, done.stdout + done.stderr
     assert json.loads((conf / "10-ptp.conflist").read_text())["plugins"][-1]["type"] == "istio-cni"
     assert (bins / "istio-cni").exists() and (conf / "ZZZ-istio-cni-kubeconfig").exists()
+
+
+def test_the_clean_up_daemon_set_uninstalls_with_its_listed_capabilities_on_a_read_only_root(tmp_path):
+    """The clean-up DaemonSet's init container, as rendered (command, environment, capabilities),
+    on a node install-cni left - our entry, binary, kubeconfig, a spooled plugin record and the
+    socket of an agent that was killed - leaves it clean: no capability is needed."""
+    init = rendered_pod_spec()["initContainers"][0]
+    context = init["securityContext"]
+    assert context["privileged"] is False and context["capabilities"]["drop"] == ["ALL"]
+    capabilities = tuple(context["capabilities"].get("add", []))
+    assert capabilities == UNINSTALL_CNI_CAPABILITIES
+    confined = subprocess.run(as_in_the_daemon_set(["grep", "^CapEff:", "/proc/self/status"], capabilities,
+                                                   (str(tmp_path),)), capture_output=True, text=True, check=True)
+    assert int(confined.stdout.split()[1], 16) == 0  # really none, as the container runtime would grant
+
+    host = tmp_path / "host"
+    env = make_host(host)
+    installed = subprocess.run([MESHCNI, "install-cni", "--once"], env=env, capture_output=True, text=True, timeout=60)
+    assert installed.returncode == 0, installed.stderr
+    run = tmp_path / "run"
+    run.mkdir(mode=0o700)
+    socket_path = str(run / "cni.sock")
+    killed = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    killed.bind(socket_path)  # bound, never listening: what an agent killed with SIGKILL leaves
+    killed.close()
+    record = {"command": "ADD", "pod": "default/spooled", "container": "ctr-spooled", "duration_ms": 180.0,
+              "served_by": "plugin", "verdict": "redirected: by the test", "level": "info", "log_level": "info",
+              "time": time.time(), "redirected": True}
+    assert spool.append(spool.path_for(socket_path), json.dumps(record))
+
+    command = [MESHCNI if word == "meshcni" else word for word in init["command"]]
+    command[command.index("--wait-for-agent") + 1] = socket_path  # the node's socket, in this layout
+    node_env = {**{v["name"]: v["value"] for v in init["env"]}, "CNI_NET_DIR": str(host / "net.d")}
+    cleanup_env = {k: v for k, v in env.items() if k != "CNI_NETWORK_CONFIG"} | node_env
+    done = subprocess.run(as_in_the_daemon_set(command, capabilities, (str(tmp_path),)), env=cleanup_env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads((host / "net.d" / "10-ptp.conflist").read_text()) == PRIMARY
+    assert sorted(os.listdir(host / "net.d")) == ["10-ptp.conflist"] and os.listdir(host / "bin") == []
+    assert '"pod": "default/spooled"' in done.stderr
+    assert not run.exists(), done.stdout

@@ -23,11 +23,16 @@ from meshcni_core.manifest.render import (
     host_paths,
     node_daemon_set,
     node_settings_env,
+    security_context,
 )
 from meshcni_core.manifest.values import ResolvedValues
 
 UNINSTALL_DAEMON_SET = "istio-cni-uninstall"
 AGENT_SOCKET = f"{AGENT_SOCKET_DIR}/cni.sock"
+# What uninstall-cni's work needs, measured (tests/test_capabilities.py): none. It only removes and
+# rewrites root's files in root's directories (the conf and bin dirs, the agent's 0700 state
+# directory) and connects to root's 0600 socket, which uid 0 may do by ownership alone.
+UNINSTALL_CNI_CAPABILITIES: tuple[str, ...] = ()
 
 
 def uninstall_daemon_set(resolved: ResolvedValues) -> dict[str, Any]:
@@ -38,7 +43,8 @@ def uninstall_daemon_set(resolved: ResolvedValues) -> dict[str, Any]:
         "command": ["meshcni", "uninstall-cni", "--wait-for-agent", AGENT_SOCKET],
         "env": node_settings_env(cni),
         "volumeMounts": [{"name": name, "mountPath": path} for name, _, path, _ in paths],
-        "securityContext": {"privileged": True},  # as install-cni: it rewrites host files (SELinux hosts too)
+        # As install-cni's (seccomp, SELinux's spc_t on OpenShift) with no capability at all.
+        "securityContext": security_context(cni, UNINSTALL_CNI_CAPABILITIES),
     }
     idle = {
         "name": "uninstalled", "image": resolved.image, "imagePullPolicy": cni["pullPolicy"],

@@ -206,13 +206,15 @@ def canonical_count(count: int) -> str:
     return f"{count}{suffixes[0]}"
 
 
-def security_context(cni: dict[str, Any]) -> dict[str, Any]:
+def security_context(cni: dict[str, Any], capabilities: tuple[str, ...] = INSTALL_CNI_CAPABILITIES) -> dict[str, Any]:
     """Root (host files), the measured capabilities and no others, a read-only root filesystem."""
     context: dict[str, Any] = {
         "runAsUser": 0, "runAsGroup": 0, "runAsNonRoot": False, "privileged": False,
         "readOnlyRootFilesystem": True,
-        "capabilities": {"drop": ["ALL"], "add": list(INSTALL_CNI_CAPABILITIES)},
+        "capabilities": {"drop": ["ALL"], **({"add": list(capabilities)} if capabilities else {})},
     }
+    if not capabilities:  # nothing to gain either: no setuid binary may hand any back
+        context["allowPrivilegeEscalation"] = False
     if cni["seLinuxOptions"]:
         context["seLinuxOptions"] = cni["seLinuxOptions"]
     if cni["seccompProfile"]:
