@@ -89,6 +89,7 @@ demo-cluster: install e2e-tools control-plane image
 
 bench: install control-plane istio-cni
 	$(BIN)/python bench/add_latency.py
+	$(BIN)/python bench/burst_api.py
 	$(BIN)/python bench/istio_side_by_side.py
 	$(BIN)/python bench/heal_latency.py
 	$(BIN)/python bench/agent_memory.py

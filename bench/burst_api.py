@@ -1,0 +1,81 @@
+"""32 ADDs at once of pods known only from a real kube-apiserver, served by install-cni and by the
+standalone ``meshcni agent`` (issue 12; ``make bench``).
+
+Each round creates 32 injected pods bound to the node in a real API server (the project's
+control plane, ``make control-plane``), then starts their 32 ADDs together, a fresh netns each,
+with no runtime annotations: the agent reads every pod from the API (install-cni: its pod cache
+or a GET; the standalone agent: a GET), as the generated plugin identity. Each ADD is timed from
+the plugin's spawn to its exit; a round counts only when every ADD succeeded and every netns
+holds its rules. Every istio-cni build (the self-contained bundle when built, the venv's script)
+and both servers are measured in the same run. Goal: p99 <= 1 s on the project's 2-core machine.
+
+Results are printed and written to bench/results/burst_api.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+from add_latency import RESULTS, Subject, default_subjects
+
+from meshcni_core.devtools import burst
+from meshcni_core.devtools.controlplane import start_control_plane
+from meshcni_core.devtools.netlab import Lab
+
+CONTROL_PLANE_BIN = Path(__file__).resolve().parents[1] / "build" / "control-plane" / "bin"
+COUNT = 32
+
+
+def measure(rounds: int, subjects: list[Subject]) -> dict:
+    results: dict = {"machine": {"cores": os.cpu_count(), "python": sys.version.split()[0]},
+                     "subjects": {s.name: s.executable for s in subjects}, "count": COUNT, "rounds": rounds}
+    lab = Lab()
+    work = Path(tempfile.mkdtemp(prefix="meshcni-burst-"))
+    try:
+        with start_control_plane(CONTROL_PLANE_BIN, work / "control-plane") as plane:
+            token = burst.plugin_token(plane)
+            for server in burst.SERVERS:
+                for s in subjects:
+                    results.setdefault(server, {})[s.name] = rounds_of(plane, token, lab, work / f"{server}-{s.name}",
+                                                                       server, s, rounds)
+    finally:
+        lab.close()
+    return results
+
+
+def rounds_of(plane, token: str, lab: Lab, work: Path, server: str, s: Subject, rounds: int) -> dict:
+    work.mkdir()
+    serve = burst.install_cni(plane, token, work, s.executable) if server == "install-cni" \
+        else burst.standalone_agent(plane, token, work)
+    taken: list[list[float]] = []
+    with serve as netconf:
+        burst.fire(lab, s.executable, netconf, burst.create_pods(plane, f"warm-{lab.token}-{work.name}", 2))
+        for i in range(rounds):
+            pods = burst.create_pods(plane, f"b{i}-{lab.token}-{work.name}", COUNT)
+            result = burst.fire(lab, s.executable, netconf, pods)
+            assert not result.failures and not result.without_rules, (result.failures, result.without_rules)
+            taken.append(result.durations_ms)
+    every = [ms for one in taken for ms in one]
+    return {"p99_ms_per_round": [round(burst.p99(one), 1) for one in taken],
+            "median_ms": round(statistics.median(every), 1), "p99_ms": round(burst.p99(every), 1),
+            "max_ms": round(max(every), 1), "all_succeeded_with_rules": True}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3, help="bursts per server and build (default 3)")
+    results = measure(parser.parse_args().rounds, default_subjects())
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "burst_api.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
