@@ -123,24 +123,74 @@ def test_install_cni_may_change_nothing_else_on_its_own_node(installed):
     assert after["spec"] == before["spec"]
 
 
-def test_install_cni_lifts_its_own_nodes_taint_once_ready_and_records_an_event(installed):
+def keys(taint_list: list[dict]) -> set[str]:
+    return {t["key"] for t in taint_list}
+
+
+def wait_for(predicate, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_install_cni_lifts_its_taint_once_ready_puts_it_back_while_not_ready_and_lifts_it_again(installed):
+    """The node's life: born tainted, lifted once ready; later the entry is lost (not ready): a
+    blip shorter than the grace changes nothing, a longer one puts the taint back with a Warning
+    Event saying why; ready again, it is lifted again. Each change is an Event on the node."""
     plane, api = installed
-    ready = threading.Event()
-    stop = threading.Event()
-    lifted: list[bool] = []
-    worker = threading.Thread(target=lambda: lifted.append(taint.lift_when_ready(
-        lambda: api, OWN, KEY, ready.is_set, stop, interval=0.1)))
+    ready, stop = threading.Event(), threading.Event()
+    problem = "waiting for the primary CNI to write its configuration into /host/etc/cni/net.d"
+    worker = threading.Thread(target=taint.guard, args=(lambda: api, OWN, KEY, ready.is_set, lambda: [problem],
+                                                        stop, 1.5), kwargs={"interval": 0.1})
     worker.start()
-    time.sleep(0.5)
-    before = taints(plane, OWN)
-    assert KEY in {t["key"] for t in before}, "lifted before ready"
-    ready.set()
-    worker.join(timeout=20)
-    stop.set()
-    assert lifted == [True]
-    assert taints(plane, OWN) == [t for t in before if t["key"] != KEY]
-    assert OTHER_TAINT in taints(plane, OWN)
-    events = plane.request("GET", "/api/v1/namespaces/default/events")["items"]
-    assert [(e["involvedObject"]["kind"], e["source"]["component"]) for e in events  # the session's server is shared
-            if e["reason"] == taint.REASON and e["involvedObject"]["name"] == OWN] == [("Node", "istio-cni-node")]
+    try:
+        time.sleep(0.5)
+        before = taints(plane, OWN)
+        assert KEY in keys(before), "lifted before ready"
+        ready.set()
+        wait_for(lambda: KEY not in keys(taints(plane, OWN)))
+        others = [t for t in before if t["key"] != KEY]  # OTHER_TAINT, and the server's own not-ready one
+        assert OTHER_TAINT in others and taints(plane, OWN) == others
+
+        ready.clear()  # e.g. the primary's conflist is gone: our entry cannot be restored
+        time.sleep(0.7)
+        assert KEY not in keys(taints(plane, OWN)), "tainted within the grace period"
+        wait_for(lambda: KEY in keys(taints(plane, OWN)))
+        assert taints(plane, OWN) == [*others, {"key": KEY, "effect": "NoSchedule"}]
+
+        ready.set()
+        wait_for(lambda: KEY not in keys(taints(plane, OWN)))
+        assert taints(plane, OWN) == others
+    finally:
+        stop.set()
+        worker.join(timeout=20)
+    events = [e for e in plane.request("GET", "/api/v1/namespaces/default/events")["items"]  # the server is shared
+              if e["involvedObject"]["name"] == OWN and e["reason"] in (taint.REASON, taint.REASON_ADDED)]
+    assert all((e["involvedObject"]["kind"], e["source"]["component"]) == ("Node", "istio-cni-node") for e in events)
+    assert sorted((e["reason"], e["type"]) for e in events) == [
+        (taint.REASON_ADDED, "Warning"), (taint.REASON, "Normal"), (taint.REASON, "Normal")]
+    added = next(e for e in events if e["reason"] == taint.REASON_ADDED)
+    assert f"not ready for 2s: {problem}): added the taint {KEY}" in added["message"]
     assert taint.remove_taint(api, OWN, KEY) is False  # gone: nothing to do, nothing refused
+
+
+def test_install_cni_may_put_back_only_its_own_taint_as_no_schedule(installed):
+    plane, api = installed
+    core = client.CoreV1Api(api)
+    others = taints(plane, OWN)
+    assert KEY not in keys(others)
+    attempts = {
+        "another effect": [*others, {"key": KEY, "effect": "NoExecute"}],
+        "a value": [*others, {"key": KEY, "value": "yes", "effect": "NoSchedule"}],
+        "twice": [*others, {"key": KEY, "effect": "NoSchedule"}, {"key": KEY, "effect": "PreferNoSchedule"}],
+        "another taint with it": [*others, {"key": KEY, "effect": "NoSchedule"}, {"key": "x", "effect": "NoSchedule"}],
+    }
+    for what, wanted in attempts.items():
+        refused = refusal(lambda wanted=wanted: core.patch_node(OWN, {"spec": {"taints": wanted}}))
+        assert refused.status == 422 and "may only remove the taint" in refused.body, what
+    assert taints(plane, OWN) == others
+    assert taint.add_taint(api, OWN, KEY) is True
+    assert taints(plane, OWN) == [*others, {"key": KEY, "effect": "NoSchedule"}]
+    assert taint.add_taint(api, OWN, KEY) is False  # there: nothing to do
+    assert taint.remove_taint(api, OWN, KEY) is True

@@ -77,3 +77,38 @@ def test_install_cni_lifts_its_taint_when_ready_and_reports_an_edit_war_on_its_n
         if agent.proc.poll() is None:
             agent.proc.kill()
             agent.proc.wait()
+
+
+def test_install_cni_puts_its_taint_back_while_its_node_cannot_serve_pods(host, cluster):
+    """Lifted once ready; then the primary's conflist goes away (our entry cannot be restored):
+    past the grace period the taint is back, with a Warning Event naming the problem; the primary
+    writes its file again and the taint is lifted again."""
+    sa = Path(host.settings.service_account_dir)
+    (sa / "token").write_text(pod_bound_token(cluster, NODE))
+    (sa / "ca.crt").write_bytes(cluster.ca.read_bytes())
+    server = urlparse(cluster.url)
+    primary = host.conf_dir / "10-calico.conflist"
+    write_like_a_primary(primary, PRIMARY)
+    agent = Drained(host, KUBERNETES_SERVICE_HOST=server.hostname, KUBERNETES_SERVICE_PORT=str(server.port),
+                    KUBERNETES_NODE_NAME=NODE, MESHCNI_READINESS_TAINT=KEY, MESHCNI_READINESS_TAINT_GRACE="3")
+    tainted = lambda: KEY in {t["key"] for t in taints(cluster, NODE)}  # noqa: E731
+    earlier = {e["metadata"]["uid"] for reason in ("ReadinessTaintAdded", "ReadinessTaintRemoved")  # same node name
+               for e in node_events(cluster, reason)}
+    new_events = lambda reason: [e for e in node_events(cluster, reason) if e["metadata"]["uid"] not in earlier]  # noqa: E731
+    try:
+        agent.wait_ready(True)
+        wait_for(lambda: not tainted())
+        primary.unlink()
+        agent.wait_problem("waiting for the primary CNI")
+        wait_for(tainted)
+        [added] = new_events("ReadinessTaintAdded")
+        assert added["type"] == "Warning" and "waiting for the primary CNI" in added["message"], added
+        write_like_a_primary(primary, PRIMARY)
+        agent.wait_ready(True)
+        wait_for(lambda: not tainted())
+        assert len(new_events("ReadinessTaintRemoved")) == 2
+        assert agent.proc.poll() is None
+    finally:
+        if agent.proc.poll() is None:
+            agent.proc.kill()
+            agent.proc.wait()

@@ -274,7 +274,8 @@ def run_install(args: argparse.Namespace) -> int:
 
 
 def start_node_ops(agent: Any, installer: Installer, socket_path: str, stop: Any) -> None:
-    """Events about this node (edit wars) and, when configured, lifting its readiness taint."""
+    """Events about this node (edit wars) and, when configured, its readiness taint (lifted once
+    ready, put back while the node cannot serve pods)."""
     import logging
     import threading
 
@@ -294,9 +295,10 @@ def start_node_ops(agent: Any, installer: Installer, socket_path: str, stop: Any
     installer.on_edit_war = lambda war: threading.Thread(target=edit_war_event, args=(war,), daemon=True,
                                                          name="meshcni-edit-war-event").start()
     if s.readiness_taint:
-        threading.Thread(target=taint.lift_when_ready, daemon=True, name="meshcni-readiness-taint",
+        threading.Thread(target=taint.guard, daemon=True, name="meshcni-readiness-taint",
                          args=(api, s.node_name, s.readiness_taint,
-                               lambda: taint.agent_answers_ready(socket_path, installer.netconf()), stop)).start()
+                               lambda: taint.agent_answers_ready(socket_path, installer.netconf()),
+                               lambda: list(installer.status.problems), stop, s.readiness_taint_grace)).start()
 
 
 def start_pod_cache(agent: Any, installer: Installer, registry: Any, stop: Any) -> None:

@@ -61,6 +61,7 @@ class InstallEnvironment(Schema):
     owned_conf = Boolean(data_key="ISTIO_OWNED_CNI_CONFIG")  # folded into owned_conf_name by from_env
     owned_conf_file_name = PlainFileName((".conflist",), data_key="ISTIO_OWNED_CNI_CONFIG_FILENAME")
     readiness_taint = Text(data_key="MESHCNI_READINESS_TAINT")
+    readiness_taint_grace = PositiveSeconds(data_key="MESHCNI_READINESS_TAINT_GRACE")
     repair_enabled = Boolean(data_key="REPAIR_ENABLED")  # the other REPAIR_* belong to repair.flags
 
 

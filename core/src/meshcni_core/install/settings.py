@@ -56,6 +56,7 @@ class InstallSettings:
     repair_enabled: bool = False  # run the repair daemon in the agent, configured by REPAIR_* (REPAIR_ENABLED)
     owned_conf_name: str = ""  # chained into a file of our own, not the primary's (ISTIO_OWNED_CNI_CONFIG)
     readiness_taint: str = ""  # the taint lifted from this node once ready (MESHCNI_READINESS_TAINT)
+    readiness_taint_grace: float = 60.0  # not ready this long after the lift: the taint goes back on
 
     @property
     def standalone_conf_name(self) -> str:

@@ -7,8 +7,9 @@ is one) by the DaemonSet's service account unless
 
 - the node is the one its pod runs on: the API server puts that node's name into a token bound to
   a pod (``authentication.kubernetes.io/node-name``, Kubernetes 1.32; beta from 1.30), and
-- the only change is the readiness taint going away: the other taints stay as they were, and so do
-  the rest of the spec and the metadata a client can write.
+- the only change is the readiness taint going away or coming back (``key:NoSchedule``, no value:
+  install-cni puts it back while the node cannot serve pods): the other taints stay as they were,
+  and so do the rest of the spec and the metadata a client can write.
 
 The node's status is reset from the stored node on an UPDATE before admission sees it.
 """
@@ -37,8 +38,12 @@ def validations(taint_key: str) -> list[dict[str, str]]:
         {"expression": f"{extra} in request.userInfo.extra && "
                        f"request.userInfo.extra[{extra}] == [object.metadata.name]",
          "message": "istio-cni may change only the node its own pod runs on (the node named in its token)"},
-        {"expression": f"variables.newTaints == variables.oldTaints.filter(t, t.key != {key})",
-         "message": f"istio-cni may only remove the taint {taint_key}, no other taint"},
+        {"expression": f"variables.newTaints.filter(t, t.key != {key}) == variables.oldTaints.filter(t, t.key != {key})"
+                       f" && variables.newTaints.filter(t, t.key == {key}).all(t, t.effect == 'NoSchedule'"
+                       f" && (!has(t.value) || t.value == ''))"
+                       f" && size(variables.newTaints.filter(t, t.key == {key})) <= 1",
+         "message": f"istio-cni may only remove the taint {taint_key} or add it back as {taint_key}:NoSchedule, "
+                    "no other taint"},
         {"expression": " && ".join(unchanged(f"spec.{field}") for field in NODE_SPEC),
          "message": "istio-cni may not change a node's spec beyond its readiness taint"},
         {"expression": " && ".join(unchanged(f"metadata.{field}") for field in NODE_METADATA),
