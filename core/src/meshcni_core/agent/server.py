@@ -113,7 +113,8 @@ class Agent:
         env = {k: v for k, v in request["env"].items() if k.startswith("CNI_")}
         outcome.begin()
         code, stdout = self._serve(env, request["stdin"].encode("utf-8", "surrogateescape"))
-        self.plugin_log.served(env, code, stdout, request, lambda: self.config().get("log_level"))
+        if not request["from_this_process"]:  # install-cni's own STATUS probes are no plugin run
+            self.plugin_log.served(env, code, stdout, request, lambda: self.config().get("log_level"))
         return {"code": code, "stdout": stdout}
 
     def _serve(self, env: dict[str, str], stdin: bytes) -> tuple[int, str]:
@@ -214,7 +215,8 @@ class _Server:
 
     async def on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            refusal = self.agent.peers.refusal(peer_of(writer.get_extra_info("socket")))
+            peer = peer_of(writer.get_extra_info("socket"))
+            refusal = self.agent.peers.refusal(peer)
             if refusal:
                 self._warn("peer", f"refused a connection: {refusal}")
                 await self._decline(writer, "this agent serves only root processes of the host")
@@ -226,7 +228,7 @@ class _Server:
                 return
             self.open_connections += 1
             try:
-                await self._exchange(reader, writer)
+                await self._exchange(reader, writer, peer.pid == os.getpid())
             finally:
                 self.open_connections -= 1
         except TimeoutError:  # before OSError, its base class
@@ -241,10 +243,12 @@ class _Server:
         writer.write(encode_frame({"served": False, "reason": reason}))
         await asyncio.wait_for(writer.drain(), self.limits.write_deadline)
 
-    async def _exchange(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _exchange(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                        from_this_process: bool) -> None:
         accepted_ns = time.monotonic_ns()
         request = await asyncio.wait_for(self._read_request(reader), self.limits.read_deadline)
         request["accepted_ns"] = accepted_ns
+        request["from_this_process"] = from_this_process  # set here, never taken from the client
         loop = asyncio.get_running_loop()
         reply = await loop.run_in_executor(self.workers, self.agent.serve_request, request)
         writer.write(encode_frame(reply))
