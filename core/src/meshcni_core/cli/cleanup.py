@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import stat
 import sys
 import threading
 import time
@@ -64,7 +65,7 @@ def remove_agent_state(socket_path: str) -> list[str]:
             done.append(f"left {', '.join(left)}: not a spool this uninstall could read")
         else:
             done.append(f"removed {spool_path} after logging its {replayed} unreplayed plugin records")
-    if os.path.lexists(socket_path) and not agent_serves(socket_path):
+    if _is_socket(socket_path) and not agent_serves(socket_path):
         os.unlink(socket_path)
         done.append(f"removed {socket_path}")
     directory = os.path.dirname(socket_path)
@@ -75,6 +76,13 @@ def remove_agent_state(socket_path: str) -> list[str]:
     else:
         done.append(f"removed {directory}")
     return done
+
+
+def _is_socket(path: str) -> bool:
+    try:
+        return stat.S_ISSOCK(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        return False
 
 
 def idle() -> int:
