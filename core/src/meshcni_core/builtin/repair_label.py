@@ -1,7 +1,7 @@
 """Built-in plugin: the ``label`` repair policy (Istio's --label-pods), done safely.
 
 Only the label is merge-patched (Istio 1.6 updated the whole object and hit conflicts); a pod that
-already carries the label key is left alone; an Event says what happened.
+already carries the label key is left alone; an Event says what happened, once it has.
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ def label_broken_pod(pod: BrokenPod, actions: RepairActions, settings: RepairSet
     key, value = settings.broken_pod_label_key, settings.broken_pod_label_value
     if key in pod.labels:
         return "already labelled"
-    message = f"istio-cni did not program this pod's traffic redirection; labelled {key}={value}"
-    actions.event(pod, "LabelBrokenPod", message)
     actions.label(pod, {key: value})
+    # The Event says what was done: only after the server took the patch.
+    actions.event(pod, "LabelBrokenPod",
+                  f"istio-cni did not program this pod's traffic redirection; labelled {key}={value}")
     return "labelled"
 
 

@@ -7,9 +7,10 @@ from meshcni_hooks.types import BrokenPod, RepairActions, RepairPolicy, RepairSe
 
 
 def delete_broken_pod(pod: BrokenPod, actions: RepairActions, settings: RepairSettings) -> str:
-    actions.event(pod, "DeleteBrokenPod",
-                  "istio-cni did not program this pod's traffic redirection; deleting it so it is recreated")
     actions.delete(pod)  # preconditions: this UID and resourceVersion only
+    # The Event says what was done: only after the server took the delete.
+    actions.event(pod, "DeleteBrokenPod",
+                  "istio-cni did not program this pod's traffic redirection; deleted it so it is recreated")
     return "deleted"
 
 
