@@ -155,6 +155,32 @@ def test_a_refused_write_records_no_event(plane, node, policy_name):
     plane.delete_pod_now(APPS, name)
 
 
+@pytest.mark.parametrize("policy_name", ["label", "delete"])
+def test_a_write_stands_when_its_event_cannot_be_recorded(plane, node, policy_name, tmp_path, caplog):
+    """An identity that may write pods but not create Events (a real 403 after the write): the
+    outcome is the write's, the failure to record the Event is logged, and nothing is retried."""
+    plane.grant(APPS, "repair-without-events",
+                [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "patch", "delete"]}])
+    token = plane.mint_token(APPS, "repair-without-events")
+    plane.wait_until_served(f"/api/v1/namespaces/{APPS}/pods?limit=1", token)
+    actions = ApiRepairActions(ApiClients().get(str(plane.write_kubeconfig(tmp_path / "kubeconfig", token=token))))
+    name = f"quiet-{node}"
+    judged = broken_pod(pod(plane, name, node, BROKEN))
+    enabled = ["repair-delete"] if policy_name == "delete" else []
+    policy = extensions.repair_policies(extensions.new_manager(enabled))[policy_name]
+    with caplog.at_level("WARNING", logger="meshcni.repair"):
+        outcome = policy.act(judged, actions, RepairSettings())
+    assert outcome == ("deleted" if policy_name == "delete" else "labelled")
+    current = read(plane, name)
+    if policy_name == "delete":
+        assert deleted(plane, name)
+    else:
+        assert current is not None and current["metadata"]["labels"] == LABEL
+    assert events_for(plane, name) == []
+    assert f"{APPS}/{name} {outcome}, but its Event could not be recorded" in caplog.text
+    plane.delete_pod_now(APPS, name)
+
+
 @pytest.mark.parametrize("write", ["label", "delete"])
 def test_a_replacement_under_the_same_name_is_never_written(plane, node, write):
     """A StatefulSet's replacement: same name, new UID. The judged pod's UID is a precondition."""
