@@ -87,10 +87,9 @@ demo: install
 demo-cluster: install e2e-tools control-plane image
 	$(BIN)/pytest -s -q -p no:cacheprovider "tests/e2e/test_install_cni_daemonset.py::test_the_rendered_daemon_set_runs_the_node[defaults]"
 
-bench: install control-plane istio-cni
+bench: install plugin-bundle control-plane istio-cni
 	$(BIN)/python bench/add_latency.py
 	$(BIN)/python bench/burst_api.py
-	$(BIN)/python bench/istio_side_by_side.py
 	$(BIN)/python bench/heal_latency.py
 	$(BIN)/python bench/agent_memory.py
 	$(BIN)/python bench/repair_scale.py

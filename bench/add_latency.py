@@ -1,13 +1,17 @@
-"""ADD latency and memory of istio-cni, measured as a runtime sees them (``make bench``).
+"""ADD latency and memory of istio-cni builds, today's Istio plugin and Debian's portmap, measured
+as a runtime sees them, in one run (``make bench``).
 
-Every sample is one execution of an ``istio-cni`` build from process start to exit, timed with a
-monotonic clock; peak RSS comes from ``wait4``. Every build (``--plugin NAME=PATH``; by default
-the self-contained bundle and the venv's script) is measured in the same run, round-robin.
-Eligible pods are looked up from the project's HTTPS API stand-in (the runtime passes no
-annotations) and their rules are applied in a fresh network namespace. Reference point measured
-the same way on this machine: Debian's Go ``portmap`` plugin doing a chained ADD with one port
-mapping; each build's medians are also given as a ratio to it. ``agent_stages`` breaks an
-eligible ADD inside the agent into its stages.
+Every sample is one execution from process start to exit, timed with a monotonic clock. Subjects:
+meshcni's builds (``--plugin NAME=PATH``; by default the self-contained bundle and the venv's
+script), today's Istio ``istio-cni`` (``make istio-cni``, sidecar mode, the entry its install-cni
+writes) and Debian's Go ``portmap`` (a chained ADD with one port mapping, the reference each median
+is also given as a ratio to). Within every scenario the subjects take turns sample by sample, and
+which goes first rotates every round, so a machine whose load drifts shifts them alike. Each round
+creates its pod once in a real kube-apiserver (``make control-plane``) and every plugin ADDs that
+same pod, read as the same plugin identity, into a fresh network namespace of the same shape.
+Peak RSS is read with GNU time from a few extra runs per subject and scenario; a subject whose
+peak was not measured is an error, never a 0. ``agent_stages`` breaks an eligible ADD inside the
+agent into its stages.
 
 Results are printed and written to bench/results/latest.json.
 """
@@ -21,27 +25,52 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from meshcni_core import netns
-from meshcni_core.devtools.apiserver import FakeApiServer
+from meshcni_core.devtools import istiocni
+from meshcni_core.devtools.controlplane import ControlPlane, start_control_plane
 from meshcni_core.devtools.netlab import PLUGIN, Lab
 from meshcni_core.devtools.processes import rss_mib, start_agent
+from meshcni_core.manifest.render import render
+from meshcni_core.manifest.values import resolve
 
+ROOT = Path(__file__).resolve().parents[1]
 STATUS = json.dumps({"containers": ["istio-proxy"], "initContainers": ["istio-validation"]})
 RESULTS = Path(__file__).parent / "results"
 RSS_RUNS = 3  # runs per scenario and subject under GNU time, for the peak RSS
-BUNDLE = Path(__file__).resolve().parents[1] / "build" / "plugin-bundle" / "istio-cni"
+BUNDLE = ROOT / "build" / "plugin-bundle" / "istio-cni"
+PORTMAP = "/usr/lib/cni/portmap"
+APPS, INSTALL_NAMESPACE, IDENTITY = "bench", "istio-system", "istio-cni"
+EXCLUDED_NAMESPACES = [INSTALL_NAMESPACE, "kube-system"]
+POD_ADDRESS = "192.0.2.9/24"
+PREV_RESULT = {"cniVersion": "1.0.0", "interfaces": [{"name": "eth0", "sandbox": "/x"}],
+               "ips": [{"address": POD_ADDRESS, "interface": 0}]}
 
 
-def run_once(binary: str, netconf: dict, env: dict[str, str], rss: bool = False) -> tuple[float, int, int, str]:
-    """(milliseconds, peak RSS KiB or 0, exit status, stdout) of one execution. The peak RSS needs
-    ``rss=True``, which runs it under GNU time (its timing is then not comparable): a child
-    started from this Python process reports at least this process's own ~28 MiB in ``wait4``
-    (exec records the peak of the address space it replaces, fork's copy or vfork's shared one)."""
+class BenchError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Run:
+    """One execution: wall milliseconds, peak RSS in KiB (``None`` unless measured), exit status, stdout."""
+
+    ms: float
+    peak_kib: int | None
+    code: int
+    out: str
+
+
+def run_once(binary: str, netconf: dict, env: dict[str, str], rss: bool = False) -> Run:
+    """One execution of ``binary`` with ``netconf`` on stdin. The peak RSS needs ``rss=True``, which
+    runs it under GNU time (its timing is then not comparable): a child started from this Python
+    process reports at least this process's own ~28 MiB in ``wait4`` (exec records the peak of the
+    address space it replaces, fork's copy or vfork's shared one)."""
     with tempfile.NamedTemporaryFile("r") as report:
         argv = ["/usr/bin/time", "-f", "%M", "-o", report.name, binary] if rss else [binary]
         stdin_r, stdin_w = os.pipe()
@@ -63,25 +92,41 @@ def run_once(binary: str, netconf: dict, env: dict[str, str], rss: bool = False)
             out = stdout.read()
         _, status, _ = os.wait4(pid, 0)
         elapsed = (time.perf_counter() - started) * 1000
-        peak_kib = int(report.read().split()[-1]) if rss else 0
-    return elapsed, peak_kib, os.waitstatus_to_exitcode(status), out.decode()
+        peak_kib = gnu_time_peak_kib(report.read(), binary) if rss else None
+    return Run(elapsed, peak_kib, os.waitstatus_to_exitcode(status), out.decode())
 
 
-def cni_env(command: str, netns: str, pod: str, namespace: str = "default") -> dict[str, str]:
+def gnu_time_peak_kib(report: str, binary: str) -> int:
+    """GNU time's ``%M`` (the last line; a failed command adds a line before it), never 0."""
+    lines = report.strip().splitlines()
+    if not lines or not lines[-1].isdigit() or int(lines[-1]) <= 0:
+        raise BenchError(f"GNU time reported no peak RSS for {binary}: {report!r}")
+    return int(lines[-1])
+
+
+def peak_rss_mib(runs: list[Run]) -> float:
+    """The largest peak of ``runs``, each of which must have been measured (``rss=True``): an
+    unmeasured peak is an error here, so no table can show a silent 0."""
+    if not runs or any(run.peak_kib is None for run in runs):
+        raise BenchError("peak RSS asked of runs that were not measured with rss=True")
+    return round(max(run.peak_kib for run in runs if run.peak_kib is not None) / 1024, 1)
+
+
+def cni_env(command: str, netns: str, pod: str, namespace: str = APPS, uid: str = "",
+            container_id: str = "") -> dict[str, str]:
     return {
-        "PATH": os.environ["PATH"], "CNI_COMMAND": command, "CNI_CONTAINERID": f"bench-{pod}", "CNI_NETNS": netns,
-        "CNI_IFNAME": "eth0", "CNI_PATH": "/usr/lib/cni",
+        "PATH": os.environ["PATH"], "CNI_COMMAND": command, "CNI_CONTAINERID": container_id or f"bench-{pod}",
+        "CNI_NETNS": netns, "CNI_IFNAME": "eth0", "CNI_PATH": "/usr/lib/cni",
         "CNI_ARGS": f"IgnoreUnknown=1;K8S_POD_NAMESPACE={namespace};K8S_POD_NAME={pod};"
-        f"K8S_POD_UID=uid-{namespace}-{pod}",
+        f"K8S_POD_UID={uid or f'uid-{namespace}-{pod}'}",
     }
 
 
 def plugin_conf(kubeconfig: str, agent_socket: str, runtime_annotations: dict[str, str] | None = None) -> dict:
     conf = {
         "cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "istio-cni", "agent_socket": agent_socket,
-        "kubernetes": {"kubeconfig": kubeconfig, "exclude_namespaces": ["istio-system", "kube-system"]},
-        "prevResult": {"cniVersion": "1.0.0", "interfaces": [{"name": "eth0", "sandbox": "/x"}],
-                       "ips": [{"address": "192.0.2.9/24", "interface": 0}]},
+        "kubernetes": {"kubeconfig": kubeconfig, "exclude_namespaces": EXCLUDED_NAMESPACES},
+        "prevResult": PREV_RESULT,
     }
     if runtime_annotations is not None:
         conf["runtimeConfig"] = {"io.kubernetes.cri.pod-annotations": runtime_annotations}
@@ -97,72 +142,128 @@ def summary(samples: list[float]) -> dict[str, float]:
 
 @dataclass(frozen=True)
 class Subject:
-    """One measured istio-cni build: a name for the tables and the executable a runtime runs."""
+    """One measured plugin: a name for the tables, the executable a runtime runs, and what it is:
+    ``meshcni`` (a build of ours, given meshcni's netconf), ``istio`` (today's Istio plugin, given
+    ``entry``: the keys its install-cni writes) or ``portmap`` (the reference)."""
 
     name: str
     executable: str
+    kind: str = "meshcni"
+    entry: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Pod:
+    namespace: str
+    name: str
+    uid: str
+    annotations: Mapping[str, str]
 
 
 def default_subjects() -> list[Subject]:
-    subjects = [Subject("venv", PLUGIN)]
-    if BUNDLE.exists():
-        subjects.insert(0, Subject("bundle", str(BUNDLE)))
-    return subjects
+    """The shipped self-contained bundle (what hosts run) and the venv's script."""
+    if not os.access(BUNDLE, os.X_OK):
+        raise BenchError(f"{BUNDLE} is missing: run `make plugin-bundle` (or name builds with --plugin)")
+    return [Subject("bundle", str(BUNDLE)), Subject("venv", PLUGIN)]
 
 
 class Bench:
-    """Every subject measured in the same run, round-robin inside each scenario (a machine whose
-    load drifts shifts every subject alike)."""
+    """Every subject measured in the same run, in turns inside each scenario."""
 
-    def __init__(self, api: FakeApiServer, lab: Lab, work: str, subjects: list[Subject]):
-        self.api, self.lab, self.subjects = api, lab, subjects
-        self.kubeconfig = api.write_kubeconfig(os.path.join(work, "kubeconfig"))
-        self.agent_socket = os.path.join(work, "agent", "cni.sock")
+    def __init__(self, plane: ControlPlane, token: str, lab: Lab, work: Path, subjects: list[Subject]):
+        self.plane, self.lab, self.subjects = plane, lab, subjects
+        self.kubeconfig = str(plane.write_kubeconfig(work / "kubeconfig", token=token))
+        self.agent_socket = str(work / "agent" / "cni.sock")
         self.pods = iter(range(10**6))
+        self.portmap_node, self.portmap_pod = lab.netns("pmnode"), lab.netns("pmpod")
 
-    def new_pod(self) -> str:
+    def new_pod(self, injected: bool = True) -> Pod:
         name = f"app-{next(self.pods)}"
-        self.api.add_pod("default", name, containers=["app", "istio-proxy"], init_containers=["istio-validation"],
-                         annotations={"sidecar.istio.io/status": STATUS})
-        return name
+        annotations = {"sidecar.istio.io/status": STATUS} if injected else {}
+        created = self.plane.create_pod(APPS, name, node="bench-node", annotations=annotations,
+                                        containers=("app", "istio-proxy") if injected else ("app",),
+                                        init_containers=("istio-validation",) if injected else ())
+        return Pod(APPS, name, created["metadata"]["uid"], annotations)
 
-    def eligible(self, subject: Subject, socket_path: str, rss: bool = False) -> tuple[float, int]:
-        pod = self.new_pod()
-        ns = self.lab.netns(pod)
-        ms, peak, code, out = run_once(subject.executable, plugin_conf(self.kubeconfig, socket_path),
-                                       cni_env("ADD", ns, pod), rss)
-        assert code == 0, f"{subject.name}: {out}"
-        assert "ISTIO_OUTPUT" in self.lab.save(ns), f"{subject.name}: rules were not applied"
+    def netconf(self, subject: Subject, agent_socket: str, runtime_annotations: dict[str, str] | None) -> dict:
+        if subject.entry is None:
+            return plugin_conf(self.kubeconfig, agent_socket, runtime_annotations)
+        conf = {**subject.entry, "cniVersion": "1.0.0", "name": "k8s-pod-network", "prevResult": PREV_RESULT}
+        if runtime_annotations is not None:
+            conf["runtimeConfig"] = {"io.kubernetes.cri.pod-annotations": runtime_annotations}
+        return conf
+
+    def pod_netns(self, label: str) -> str:
+        """A fresh pod network namespace: eth0 up with the pod's address (Istio's plugin takes the
+        pod's IP family from it)."""
+        ns = self.lab.netns(label)
+        self.lab.ip(ns, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p")
+        self.lab.ip(ns, "addr", "add", POD_ADDRESS, "dev", "eth0")
+        self.lab.ip(ns, "link", "set", "eth0", "up")
+        return ns
+
+    def add(self, subject: Subject, ns: str, pod: Pod, agent_socket: str, runtime_annotations: dict[str, str] | None,
+            rss: bool) -> Run:
+        run = run_once(subject.executable, self.netconf(subject, agent_socket, runtime_annotations),
+                       cni_env("ADD", ns, pod.name, pod.namespace, pod.uid, f"bench-{subject.name}-{pod.name}"), rss)
+        if run.code != 0:
+            raise BenchError(f"{subject.name} ADD of {pod.namespace}/{pod.name} failed: {run.out}")
+        return run
+
+    def eligible(self, subject: Subject, pod: Pod, agent_socket: str, rss: bool) -> Run:
+        ns = self.pod_netns(f"{subject.name[:6]}{pod.name}")
+        run = self.add(subject, ns, pod, agent_socket, None, rss)
+        if "ISTIO_OUTPUT" not in self.lab.save(ns):
+            raise BenchError(f"{subject.name}: rules were not applied")
         self.lab.close_one(ns)
-        return ms, peak
+        return run
 
-    def passed_through(self, subject: Subject, ns: str, namespace: str, annotations: dict[str, str] | None,
-                       rss: bool = False) -> tuple[float, int]:
-        ms, peak, code, out = run_once(subject.executable,
-                                       plugin_conf(self.kubeconfig, self.agent_socket, annotations),
-                                       cni_env("ADD", ns, "other", namespace), rss)
-        assert code == 0, f"{subject.name}: {out}"
-        return ms, peak
+    def portmap(self, rss: bool) -> Run:
+        """Debian's portmap, chained ADD with one mapping, started inside a throwaway node netns;
+        DEL (untimed) after each, so every ADD finds the same node."""
+        conf = {"cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "portmap", "snat": False,
+                "runtimeConfig": {"portMappings": [{"hostPort": 18080, "containerPort": 8080, "protocol": "tcp"}]},
+                "prevResult": PREV_RESULT}
+        env = cni_env("ADD", self.portmap_pod, "portmap", container_id=f"pm{next(self.pods)}")
+        with netns.entered(self.portmap_node):
+            run = run_once(PORTMAP, conf, env, rss)
+            removed = run_once(PORTMAP, conf, {**env, "CNI_COMMAND": "DEL"})
+        if run.code != 0 or removed.code != 0:
+            raise BenchError(f"portmap failed: {run.out} {removed.out}")
+        return run
 
-    def interleaved(self, rounds: int, sample: Callable[[Subject, bool], tuple[float, int]]) -> dict[str, dict]:
-        """Timed samples round-robin, then the peak RSS of a few more runs under GNU time."""
-        for subject in self.subjects:
-            sample(subject, False)  # warm-up (the agent's first pipeline, the page cache)
-        timed: dict[str, list[float]] = {s.name: [] for s in self.subjects}
-        for _ in range(rounds):
-            for subject in self.subjects:
-                timed[subject.name].append(sample(subject, False)[0])
-        peaks = {s.name: max(sample(s, True)[1] for _ in range(RSS_RUNS)) for s in self.subjects}
-        return {name: {**summary(taken), "peak_rss_mib": round(peaks[name] / 1024, 1)} for name, taken in timed.items()}
+    def interleaved(self, rounds: int, next_pod: Callable[[], Pod],
+                    sample: Callable[[Subject, Pod, bool], Run], subjects: list[Subject] | None = None) -> dict:
+        """``rounds`` rounds, each on a pod from ``next_pod`` that every subject ADDs in turn (the
+        first rotates every round); then the peak RSS of a few more runs under GNU time."""
+        chosen = subjects or self.subjects
+
+        def one(subject: Subject, pod: Pod, rss: bool) -> Run:
+            return self.portmap(rss) if subject.kind == "portmap" else sample(subject, pod, rss)
+
+        warm_pod = next_pod()
+        for subject in chosen:
+            one(subject, warm_pod, False)  # warm-up (the agent's first pipeline, the page cache)
+        timed: dict[str, list[float]] = {s.name: [] for s in chosen}
+        for i in range(rounds):
+            pod = next_pod()
+            for subject in chosen[i % len(chosen):] + chosen[:i % len(chosen)]:
+                timed[subject.name].append(one(subject, pod, False).ms)
+        measured: dict[str, list[Run]] = {s.name: [] for s in chosen}
+        for _ in range(RSS_RUNS):
+            pod = next_pod()
+            for subject in chosen:
+                measured[subject.name].append(one(subject, pod, True))
+        return {s.name: {**summary(timed[s.name]), "peak_rss_mib": peak_rss_mib(measured[s.name])} for s in chosen}
 
     def concurrent(self, subject: Subject, count: int = 32) -> dict:
         pods = [self.new_pod() for _ in range(count)]
-        namespaces = [self.lab.netns(pod) for pod in pods]
+        namespaces = [self.pod_netns(pod.name) for pod in pods]
 
         def one(i: int) -> tuple[float, int]:
-            ms, _, code, _ = run_once(subject.executable, plugin_conf(self.kubeconfig, self.agent_socket),
-                                      cni_env("ADD", namespaces[i], pods[i]))
-            return ms, code
+            run = run_once(subject.executable, self.netconf(subject, self.agent_socket, None),
+                           cni_env("ADD", namespaces[i], pods[i].name, APPS, pods[i].uid))
+            return run.ms, run.code
 
         with ThreadPoolExecutor(max_workers=count) as pool:
             started = time.perf_counter()
@@ -175,32 +276,60 @@ class Bench:
                 "namespaces_with_rules": rules_ok, "wall_ms": round(wall, 1)}
 
 
-def measure(rounds: int, in_process_rounds: int, subjects: list[Subject]) -> dict:
-    results: dict = {"machine": {"cores": os.cpu_count(), "python": sys.version.split()[0]},
-                     "subjects": {s.name: s.executable for s in subjects}}
-    work = tempfile.mkdtemp(prefix="meshcni-bench-")
+def istio_subject(plane: ControlPlane, token: str, work: Path) -> Subject:
+    run_dir = istiocni.prepare_run_dir(work / "istio-run", plane.url, plane.ca, token)
+    return Subject("istio", istiocni.binary(), kind="istio",
+                   entry=istiocni.sidecar_entry(run_dir, exclude_namespaces=EXCLUDED_NAMESPACES))
+
+
+def plugin_identity(plane: ControlPlane) -> str:
+    """A token of the plugin identity ``manifest apply`` installs, holding its ClusterRole."""
+    role = next(d for d in render(resolve()) if d["kind"] == "ClusterRole" and d["metadata"]["name"] == IDENTITY)
+    plane.ensure_namespace(INSTALL_NAMESPACE)
+    plane.ensure_namespace(APPS)
+    plane.grant(INSTALL_NAMESPACE, IDENTITY, role["rules"])
+    token = plane.mint_token(INSTALL_NAMESPACE, IDENTITY)
+    plane.wait_until_served(f"/api/v1/namespaces/{APPS}/pods?limit=1", token)
+    return token
+
+
+def measure(rounds: int, in_process_rounds: int, builds: list[Subject], with_istio: bool) -> dict:
+    work = Path(tempfile.mkdtemp(prefix="meshcni-bench-"))
     lab = Lab()
     agent = None
-    with FakeApiServer() as api:
+    with start_control_plane(ROOT / "build" / "control-plane" / "bin", work / "control-plane") as plane:
         try:
-            bench = Bench(api, lab, work, subjects)
+            token = plugin_identity(plane)
+            others = [istio_subject(plane, token, work)] if with_istio else []
+            subjects = [*builds, *others, Subject("portmap", PORTMAP, kind="portmap")]
+            results: dict = {"machine": {"cores": os.cpu_count(), "python": sys.version.split()[0],
+                                         "load_average_at_start": os.getloadavg()},
+                             "subjects": {s.name: s.executable for s in subjects}}
+            if with_istio:
+                results["istio_cni_version"] = istiocni.version()
+            bench = Bench(plane, token, lab, work, subjects)
             agent = start_agent(bench.agent_socket, plugin_conf(bench.kubeconfig, bench.agent_socket))
             scenarios = results["scenarios"] = {}
             scenarios["eligible_via_agent"] = bench.interleaved(
-                rounds, lambda s, rss: bench.eligible(s, bench.agent_socket, rss))
-            ns = lab.netns("fixed")
+                rounds, bench.new_pod, lambda s, pod, rss: bench.eligible(s, pod, bench.agent_socket, rss))
+            ns = bench.pod_netns("fixed")
+            excluded = Pod("kube-system", "other", "uid-kube-system-other", {})
             scenarios["excluded_namespace"] = bench.interleaved(
-                rounds, lambda s, rss: bench.passed_through(s, ns, "kube-system", None, rss))
+                rounds, lambda: excluded, lambda s, pod, rss: bench.add(s, ns, pod, bench.agent_socket, None, rss))
+            # a pod without the sidecar status: meshcni decides from the runtime's annotations,
+            # Istio's plugin reads the pod from the API
+            plain = bench.new_pod(injected=False)
             scenarios["non_mesh_by_runtime_annotations"] = bench.interleaved(
-                rounds, lambda s, rss: bench.passed_through(s, ns, "default", {}, rss))
-            assert lab.save(ns) == ""
+                rounds, lambda: plain,
+                lambda s, pod, rss: bench.add(s, ns, pod, bench.agent_socket, dict(pod.annotations), rss))
+            if "ISTIO_OUTPUT" in lab.save(ns):
+                raise BenchError("a pod that needs no redirection got rules")
             if in_process_rounds:
                 scenarios["eligible_in_process"] = bench.interleaved(
-                    in_process_rounds, lambda s, rss: bench.eligible(s, "", rss))
-            scenarios["concurrent_32_via_agent"] = {s.name: bench.concurrent(s) for s in subjects}
+                    in_process_rounds, bench.new_pod, lambda s, pod, rss: bench.eligible(s, pod, "", rss), builds)
+            scenarios["concurrent_32_via_agent"] = {s.name: bench.concurrent(s) for s in builds}
             results["agent_rss_mib"] = round(rss_mib(agent.pid), 1)
             results["agent_stages"] = agent_stages(bench, rounds)
-            results["reference_portmap_chained_add"] = portmap_reference(lab, rounds)
             results["ratio_to_portmap"] = ratios(results)
         finally:
             if agent is not None:
@@ -222,24 +351,24 @@ def agent_stages(bench: Bench, rounds: int) -> dict[str, dict[str, float]]:
     stages: dict[str, list[float]] = {s: [] for s in ("pod_lookup", "decision", "netns_facts", "rule_build", "apply",
                                                       "agent_round_trip")}
     for i in range(rounds + 1):
-        pod_name = bench.new_pod()
-        ns = bench.lab.netns(pod_name)
+        pod = bench.new_pod()
+        ns = bench.pod_netns(pod.name)
         marks = [time.perf_counter()]
-        pod = pipeline.resolve_pod("default", pod_name, f"uid-default-{pod_name}", None)
+        resolved = pipeline.resolve_pod(APPS, pod.name, pod.uid, None)
         marks.append(time.perf_counter())
-        decision = pipeline.decide(pod)
+        decision = pipeline.decide(resolved)
         marks.append(time.perf_counter())
         facts = netns.read_facts(ns)
         marks.append(time.perf_counter())
         assert decision.spec is not None
-        plan = pipeline.plan(pod, decision.spec, facts)
+        plan = pipeline.plan(resolved, decision.spec, facts)
         marks.append(time.perf_counter())
         pipeline.backend().apply(plan, Target(ns, f"stage-{i}", "eth0", pipeline.config.iptables_flavour))
         marks.append(time.perf_counter())
         bench.lab.close_one(ns)
-        pod_name = bench.new_pod()
-        ns = bench.lab.netns(pod_name)
-        env = cni_env("ADD", ns, pod_name)
+        pod = bench.new_pod()
+        ns = bench.pod_netns(pod.name)
+        env = cni_env("ADD", ns, pod.name, APPS, pod.uid)
         stdin = json.dumps(plugin_conf(bench.kubeconfig, bench.agent_socket)).encode()
         started = time.perf_counter()
         answer = call_agent(bench.agent_socket, env, stdin)
@@ -257,45 +386,32 @@ def agent_stages(bench: Bench, rounds: int) -> dict[str, dict[str, float]]:
 
 
 def ratios(results: dict) -> dict[str, dict[str, float]]:
-    """Each subject's median over portmap's median of the same run (the issue's goals: eligible via
-    the agent <= 0.5, excluded and non-mesh <= 0.25)."""
-    reference = results["reference_portmap_chained_add"]["median_ms"]
+    """Each subject's median over portmap's median in the same scenario's rounds (the issue's
+    goals: eligible via the agent <= 0.5, excluded and non-mesh <= 0.25)."""
     wanted = ("eligible_via_agent", "excluded_namespace", "non_mesh_by_runtime_annotations")
-    return {scenario: {name: round(measured["median_ms"] / reference, 2)
+    return {scenario: {name: round(measured["median_ms"] / results["scenarios"][scenario]["portmap"]["median_ms"], 2)
                        for name, measured in results["scenarios"][scenario].items()}
             for scenario in wanted}
 
 
-def portmap_reference(lab: Lab, rounds: int) -> dict:
-    """Debian's Go portmap plugin, chained ADD with one mapping, run inside a throwaway node netns."""
-    node, pod = lab.netns("pmnode"), lab.netns("pmpod")
-    conf = {
-        "cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "portmap", "snat": False,
-        "runtimeConfig": {"portMappings": [{"hostPort": 18080, "containerPort": 8080, "protocol": "tcp"}]},
-        "prevResult": {"cniVersion": "1.0.0", "interfaces": [{"name": "eth0", "sandbox": "/x"}],
-                       "ips": [{"address": "192.0.2.9/24", "interface": 0}]},
-    }
-    samples, peak = [], 0
-    for i in range(rounds + RSS_RUNS):
-        env = cni_env("ADD", pod, f"pm-{i}")
-        env["CNI_CONTAINERID"] = f"pm{i}"
-        ms, rss, code, out = _portmap_once(node, conf, env, rss=i >= rounds)
-        assert code == 0, out
-        if i < rounds:
-            samples.append(ms)
-        peak = max(peak, rss)
-    return {**summary(samples), "peak_rss_mib": round(peak / 1024, 1)}
-
-
-def _portmap_once(node: str, conf: dict, env: dict[str, str], rss: bool) -> tuple[float, int, int, str]:
-    with netns.entered(node):  # the plugin process starts inside the node namespace
-        return run_once("/usr/lib/cni/portmap", conf, env, rss)
+def table(results: dict) -> str:
+    """The scenarios as a Markdown table: median / p90 / p99, peak RSS, ratio to portmap."""
+    lines = ["| scenario | subject | median | p90 | p99 | peak RSS | / portmap |", "|---|---|---|---|---|---|---|"]
+    for scenario, subjects in results["scenarios"].items():
+        for name, m in subjects.items():
+            rss = f"{m['peak_rss_mib']} MiB" if "peak_rss_mib" in m else ""
+            ratio = results["ratio_to_portmap"].get(scenario, {}).get(name, "")
+            lines.append(f"| {scenario} | {name} | {m['median_ms']} ms | {m['p90_ms']} ms | {m['p99_ms']} ms | "
+                         f"{rss} | {ratio} |")
+    return "\n".join(lines)
 
 
 def subject(text: str) -> Subject:
     name, sep, executable = text.partition("=")
     if not sep or not name or not executable:
         raise argparse.ArgumentTypeError(f"expected NAME=PATH, got {text!r}")
+    if name in ("istio", "portmap"):
+        raise argparse.ArgumentTypeError(f"{name!r} names a reference subject; choose another name")
     return Subject(name, os.path.abspath(executable))
 
 
@@ -305,13 +421,17 @@ def main() -> int:
     parser.add_argument("--in-process-rounds", type=int, default=10,
                         help="samples of the no-agent fallback, ~1 s each (default 10; 0 skips it)")
     parser.add_argument("--plugin", dest="subjects", type=subject, action="append", metavar="NAME=PATH",
-                        help="an istio-cni executable to time, repeatable (default: the self-contained bundle "
-                        "build/plugin-bundle/istio-cni when built, and the venv's script)")
+                        help="a meshcni istio-cni executable to time, repeatable (default: the self-contained "
+                        "bundle build/plugin-bundle/istio-cni, which must be built, and the venv's script)")
+    parser.add_argument("--without-istio", action="store_true",
+                        help="leave today's Istio plugin out (by default it is measured and must be built: "
+                        "make istio-cni)")
     args = parser.parse_args()
-    results = measure(args.rounds, args.in_process_rounds, args.subjects or default_subjects())
+    results = measure(args.rounds, args.in_process_rounds, args.subjects or default_subjects(), not args.without_istio)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
+    print(table(results))
     return 0
 
 

@@ -55,7 +55,7 @@ def lab6(lab):
 def listeners(lab, family=4, transparent=False):
     any_addr = "::" if family == 6 else "0.0.0.0"
     lab.listen(lab.pod, any_addr, 15001, transparent=transparent)
-    lab.listen(lab.pod, any_addr, 15006)
+    lab.listen(lab.pod, any_addr, 15006, transparent=transparent)
     lab.listen(lab.pod, any_addr, 8080)
     lab.listen(lab.pod, any_addr, 15020)
     lab.listen(lab.peer, REMOTE6 if family == 6 else REMOTE4, 80)
@@ -125,11 +125,13 @@ def test_include_inbound_ports_captures_only_those(lab):
     assert lab.connect(lab.peer, POD4, 8080).listener == 8080
 
 
-def test_tproxy_inbound_keeps_the_destination_address(lab):
+def test_tproxy_inbound_lands_on_15006_keeping_the_destination_address(lab):
+    """As today's Istio: TPROXY delivers inbound to the inbound capture port (Istio 1.6's CNI
+    script used 15001, where today's proxies listen only for outbound)."""
     listeners(lab, transparent=True)
     add(lab, netconf({"sidecar.istio.io/interceptionMode": "TPROXY"}))
     got = lab.connect(lab.peer, POD4, 8080)
-    assert got.listener == 15001 and got.local == (POD4, 8080) and not got.nat_redirected
+    assert got.listener == 15006 and got.local == (POD4, 8080) and not got.nat_redirected
     # outbound still uses nat REDIRECT
     got = lab.connect(lab.pod, REMOTE4, 80)
     assert (got.listener, got.original_dst) == (15001, (REMOTE4, 80))

@@ -116,3 +116,19 @@ def test_policy_and_a_contradicting_istio_flag_are_refused(control_plane):
     done = repair(control_plane, "--policy", "label", "--delete-pods")
     assert done.returncode == 2
     assert "--policy label contradicts the Istio flag that selects 'delete'" in done.stderr
+
+
+def test_the_policy_named_in_the_install_values_is_the_one_the_repair_deployment_runs(control_plane, third_party,
+                                                                                     broken_pod):
+    """`values.cni.repair.policy`: the rendered Deployment's environment, as its container gets it,
+    makes `meshcni repair` use that policy (Istio's label and delete flags, both on by default, off)."""
+    from meshcni_core.manifest.render import render
+    from meshcni_core.manifest.values import resolve
+
+    node, pod = broken_pod
+    deployment = next(d for d in render(resolve(sets=["values.cni.repair.policy=note"])) if d["kind"] == "Deployment")
+    env = {v["name"]: v["value"] for v in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    done = repair(control_plane, "--node-name", node, "--run-as-daemon", "false", site=third_party, **env)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {f"{NAMESPACE}/{pod}": "noted"}
+    assert events_of(control_plane, pod) == ["NotedBrokenPod"]

@@ -22,7 +22,7 @@ from meshcni_core.devtools.processes import MESHCNI
 from meshcni_core.pods.lookup import ApiClients
 from meshcni_core.repair.actions import ApiRepairActions
 from meshcni_core.repair.controller import RepairController, RepairOptions, broken_pod
-from meshcni_hooks.types import BrokenPod
+from meshcni_hooks.types import BrokenPod, RepairSettings
 from test_repair import BROKEN, HEALTHY
 
 APPS = "repair-real"
@@ -133,6 +133,51 @@ def test_a_pod_changed_since_it_was_judged_is_not_written(plane, node, write):
     current = read(plane, name)
     assert current is not None and "deletionTimestamp" not in current["metadata"]
     assert current["metadata"].get("labels") is None
+    plane.delete_pod_now(APPS, name)
+
+
+@pytest.mark.parametrize("policy_name", ["label", "delete"])
+def test_a_refused_write_records_no_event(plane, node, policy_name):
+    """The Event says what was done, so it follows the successful write only: a pod changed since
+    it was judged gets neither the write nor an Event claiming it."""
+    name = f"unwritten-{node}"
+    stale = broken_pod(pod(plane, name, node, BROKEN))
+    plane.request("PATCH", f"/api/v1/namespaces/{APPS}/pods/{name}/status",
+                  {"status": {"initContainerStatuses": [{**BROKEN["initContainerStatuses"][0], "restartCount": 2}]}},
+                  content_type="application/merge-patch+json")
+    enabled = ["repair-delete"] if policy_name == "delete" else []
+    policy = extensions.repair_policies(extensions.new_manager(enabled))[policy_name]
+    actions = ApiRepairActions(ApiClients().get(str(plane.admin_kubeconfig)))
+    with pytest.raises(ApiException) as refused:
+        policy.act(stale, actions, RepairSettings())
+    assert refused.value.status == 409
+    assert events_for(plane, name) == []
+    plane.delete_pod_now(APPS, name)
+
+
+@pytest.mark.parametrize("policy_name", ["label", "delete"])
+def test_a_write_stands_when_its_event_cannot_be_recorded(plane, node, policy_name, tmp_path, caplog):
+    """An identity that may write pods but not create Events (a real 403 after the write): the
+    outcome is the write's, the failure to record the Event is logged, and nothing is retried."""
+    plane.grant(APPS, "repair-without-events",
+                [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "patch", "delete"]}])
+    token = plane.mint_token(APPS, "repair-without-events")
+    plane.wait_until_served(f"/api/v1/namespaces/{APPS}/pods?limit=1", token)
+    actions = ApiRepairActions(ApiClients().get(str(plane.write_kubeconfig(tmp_path / "kubeconfig", token=token))))
+    name = f"quiet-{node}"
+    judged = broken_pod(pod(plane, name, node, BROKEN))
+    enabled = ["repair-delete"] if policy_name == "delete" else []
+    policy = extensions.repair_policies(extensions.new_manager(enabled))[policy_name]
+    with caplog.at_level("WARNING", logger="meshcni.repair"):
+        outcome = policy.act(judged, actions, RepairSettings())
+    assert outcome == ("deleted" if policy_name == "delete" else "labelled")
+    current = read(plane, name)
+    if policy_name == "delete":
+        assert deleted(plane, name)
+    else:
+        assert current is not None and current["metadata"]["labels"] == LABEL
+    assert events_for(plane, name) == []
+    assert f"{APPS}/{name} {outcome}, but its Event could not be recorded" in caplog.text
     plane.delete_pod_now(APPS, name)
 
 

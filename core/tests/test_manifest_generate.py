@@ -13,7 +13,7 @@ from meshcni_core.install.settings import from_env
 from meshcni_core.install.template import render_entry
 from meshcni_core.manifest.node_cleanup import uninstall_daemon_set
 from meshcni_core.manifest.render import render, to_yaml
-from meshcni_core.manifest.values import resolve
+from meshcni_core.manifest.values import ValuesError, resolve
 
 GOLDEN = Path(__file__).parent / "golden" / "manifests"
 KUBERNETES_VERSIONS = ("1.29.0", "1.33.0", "1.37.0")
@@ -63,6 +63,13 @@ OPTION_CHANGES = {
     "values.cni.repair.brokenPodLabelKey=example.com/broken": {(REPAIR, f"{RCTR}.env[5].value")},
     "values.cni.repair.brokenPodLabelValue=yes": {(REPAIR, f"{RCTR}.env[6].value")},
     "values.cni.extensions[0]=tproxy": {(CM, "data.cni_network_config")},
+    # A named policy: Istio's flags off, REPAIR_POLICY; it may label (confined) and delete.
+    "values.cni.repair.policy=quarantine": {
+        (REPAIR, f"{RCTR}.env[0].value"), (REPAIR, f"{RCTR}.env[1].value"),
+        (REPAIR, f"{RCTR}.env[7].name"), (REPAIR, f"{RCTR}.env[7].value"),
+        ("ClusterRole/istio-cni-repair", "rules[0].verbs[3]"), ("ClusterRole/istio-cni-repair", "rules[0].verbs[4]"),
+        ("ValidatingAdmissionPolicy/istio-cni-repair-label-only", ""),
+        ("ValidatingAdmissionPolicyBinding/istio-cni-repair-label-only", "")},
     # Repair moves into the DaemonSet's agent, which needs no write access for it.
     "values.cni.repair.repairPods=true": {
         ("ServiceAccount/istio-cni-repair", ""), ("ClusterRole/istio-cni-repair", ""),
@@ -213,6 +220,29 @@ def test_repair_role_grants_only_what_its_policy_uses():
     assert verbs("values.cni.repair.deletePods=false", "values.cni.repair.labelPods=false") == ["get", "list", "watch"]
     plugin_role = by_name(generate())["ClusterRole/istio-cni"]
     assert plugin_role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}]
+
+
+@pytest.mark.parametrize(("policy", "writes"), [("quarantine", ["patch", "delete"]), ("label", ["patch"]),
+                                               ("delete", ["delete"])])
+def test_a_named_repair_policy_is_what_the_repair_deployment_runs(policy, writes):
+    from meshcni_core.cli.repair import build_parser, settings
+    from meshcni_core.repair.flags import chosen_policy
+
+    objects = by_name(generate(sets=[f"values.cni.repair.policy={policy}"]))
+    env = {v["name"]: v["value"] for v in objects[REPAIR]["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["REPAIR_POLICY"] == policy
+    assert chosen_policy(settings(build_parser().parse_args([]), env)) == policy  # no contradicting Istio flag
+    assert objects["ClusterRole/istio-cni-repair"]["rules"][0]["verbs"] == ["get", "list", "watch", *writes]
+    assert ("ValidatingAdmissionPolicy/istio-cni-repair-label-only" in objects) == ("patch" in writes)
+
+
+@pytest.mark.parametrize("sets", [["values.cni.repair.policy=reprogram"],
+                                  ["values.cni.repair.policy=label", "values.cni.repair.repairPods=true"],
+                                  ["values.cni.repair.policy=not a name"]])
+def test_a_repair_policy_the_deployment_cannot_run_is_refused_by_path(sets):
+    with pytest.raises(ValuesError) as refused:
+        generate(sets=sets)
+    assert any(problem.startswith("values.cni.repair.policy: ") for problem in refused.value.problems)
 
 
 def test_disabled_component_renders_nothing():

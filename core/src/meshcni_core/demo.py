@@ -87,12 +87,10 @@ def describe(got: Accepted | str, pod_ip: str, mode: str = "") -> str:
     proxy got the connection with its destination kept (not NAT-redirected)."""
     if isinstance(got, str):
         return got
-    if got.listener == 15001 and got.nat_redirected:
-        return f"proxy :15001 (orig {got.original_dst[0]}:{got.original_dst[1]})"  # type: ignore[index]
-    if got.listener == 15001:
-        return f"proxy :15001 {mode} (dst kept {got.local[0]}:{got.local[1]})".replace("  ", " ")
-    if got.listener == 15006:
-        return f"proxy :15006 (orig {got.original_dst[0]}:{got.original_dst[1]})"  # type: ignore[index]
+    if got.listener in (15001, 15006) and got.nat_redirected:
+        return f"proxy :{got.listener} (orig {got.original_dst[0]}:{got.original_dst[1]})"  # type: ignore[index]
+    if got.listener in (15001, 15006):
+        return f"proxy :{got.listener} {mode} (dst kept {got.local[0]}:{got.local[1]})".replace("  ", " ")
     if got.listener == 80:
         return "service, direct"
     return f"app :{got.listener}, direct"
@@ -158,7 +156,7 @@ def run_demo(pods_dir: Path, use_agent: bool = True) -> int:
             saved = lab.save(pod_ns)
             pod.outcome = "redirected" if "ISTIO_OUTPUT" in saved else "passed through"
             for port in LISTEN_PORTS:
-                lab.listen(pod_ns, "0.0.0.0", port, transparent=(port == 15001))
+                lab.listen(pod_ns, "0.0.0.0", port, transparent=port in (15001, 15006))
             mode = pod.annotations.get("sidecar.istio.io/interceptionMode", "")
             pod.cells = (
                 describe(probe(lab, pod_ns, REMOTE, 80), pod_ip, mode),
@@ -178,9 +176,11 @@ def run_demo(pods_dir: Path, use_agent: bool = True) -> int:
         if agent is not None:
             agent.terminate()
             agent.wait(timeout=10)
+        created = " ".join(lab.name_of(ns) for ns in lab.namespaces)
         lab.close()
         shutil.rmtree(work, ignore_errors=True)
-        print("\ncleaned up: pod sandboxes deleted (CNI DEL), namespaces and scratch files removed")
+        print("\ncleaned up: pod sandboxes deleted (CNI DEL), scratch files removed, "
+              f"network namespaces removed: {created}")
 
 
 def print_table(pods: list[PodRun]) -> None:

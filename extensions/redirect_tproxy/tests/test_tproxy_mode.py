@@ -2,7 +2,7 @@
 
 import pytest
 
-from meshcni_hooks.types import NetnsFacts
+from meshcni_hooks.types import NetnsFacts, RedirectSpec
 from meshcni_redirect_tproxy import TproxyMode
 
 MODE = {"sidecar.istio.io/interceptionMode": "TPROXY"}
@@ -21,6 +21,17 @@ def test_registered_by_name_and_programs_mangle(meshcni_pipeline, pod_factory):
         "-p tcp -j ISTIO_TPROXY",
     ]
     assert [s.args[:4] for s in plan.routes] == [("-f", "inet", "rule", "add"), ("-f", "inet", "route", "replace")]
+
+
+def test_inbound_goes_to_the_inbound_capture_port_not_the_outbound_one():
+    """Today's Istio (istio-iptables `tproxy.golden`): TPROXY delivers to the inbound capture port;
+    Istio 1.6's CNI script used the outbound port. The istio-iptables drop-in's -z sets it."""
+    from meshcni_redirect_tproxy import tproxy_inbound
+
+    _, rules, _ = tproxy_inbound(RedirectSpec(mode="TPROXY", proxy_port=15101, inbound_capture_port=15106), 4)
+    targets = [r.text for r in rules if r.chain == "ISTIO_TPROXY"]
+    assert targets == ["! -d 127.0.0.1/32 -p tcp -j TPROXY --on-port 15106 --on-ip 0.0.0.0 "
+                       "--tproxy-mark 0x539/0xffffffff"]
 
 
 def test_ipv6_inbound_stays_nat_redirect(meshcni_pipeline, pod_factory):

@@ -58,7 +58,8 @@ def build_parser(claims: Sequence[Claim] = ()) -> argparse.ArgumentParser:
     )
     p.add_argument("-p", dest="proxy_port", help="outbound redirect port (env ENVOY_PORT, default 15001)")
     p.add_argument("-z", dest="inbound_capture_port",
-                   help="inbound capture port (env INBOUND_CAPTURE_PORT, default 15006)")
+                   help="inbound capture port, also TPROXY's target as in today's Istio (env INBOUND_CAPTURE_PORT, "
+                   "default 15006)")
     p.add_argument("-u", dest="uid", help="proxy uids, comma-separated (default: uid of ENVOY_USER/istio-proxy "
                    "or 1337, plus 0)")
     p.add_argument("-g", dest="gid", help="proxy gids, comma-separated (default: the uids)")

@@ -115,7 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
         "apply", help="server-side apply the generated objects, and prune what is no longer generated",
         description="Generates exactly as 'meshcni manifest generate' and applies each object with "
                     "fieldManager=meshcni as a member of the ApplySet ConfigMap/istio-cni-applyset in "
-                    "kube-system; then deletes the members the values no longer generate. Values that no longer "
+                    "kube-system; then deletes the members the values no longer generate. A namespace they go into "
+                    "that does not exist is created first, and the server checks every object before the first is "
+                    "written (nothing is half-applied). Values that no longer "
                     "install the CNI (components.cni.enabled=false) also bring the DaemonSet istio-cni-uninstall, "
                     "which removes the plugin from every node; a later apply removes it once it is Ready "
                     "everywhere. Prints whether each object was created, configured, unchanged or pruned.")

@@ -6,6 +6,11 @@ resourceVersion before and after, as the API server bumps it only when something
 Every object joins meshcni's ApplySet (``applyset.py``); after applying, members the
 configuration no longer renders are deleted, each with its uid and resourceVersion as
 preconditions so that nothing changed since it was listed is removed.
+
+Nothing is half-applied: a namespace the objects go into that does not exist yet is created
+first (as istioctl creates its install namespace before any component; it is not a member of
+the set, so it is never pruned), and the server checks every object (a dry-run apply: schema,
+admission, RBAC, ownership) before the first one is written.
 """
 
 from __future__ import annotations
@@ -101,11 +106,18 @@ def apply_all(api_client: Any, documents: Iterable[Mapping[str, Any]], dry_run: 
         documents = with_node_cleanup(documents, daemon_sets, node_cleanup)
     members = [member(d) for d in documents]
     current = Scope.of(members)
+    keep = {object_path(d) for d in members}
+    created, missing = _create_namespaces(api_client, [parent_document, *members], dry_run)
+    # The server checks every object before the first one is written.
+    checked = [_apply(api_client, d, dry_run=True, namespace_missing=d["metadata"].get("namespace") in missing)
+               for d in members]
+    if dry_run:
+        return created + checked + _prune(api_client, previous | current, keep, dry_run)
     # While applying, the parent names every kind and namespace of the old set and the new one, so
     # an interrupted run still finds the old members next time; afterwards exactly the new ones.
     _apply(api_client, applyset.parent(previous | current, version), dry_run)
-    results = [_apply(api_client, document, dry_run) for document in members]
-    results += _prune(api_client, previous | current, {object_path(d) for d in members}, dry_run)
+    results = created + [_apply(api_client, document, dry_run) for document in members]
+    results += _prune(api_client, previous | current, keep, dry_run)
     _apply(api_client, applyset.parent(current, version), dry_run)
     return results
 
@@ -121,11 +133,40 @@ def _get(api_client: Any, path: str, document: Mapping[str, Any]) -> dict[str, A
         return None
 
 
-def _apply(api_client: Any, document: Mapping[str, Any], dry_run: bool) -> Applied:
+def _create_namespaces(api_client: Any, documents: list[Mapping[str, Any]],
+                       dry_run: bool) -> tuple[list[Applied], set[str]]:
+    """Creates the namespaces ``documents`` go into that do not exist; returns what it created and,
+    on a dry run (which creates nothing), the namespaces that are missing."""
+    from kubernetes.client.exceptions import ApiException
+
+    created: list[Applied] = []
+    missing: set[str] = set()
+    for name in sorted({str(d["metadata"]["namespace"]) for d in documents if d["metadata"].get("namespace")}):
+        namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+        if _get(api_client, f"/api/v1/namespaces/{name}", namespace) is not None:
+            continue
+        try:
+            _call(api_client, "POST", "/api/v1/namespaces", [("dryRun", "All")] if dry_run else [], namespace)
+        except ApiException as exc:
+            if exc.status == 409:  # created meanwhile
+                continue
+            raise _failure("creating", namespace, exc) from None
+        if dry_run:
+            missing.add(name)
+        created.append(Applied("Namespace", name, "", "created" + (" (dry run)" if dry_run else "")))
+    return created, missing
+
+
+def _apply(api_client: Any, document: Mapping[str, Any], dry_run: bool, namespace_missing: bool = False) -> Applied:
+    """Server-side applies ``document`` (on a dry run the server checks it and stores nothing). An
+    object whose namespace does not exist yet (a dry run's) cannot be checked by the server."""
     from kubernetes.client.exceptions import ApiException
 
     path = object_path(document)
     metadata = document["metadata"]
+    if namespace_missing:
+        return Applied(document["kind"], metadata["name"], metadata["namespace"],
+                       "created (dry run; not checked by the server: its namespace does not exist yet)")
     before = _get(api_client, path, document)
     owner = ((before or {}).get("metadata", {}).get("labels") or {}).get(PART_OF_LABEL)
     if owner is not None and owner != metadata["labels"].get(PART_OF_LABEL, owner):

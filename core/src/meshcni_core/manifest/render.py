@@ -234,16 +234,27 @@ def node_ops_env(cni: dict[str, Any]) -> list[dict[str, Any]]:
     return env
 
 
+# The pod writes each first-party repair policy makes; a policy named otherwise may make any write
+# the repair actions offer (label, delete), the label confined by the admission policy as always.
+POLICY_WRITES = {"label": ["patch"], "delete": ["delete"]}
+ANY_POLICY_WRITES = ["patch", "delete"]
+
+
 def repair_objects(resolved: ResolvedValues) -> list[dict[str, Any]]:
     repair = resolved.cni["repair"]
-    # The policy meshcni repair picks: delete when deletePods, else label when labelPods, else report only.
-    acting = ["delete"] if repair["deletePods"] else ["patch"] if repair["labelPods"] else []
+    # The policy meshcni repair picks: the named one, else delete when deletePods, else label when
+    # labelPods, else report only.
+    policy = repair["policy"] or ("delete" if repair["deletePods"] else "label" if repair["labelPods"] else "")
+    acting = POLICY_WRITES.get(policy, ANY_POLICY_WRITES) if policy else []
     verbs = ["get", "list", "watch", *acting]
+    named = repair["policy"]  # wins: Istio's flags, which would contradict it, are off
     flags = {
-        "label-pods": str(repair["labelPods"]).lower(), "delete-pods": str(repair["deletePods"]).lower(),
+        "label-pods": str(repair["labelPods"] and not named).lower(),
+        "delete-pods": str(repair["deletePods"] and not named).lower(),
         "run-as-daemon": "true", "sidecar-annotation": "sidecar.istio.io/status",
         "init-container-name": repair["initContainerName"],
         "broken-pod-label-key": repair["brokenPodLabelKey"], "broken-pod-label-value": repair["brokenPodLabelValue"],
+        **({"policy": named} if named else {}),
     }
     labels = {"k8s-app": REPAIR_NAME}
     deployment = {
@@ -276,7 +287,7 @@ def repair_objects(resolved: ResolvedValues) -> list[dict[str, Any]]:
         _cluster_binding(REPAIR_NAME, resolved.namespace),
         deployment,
     ]
-    if acting == ["patch"]:  # RBAC cannot narrow patch to one label: an admission policy does
+    if "patch" in acting:  # RBAC cannot narrow patch to one label: an admission policy does
         username = f"system:serviceaccount:{resolved.namespace}:{REPAIR_NAME}"
         objects += label_only_policy(username, repair["brokenPodLabelKey"], repair["brokenPodLabelValue"],
                                      {"app": NAME})

@@ -69,6 +69,16 @@ class RepairValues(Schema):
                            metadata=_doc("Istio 1.4's value; no Istio template used it, nor does meshcni"))
     brokenPodLabelKey = LabelKey(load_default="cni.istio.io/uninitialized", metadata=_doc("label key for broken pods"))
     brokenPodLabelValue = LabelValue(load_default="true", metadata=_doc("label value for broken pods"))
+    policy = Matching(_EXTENSION_NAME, "a repair policy name", empty_ok=True, load_default="", metadata=_doc(
+        "meshcni: the repair policy by its registered name (meshcni repair --policy), e.g. one an extension in "
+        "the repair image registers; wins over labelPods and deletePods; empty: they choose, as in Istio"))
+
+    @validates_schema
+    def _one_way_to_choose_the_policy(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if data["policy"] == "reprogram" or (data["policy"] and data["repairPods"]):
+            raise ValidationError({"policy": [
+                f"{data['policy']!r} with repairPods={str(data['repairPods']).lower()}: pods are reprogrammed by "
+                "the node agent (repairPods=true, no policy); a policy runs in the repair Deployment"]})
 
 
 class TaintValues(Schema):

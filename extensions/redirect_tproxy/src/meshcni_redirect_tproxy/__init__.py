@@ -1,4 +1,5 @@
-"""The TPROXY interception mode, as Istio 1.6's istio-iptables.sh programs it (§4.6)."""
+"""The TPROXY interception mode: Istio 1.6's istio-iptables.sh rules (§4.6), delivering inbound to
+the inbound capture port (15006) as today's istio-iptables does, where the proxy listens for it."""
 
 from __future__ import annotations
 
@@ -89,8 +90,10 @@ def tproxy_inbound(spec: RedirectSpec, family: int) -> tuple[list[ChainDecl], li
     rules = [
         _rule(DIVERT, "-j", "MARK", "--set-xmark", mark),
         _rule(DIVERT, "-j", "ACCEPT"),
+        # Istio 1.6's CNI script sent this to the outbound port (15001); today's Istio, and the
+        # proxies of both, listen for inbound on the inbound capture port.
         _rule(TPROXY, "!", "-d", "127.0.0.1/32", "-p", "tcp", "-j", "TPROXY",
-              "--on-port", str(spec.proxy_port), "--on-ip", "0.0.0.0", "--tproxy-mark", mark),
+              "--on-port", str(spec.inbound_capture_port), "--on-ip", "0.0.0.0", "--tproxy-mark", mark),
         _rule("PREROUTING", "-p", "tcp", "-j", INBOUND),
     ]
     if spec.include_inbound_ports.all:
