@@ -173,8 +173,8 @@ class CniCommands:
             raise CniError("istio-cni is not ready on this node", "; ".join(problems), code=50)
         try:
             pipeline = self.pipeline_factory(request.netconf, env)
-            backend = pipeline.backend()
-            ready = getattr(backend, "ready", None)
+            pipeline.require_usable_backend()
+            ready = getattr(pipeline.backend(), "ready", None)
             if ready is not None:
                 ready(pipeline.config.iptables_flavour)
         except Exception as exc:  # noqa: BLE001 - any reason we could not serve ADD is "not available"
