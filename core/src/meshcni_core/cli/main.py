@@ -412,7 +412,7 @@ def run_explain(args: argparse.Namespace) -> int:
         from meshcni_core.manifest.render import network_config
 
         resolved = _resolved_values(args)
-        netconf = network_config(resolved.cni, resolved.dns_capture)
+        netconf = network_config(resolved.cni, resolved.dns_capture, resolved.native_nftables)
     elif args.netconf:
         with open(args.netconf) as f:
             doc = json.load(f)
