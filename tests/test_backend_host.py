@@ -9,6 +9,7 @@ import subprocess
 
 import pytest
 
+from hidden_library import without_libnftables
 from meshcni_core.devtools.netlab import PLUGIN, mesh_netconf
 
 pytestmark = pytest.mark.netns
@@ -80,3 +81,23 @@ def test_iptables_restore_refuses_a_netns_holding_the_nftables_flavour(netns_lab
     assert nothing_of_ours(netns_lab, ns)
     tables = subprocess.run(["ip", "netns", "exec", name, "nft", "list", "tables"], capture_output=True, text=True)
     assert tables.stdout.split() == ["table", "inet", "istio-proxy-nat"]
+
+
+def test_native_nftables_on_a_node_without_libnftables_fails_add_naming_it(netns_lab):
+    """The library hidden for real (an empty file bind-mounted over it, in a private mount namespace)."""
+    ns = netns_lab.netns("pod")
+    netconf = mesh_netconf(native_nftables=True)
+    netconf["extensions"].append("nftables")
+    env = {**os.environ, "CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c0ffee", "CNI_NETNS": ns, "CNI_IFNAME": "eth0",
+           "CNI_PATH": "/opt/cni/bin",
+           "CNI_ARGS": "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=app-1;K8S_POD_UID=uid-1"}
+    proc = subprocess.run(without_libnftables([PLUGIN]), input=json.dumps(netconf), env=env, capture_output=True,
+                          text=True, timeout=60)
+    error = json.loads(proc.stdout)
+    assert error["code"] == 105
+    assert error["msg"].startswith("backend 'nftables' cannot run on this node (netconf key native_nftables=true): "
+                                   "libnftables.so.1 not found or not loadable")
+    assert "install Debian's libnftables1" in error["msg"]
+    tables = subprocess.run(["ip", "netns", "exec", netns_lab.name_of(ns), "nft", "list", "tables"],
+                            capture_output=True, text=True, check=True)
+    assert tables.stdout == "" and nothing_of_ours(netns_lab, ns)
