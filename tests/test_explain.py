@@ -196,3 +196,31 @@ def test_explain_shows_the_selected_backend_s_own_transaction(tmp_path):
                            "--netconf", str(netconf)], capture_output=True, text=True, check=True).stdout
     assert "rules: what backend iptc (netconf key backend='iptc') hands the kernel:" in text
     assert "# IPv4 nat: one libiptc commit" in text and "-A ISTIO_OUTPUT -d 198.51.100.0/24 -j RETURN" in text
+
+
+@pytest.mark.netns
+def test_explain_prints_the_exact_nftables_transaction(netns_lab):
+    """With values.global.nativeNftables, explain's transaction loaded by hand (nft -j -f) leaves
+    exactly the ruleset the real ADD leaves."""
+    pod_file = PODS / "30-reviews-excluded-range.yaml"
+    report = json.loads(subprocess.run([MESHCNI, "explain", "--pod", str(pod_file), "--output", "json", "--set",
+                                        "values.global.nativeNftables=true"], capture_output=True, text=True,
+                                       check=True).stdout)
+    plan = report["plan"]
+    assert (plan["backend"], plan["chosen_by"]) == ("nftables", "netconf key native_nftables=true")
+    by_hand, by_plugin = netns_lab.netns("hand"), netns_lab.netns("plugin")
+    subprocess.run(["ip", "netns", "exec", netns_lab.name_of(by_hand), "nft", "-j", "-f", "-"],
+                   input=plan["transaction"], text=True, check=True)
+    manifest = yaml.safe_load(pod_file.read_text())
+    netconf = {**default_explain_netconf(), "agent_socket": "", "native_nftables": True,
+               "extensions": [*default_explain_netconf()["extensions"], "nftables"],  # type: ignore[misc]
+               "runtimeConfig": {"io.kubernetes.cri.pod-annotations": manifest["metadata"]["annotations"]},
+               "prevResult": {"cniVersion": "1.0.0", "ips": [{"address": "192.0.2.9/24"}]}}
+    proc = cni("ADD", by_plugin, netconf, pod=manifest["metadata"]["name"], namespace=manifest["metadata"]["namespace"])
+    assert proc.returncode == 0, proc.stdout
+
+    def ruleset(ns: str) -> str:
+        return subprocess.run(["ip", "netns", "exec", netns_lab.name_of(ns), "nft", "list", "ruleset"],
+                              capture_output=True, text=True, check=True).stdout
+
+    assert ruleset(by_hand) == ruleset(by_plugin) and "table inet istio-proxy-nat" in ruleset(by_hand)
