@@ -96,7 +96,8 @@ def plan_commands(plan: RulePlan) -> list[Command]:
 
 def _table_commands(plan: RulePlan, iptables_table: str, families: Iterable[int]) -> list[Command]:
     table = table_name(iptables_table)
-    named = [(c.table, c.name) for c in plan.chains] + [(i.table, i.chain) for i in (*plan.flushes, *plan.rules)]
+    named = [(c.table, c.name) for c in plan.chains] + [(f.table, f.chain) for f in plan.flushes] \
+        + [(r.table, r.chain) for r in plan.rules]
     chains: list[str] = []  # iptables chain names, in first-seen order
     for table_of, name in named:
         if table_of == iptables_table and name not in chains:
