@@ -30,6 +30,13 @@ PODS = {
          "traffic.sidecar.istio.io/excludeOutboundPorts": "5432"},
         True,
     ),
+    "ranges-ports-uids-dual-stack": (
+        {"traffic.sidecar.istio.io/includeOutboundIPRanges": "198.51.100.0/24,2001:db8:2::/48",
+         "traffic.sidecar.istio.io/includeOutboundPorts": "443",
+         "traffic.sidecar.istio.io/excludeInboundPorts": "9000,9001",
+         "traffic.sidecar.istio.io/includeInboundPorts": "*"},
+        True,
+    ),
     "dns-capture-dual-stack": ({"proxy.istio.io/config": 'proxyMetadata:\n  ISTIO_META_DNS_CAPTURE: "true"\n'}, True),
 }
 
