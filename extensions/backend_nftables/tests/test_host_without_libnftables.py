@@ -58,3 +58,13 @@ def test_an_add_fails_naming_the_library_and_applies_nothing(tmp_path, netns_lab
     listing = subprocess.run(["ip", "netns", "exec", netns_lab.name_of(ns), "nft", "list", "ruleset"],
                              capture_output=True, text=True, check=True).stdout
     assert listing == "" and netns_lab.save(ns) == "" and netns_lab.save(ns, 6) == ""
+
+
+def test_status_reports_the_node_unable_to_serve_add(tmp_path):
+    conf = {**mesh_netconf({}, backend="nftables"), "cniVersion": "1.1.0"}
+    conf["extensions"] = [*conf["extensions"], "nftables"]
+    assert cni("STATUS", "", conf).returncode == 0
+    proc = cni("STATUS", "", conf, plugin=without_libnftables(tmp_path, PLUGIN))
+    error = json.loads(proc.stdout)
+    assert proc.returncode != 0 and error["code"] == 50
+    assert "libnftables.so.1" in error["details"] and "libnftables1" in error["details"]
