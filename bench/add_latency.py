@@ -7,7 +7,9 @@ Eligible pods are looked up from the project's HTTPS API stand-in (the runtime p
 annotations) and their rules are applied in a fresh network namespace. Reference point measured
 the same way on this machine: Debian's Go ``portmap`` plugin doing a chained ADD with one port
 mapping; each build's medians are also given as a ratio to it. ``agent_stages`` breaks an
-eligible ADD inside the agent into its stages.
+eligible ADD inside the agent into its stages. ``eligible_via_agent_by_backend`` is the whole
+eligible ADD through the agent with each apply backend (``iptables-restore``, ``nftables``),
+interleaved in one run.
 
 Results are printed and written to bench/results/latest.json.
 """
@@ -18,6 +20,7 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -35,6 +38,8 @@ STATUS = json.dumps({"containers": ["istio-proxy"], "initContainers": ["istio-va
 RESULTS = Path(__file__).parent / "results"
 RSS_RUNS = 3  # runs per scenario and subject under GNU time, for the peak RSS
 BUNDLE = Path(__file__).resolve().parents[1] / "build" / "plugin-bundle" / "istio-cni"
+# The netconf keys selecting each apply backend (the nftables one is an extension's).
+BACKENDS = {"iptables-restore": {}, "nftables": {"backend": "nftables", "extensions": ["nftables"]}}
 
 
 def run_once(binary: str, netconf: dict, env: dict[str, str], rss: bool = False) -> tuple[float, int, int, str]:
@@ -136,6 +141,28 @@ class Bench:
         self.lab.close_one(ns)
         return ms, peak
 
+    def backend_conf(self, backend: str) -> dict:
+        """The netconf of the agent (one per backend: an agent serves its own configuration)
+        whose apply backend is ``backend``."""
+        socket_path = self.agent_socket if backend == "iptables-restore" else self.agent_socket + f".{backend}"
+        return {**plugin_conf(self.kubeconfig, socket_path), **BACKENDS[backend]}
+
+    def eligible_with_backend(self, backend: Subject, rss: bool = False) -> tuple[float, int]:
+        """An eligible ADD through the agent applied by the backend named ``backend.name``."""
+        pod = self.new_pod()
+        ns = self.lab.netns(pod)
+        conf = self.backend_conf(backend.name)
+        ms, peak, code, out = run_once(backend.executable, conf, cni_env("ADD", ns, pod), rss)
+        assert code == 0, f"{backend.name}: {out}"
+        if backend.name == "nftables":
+            with netns.entered(ns):
+                rules = subprocess.run(["nft", "list", "ruleset"], capture_output=True, text=True, check=True).stdout
+            assert "istio-output" in rules and "ISTIO" not in self.lab.save(ns), "nftables: wrong rules"
+        else:
+            assert "ISTIO_OUTPUT" in self.lab.save(ns), f"{backend.name}: rules were not applied"
+        self.lab.close_one(ns)
+        return ms, peak
+
     def passed_through(self, subject: Subject, ns: str, namespace: str, annotations: dict[str, str] | None,
                        rss: bool = False) -> tuple[float, int]:
         ms, peak, code, out = run_once(subject.executable,
@@ -144,15 +171,17 @@ class Bench:
         assert code == 0, f"{subject.name}: {out}"
         return ms, peak
 
-    def interleaved(self, rounds: int, sample: Callable[[Subject, bool], tuple[float, int]]) -> dict[str, dict]:
+    def interleaved(self, rounds: int, sample: Callable[[Subject, bool], tuple[float, int]],
+                    subjects: list[Subject] | None = None) -> dict[str, dict]:
         """Timed samples round-robin, then the peak RSS of a few more runs under GNU time."""
-        for subject in self.subjects:
+        subjects = subjects or self.subjects
+        for subject in subjects:
             sample(subject, False)  # warm-up (the agent's first pipeline, the page cache)
-        timed: dict[str, list[float]] = {s.name: [] for s in self.subjects}
+        timed: dict[str, list[float]] = {s.name: [] for s in subjects}
         for _ in range(rounds):
-            for subject in self.subjects:
+            for subject in subjects:
                 timed[subject.name].append(sample(subject, False)[0])
-        peaks = {s.name: max(sample(s, True)[1] for _ in range(RSS_RUNS)) for s in self.subjects}
+        peaks = {s.name: max(sample(s, True)[1] for _ in range(RSS_RUNS)) for s in subjects}
         return {name: {**summary(taken), "peak_rss_mib": round(peaks[name] / 1024, 1)} for name, taken in timed.items()}
 
     def concurrent(self, subject: Subject, count: int = 32) -> dict:
@@ -180,14 +209,19 @@ def measure(rounds: int, in_process_rounds: int, subjects: list[Subject]) -> dic
                      "subjects": {s.name: s.executable for s in subjects}}
     work = tempfile.mkdtemp(prefix="meshcni-bench-")
     lab = Lab()
-    agent = None
+    agent = nft_agent = None
     with FakeApiServer() as api:
         try:
             bench = Bench(api, lab, work, subjects)
             agent = start_agent(bench.agent_socket, plugin_conf(bench.kubeconfig, bench.agent_socket))
+            nft_conf = bench.backend_conf("nftables")
+            nft_agent = start_agent(nft_conf["agent_socket"], nft_conf)
             scenarios = results["scenarios"] = {}
             scenarios["eligible_via_agent"] = bench.interleaved(
                 rounds, lambda s, rss: bench.eligible(s, bench.agent_socket, rss))
+            by_backend = [Subject(name, subjects[0].executable) for name in BACKENDS]
+            scenarios["eligible_via_agent_by_backend"] = bench.interleaved(
+                rounds, lambda s, rss: bench.eligible_with_backend(s, rss), by_backend)
             ns = lab.netns("fixed")
             scenarios["excluded_namespace"] = bench.interleaved(
                 rounds, lambda s, rss: bench.passed_through(s, ns, "kube-system", None, rss))
@@ -203,9 +237,10 @@ def measure(rounds: int, in_process_rounds: int, subjects: list[Subject]) -> dic
             results["reference_portmap_chained_add"] = portmap_reference(lab, rounds)
             results["ratio_to_portmap"] = ratios(results)
         finally:
-            if agent is not None:
-                agent.terminate()
-                agent.wait(timeout=10)
+            for started in (agent, nft_agent):
+                if started is not None:
+                    started.terminate()
+                    started.wait(timeout=10)
             lab.close()
     return results
 

@@ -1,8 +1,9 @@
 """NftablesBackend: a pod's rule plan as Istio-shaped ``inet`` tables, one libnftables transaction.
 
 ADD: one ``list tables`` (to refuse a netns holding iptables rules of ours or Istio's, and to
-know whether an earlier ADD left tables of ours), then one transaction that replaces our tables
-with the plan's, for both families at once; then the plan's route steps. If a route step fails,
+know whether an earlier ADD left tables of ours), then one transaction that creates our tables
+(or replaces the earlier ones) with the plan's, for both families at once; then the plan's route
+steps. If a route step fails,
 what this ADD changed is undone: our tables as they were before (none, for a new pod) and the
 routes it added. DEL deletes our tables only (and undoes the route steps). GC has nothing to
 collect: every rule lives in the pod's own netns, which the runtime deletes.
@@ -17,7 +18,7 @@ from typing import Any
 from meshcni_backend_nftables import canonical, library
 from meshcni_backend_nftables.layout import FAMILY, OUR_TABLES
 from meshcni_backend_nftables.mixing import iptables_rules_here
-from meshcni_backend_nftables.transaction import plan_commands, render, teardown_commands
+from meshcni_backend_nftables.transaction import new_pod_document, plan_commands, render, teardown_commands
 from meshcni_hooks.errors import ApplyError
 from meshcni_hooks.netns import entered
 from meshcni_hooks.ruleargs import refuse_unsafe_arguments, unsafe_arguments
@@ -55,12 +56,13 @@ class NftablesBackend:
             raise ApplyError("the nftables backend cannot run on this host", "; ".join(problems))
 
     def transaction(self, plan: RulePlan) -> str:
+        """The transaction of a new pod (a repeated ADD first deletes the tables an earlier one left)."""
         refuse_unsafe_arguments(plan)
         return render(plan_commands(plan))
 
     def apply(self, plan: RulePlan, target: Target) -> None:
         refuse_unsafe_arguments(plan)
-        commands = plan_commands(plan)  # an untranslatable rule fails here, before any change
+        new_pod = new_pod_document(plan)  # an untranslatable rule fails here, before any change
         with entered(target.netns):
             session = library.Session()
             tables = session.list({"tables": None})
@@ -72,9 +74,13 @@ class NftablesBackend:
                     "; ".join(mixed),
                 )
             undo = _Undo()
-            if any(_is_ours(t) for t in tables):
+            present = _ours(tables)
+            if present:
                 undo.previous = canonical_objects(session.list({"ruleset": None}))
-            session.run(commands)
+            if present:
+                session.run(plan_commands(plan, replacing=present))
+            else:
+                session.run_text(new_pod)
             try:
                 for step in plan.routes:
                     _run_route(step, undo, routes_were_ours=undo.previous is not None)
@@ -89,7 +95,10 @@ class NftablesBackend:
         if hints is not None and unsafe_arguments(hints):
             hints = None  # our tables are found by their names
         with entered(target.netns):
-            library.Session().run(teardown_commands())
+            session = library.Session()
+            present = _ours(session.list({"tables": None}))
+            if present:
+                session.run(teardown_commands(present))
             for undo in _route_undo(hints):
                 _ip(undo)
 
@@ -120,9 +129,10 @@ class NftablesBackend:
         return "; ".join(problems)
 
 
-def _is_ours(item: dict[str, Any]) -> bool:
-    table = item.get("table") or {}
-    return bool(table.get("family") == FAMILY and table.get("name") in OUR_TABLES)
+def _ours(tables: list[dict[str, Any]]) -> list[str]:
+    """The names of our tables in a ``list tables`` output."""
+    found = (t.get("table") or {} for t in tables)
+    return [t["name"] for t in found if t.get("family") == FAMILY and t.get("name") in OUR_TABLES]
 
 
 def canonical_objects(listing: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -61,7 +61,10 @@ class Session:
 
     def run(self, commands: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Run one JSON document (one kernel transaction); its output objects, or ApplyError."""
-        rc, output, error = self._nft.cmd(json.dumps({"nftables": commands}))
+        return self.run_text(json.dumps({"nftables": commands}))
+
+    def run_text(self, document: str) -> list[dict[str, Any]]:
+        rc, output, error = self._nft.cmd(document)
         if rc != 0:
             raise ApplyError("libnftables rejected the transaction", (error or output or f"rc {rc}").strip())
         if not output:

@@ -6,12 +6,15 @@ merged into the one ``inet`` chain: a rule both families have at the same place 
 own address match or else by ``meta nfproto``. Each family's packets therefore meet exactly
 their own rules in their own order, as in the two iptables rule sets.
 
-The transaction first creates and deletes each of our tables (so it holds only what the plan
-says, whatever an earlier ADD left) and then builds them; the kernel applies it all or nothing.
+For a new pod the transaction creates our tables (``create`` fails, changing nothing, if one
+exists after all). For a netns that holds tables of ours it first deletes them, so that it holds
+only what the plan says whatever an earlier ADD left; a deletion costs the kernel an RCU grace
+period (milliseconds), which a new pod does not pay. The kernel applies either all or nothing.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -80,30 +83,47 @@ def _table_ref(name: str) -> dict[str, str]:
     return {"family": FAMILY, "name": name}
 
 
-def plan_commands(plan: RulePlan) -> list[Command]:
-    """The transaction's commands: every table of ours emptied, then the plan's tables built."""
-    commands: list[Command] = []
-    for name in OUR_TABLES:
-        commands += [{"add": {"table": _table_ref(name)}}, {"delete": {"table": _table_ref(name)}}]
+def plan_commands(plan: RulePlan, replacing: Iterable[str] = ()) -> list[Command]:
+    """The transaction's commands: the tables of ours in ``replacing`` deleted, then the plan's
+    tables built (created, when none of ours was there)."""
+    replacing = list(replacing)
+    if not replacing:
+        return list(_new_pod_commands(plan))
+    return teardown_commands(replacing) + [{"add": c["create"]} if "create" in c else c
+                                           for c in _new_pod_commands(plan)]
+
+
+@functools.lru_cache(maxsize=64)
+def _new_pod_commands(plan: RulePlan) -> tuple[Command, ...]:
+    """Cached: the agent builds the same plan for every pod with the same annotations (the
+    commands are never modified)."""
     families = plan.families()
     iptables_tables: list[str] = []
     for family in families:
         iptables_tables += [t for t in plan.tables(family) if t not in iptables_tables]
+    commands: list[Command] = []
     for iptables_table in iptables_tables:
-        commands += _table_commands(plan, iptables_table, families)
-    return commands
+        commands += _table_commands(plan, iptables_table, families, "create")
+    return tuple(commands)
 
 
-def _table_commands(plan: RulePlan, iptables_table: str, families: Iterable[int]) -> list[Command]:
+@functools.lru_cache(maxsize=64)
+def new_pod_document(plan: RulePlan) -> str:
+    """The new-pod transaction as the JSON text libnftables parses."""
+    return json.dumps(document(list(_new_pod_commands(plan))))
+
+
+def _table_commands(plan: RulePlan, iptables_table: str, families: Iterable[int], verb: str) -> list[Command]:
     table = table_name(iptables_table)
-    named = [(c.table, c.name) for c in plan.chains] + [(i.table, i.chain) for i in (*plan.flushes, *plan.rules)]
+    named = [(c.table, c.name) for c in plan.chains] + [(f.table, f.chain) for f in plan.flushes] \
+        + [(r.table, r.chain) for r in plan.rules]
     chains: list[str] = []  # iptables chain names, in first-seen order
     for table_of, name in named:
         if table_of == iptables_table and name not in chains:
             chains.append(name)
     # Base chains first (as Istio lists them), then ours in declaration order.
     chains.sort(key=lambda c: not is_base_chain(iptables_table, c))
-    commands: list[Command] = [{"add": {"table": _table_ref(table)}}]
+    commands: list[Command] = [{verb: {"table": _table_ref(table)}}]
     for chain in chains:
         spec: dict[str, Any] = {"family": FAMILY, "table": table, "name": chain_name(iptables_table, chain)}
         if is_base_chain(iptables_table, chain):
@@ -123,9 +143,9 @@ def _table_commands(plan: RulePlan, iptables_table: str, families: Iterable[int]
     return commands
 
 
-def teardown_commands() -> list[Command]:
-    """Remove every table of ours (present or not) and nothing else."""
-    return [c for name in OUR_TABLES
+def teardown_commands(present: Iterable[str] = OUR_TABLES) -> list[Command]:
+    """Remove these tables of ours (the ``add`` makes the deletion of an absent one harmless)."""
+    return [c for name in present
             for c in ({"add": {"table": _table_ref(name)}}, {"delete": {"table": _table_ref(name)}})]
 
 
