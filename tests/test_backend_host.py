@@ -101,3 +101,16 @@ def test_native_nftables_on_a_node_without_libnftables_fails_add_naming_it(netns
     tables = subprocess.run(["ip", "netns", "exec", netns_lab.name_of(ns), "nft", "list", "tables"],
                             capture_output=True, text=True, check=True)
     assert tables.stdout == "" and nothing_of_ours(netns_lab, ns)
+
+
+def test_auto_on_a_node_without_iptables_picks_nftables_and_says_why(netns_lab, tmp_path):
+    ns = netns_lab.netns("pod")
+    netconf = mesh_netconf(backend="auto", log_level="info")
+    netconf["extensions"].append("nftables")
+    proc = run_plugin("ADD", ns, netconf, path=str(tmp_path))  # no iptables executables at all
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert ("backend auto: using nftables, the first registered backend this node can run (iptables-restore "
+            "cannot run here: iptables-restore, ip6tables-restore, iptables-save and ip6tables-save") in proc.stderr
+    tables = subprocess.run(["ip", "netns", "exec", netns_lab.name_of(ns), "nft", "list", "tables"],
+                            capture_output=True, text=True, check=True).stdout
+    assert "table inet istio-proxy-nat" in tables and nothing_of_ours(netns_lab, ns)
