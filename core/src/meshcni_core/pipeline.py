@@ -112,7 +112,7 @@ class Pipeline:
         problems = self.backend_host_problems()
         if problems:
             raise ApplyError(f"backend {self.backend().name!r} cannot run on this node ({self.backend_choice.reason}): "
-                             + "; ".join(problems), "\n".join(problems), stage="backend-check")
+                             + "; ".join(problems), stage="backend-check")
 
     # -- decision ---------------------------------------------------------------------------
 
