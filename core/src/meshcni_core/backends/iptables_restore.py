@@ -129,6 +129,7 @@ class IptablesRestoreBackend:
 
     def __init__(self) -> None:
         self._tools: dict[str, Tools] = {}
+        self._usable = False
 
     def tools(self, target: Target) -> Tools:
         flavour = detect_flavour(target.iptables_flavour)
@@ -142,7 +143,10 @@ class IptablesRestoreBackend:
 
     def host_problems(self) -> list[str]:
         """What keeps this host from running iptables-restore: the executables of the flavour it
-        would use, and a kernel with x_tables (legacy) or nf_tables (nft) support."""
+        would use, and a kernel with x_tables (legacy) or nf_tables (nft) support. A usable host
+        is remembered (this runs before every ADD); problems are looked for again each time."""
+        if self._usable:
+            return []
         flavour = detect_flavour("auto")
         missing = missing_tools(flavour)
         if len(missing) == len(missing_tools("nft")) == len(missing_tools("legacy")) == 4:
@@ -151,9 +155,10 @@ class IptablesRestoreBackend:
         else:
             problems = [f"{name} not found on PATH: install iptables (Debian's iptables package, {flavour} flavour)"
                         for name in missing]
-        if not kernel_has_x_tables() and not nftables_tables.available():
+        if not nftables_tables.available() and not kernel_has_x_tables():
             problems.append("the kernel has neither x_tables (ip_tables) nor nf_tables support: "
                             "load one of those modules")
+        self._usable = not problems
         return problems
 
     def transaction(self, plan: RulePlan) -> str:
