@@ -293,6 +293,7 @@ def test_native_nftables_reaches_the_netconf_with_the_extension_that_provides_it
     assert (pipeline.backend_choice.name, pipeline.backend_choice.reason) == (
         "nftables", "netconf key native_nftables=true")
     assert "native_nftables" not in rendered_netconf("values.global.nativeNftables=false")
+    assert resolve(sets=["values.global.nativeNftables=true"]).elsewhere == ()  # read here, not "meant for" Istio
     tproxy_too = rendered_netconf("values.global.nativeNftables=true", "values.cni.extensions[0]=tproxy")
     assert tproxy_too["extensions"] == ["tproxy", "nftables"]
 
