@@ -1,6 +1,6 @@
 """The apply backends the real-packet tests run against: the core's iptables-restore and the
-nftables extension. Mark a test ``@both_backends`` and take the backend from the ``lab`` fixture's
-``backend`` (a test not marked runs with the default backend only)."""
+nftables extension. Mark a test ``@both_backends``: it then runs once per backend, with the
+``backend`` fixture (tests/conftest.py, default ``iptables-restore``) overridden by the mark."""
 
 from __future__ import annotations
 
@@ -18,12 +18,6 @@ def use_backend(netconf: dict[str, Any], backend: str) -> dict[str, Any]:
     if backend == "iptables-restore":
         return netconf
     return {**netconf, "extensions": [*netconf.get("extensions", []), backend], "backend": backend}
-
-
-@pytest.fixture
-def backend() -> str:
-    """The backend of a test not marked ``@both_backends``."""
-    return "iptables-restore"
 
 
 def rules_text(lab: Any, ns: str, family: int = 4) -> str:

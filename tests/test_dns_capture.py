@@ -13,7 +13,7 @@ import json
 
 import pytest
 
-from backends import backend, both_backends, rules_text  # noqa: F401 - backend is a fixture
+from backends import both_backends, rules_text
 from dnslab import Responders, udp_query
 from meshcni_core.devtools.netlab import cni, run
 from test_pod_cache import eventually

@@ -16,7 +16,7 @@ import subprocess
 
 import pytest
 
-from backends import backend, both_backends, use_backend  # noqa: F401 - backend is a fixture
+from backends import both_backends, use_backend
 from meshcni_core import netns
 from meshcni_core.devtools.netlab import Lab, cni, mesh_netconf, run
 
@@ -31,7 +31,7 @@ def netconf(annotations: dict[str, str] | None = None, mesh: bool = True, **extr
 
 
 @pytest.fixture
-def lab(backend):  # noqa: F811
+def lab(backend):
     lab = Lab()
     lab.backend = backend  # type: ignore[attr-defined]
     try:

@@ -97,13 +97,12 @@ def plan_commands(plan: RulePlan, replacing: Iterable[str] = ()) -> list[Command
 def _new_pod_commands(plan: RulePlan) -> tuple[Command, ...]:
     """Cached: the agent builds the same plan for every pod with the same annotations (the
     commands are never modified)."""
-    families = plan.families()
     iptables_tables: list[str] = []
-    for family in families:
+    for family in plan.families():
         iptables_tables += [t for t in plan.tables(family) if t not in iptables_tables]
     commands: list[Command] = []
     for iptables_table in iptables_tables:
-        commands += _table_commands(plan, iptables_table, families, "create")
+        commands += _table_commands(plan, iptables_table, "create")
     return tuple(commands)
 
 
@@ -113,7 +112,7 @@ def new_pod_document(plan: RulePlan) -> str:
     return json.dumps(document(list(_new_pod_commands(plan))))
 
 
-def _table_commands(plan: RulePlan, iptables_table: str, families: Iterable[int], verb: str) -> list[Command]:
+def _table_commands(plan: RulePlan, iptables_table: str, verb: str) -> list[Command]:
     table = table_name(iptables_table)
     named = [(c.table, c.name) for c in plan.chains] + [(f.table, f.chain) for f in plan.flushes] \
         + [(r.table, r.chain) for r in plan.rules]
@@ -133,8 +132,6 @@ def _table_commands(plan: RulePlan, iptables_table: str, families: Iterable[int]
     for chain in chains:
         per_family = {f: [_translated(r.args, f) for r in plan.chain_rules(f, iptables_table, chain)]
                       for f in (4, 6)}
-        if 6 not in families:
-            per_family[6] = []
         for rule, family in merge_families(per_family[4], per_family[6]):
             commands.append({"add": {"rule": {
                 "family": FAMILY, "table": table, "chain": chain_name(iptables_table, chain),
