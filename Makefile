@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-PACKAGES := hooks core extensions/redirect_tproxy extensions/kubevirt extensions/backend_iptc extensions/repair_delete extensions/platform_gke extensions/platform_openshift examples/meshcni-example-extension
+PACKAGES := hooks core extensions/redirect_tproxy extensions/kubevirt extensions/backend_iptc extensions/backend_nftables extensions/repair_delete extensions/platform_gke extensions/platform_openshift examples/meshcni-example-extension
 PYPROJECTS := $(addsuffix /pyproject.toml,$(PACKAGES)) pyproject.toml
 DEV_TOOLS := pytest hypothesis ruff mypy container-runtime-interface-api==2.0.1 kubernetes-validate cel-python
 

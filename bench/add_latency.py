@@ -11,7 +11,8 @@ creates its pod once in a real kube-apiserver (``make control-plane``) and every
 same pod, read as the same plugin identity, into a fresh network namespace of the same shape.
 Peak RSS is read with GNU time from a few extra runs per subject and scenario; a subject whose
 peak was not measured is an error, never a 0. ``agent_stages`` breaks an eligible ADD inside the
-agent into its stages.
+agent into its stages. ``eligible_via_agent_by_backend`` is the whole eligible ADD through the
+agent with each apply backend (``iptables-restore``, ``nftables``), interleaved in one run.
 
 Results are printed and written to bench/results/latest.json.
 """
@@ -22,6 +23,7 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -50,6 +52,8 @@ EXCLUDED_NAMESPACES = [INSTALL_NAMESPACE, "kube-system"]
 POD_ADDRESS = "192.0.2.9/24"
 PREV_RESULT = {"cniVersion": "1.0.0", "interfaces": [{"name": "eth0", "sandbox": "/x"}],
                "ips": [{"address": POD_ADDRESS, "interface": 0}]}
+# The netconf keys selecting each apply backend (the nftables one is an extension's).
+BACKENDS = {"iptables-restore": {}, "nftables": {"backend": "nftables", "extensions": ["nftables"]}}
 
 
 class BenchError(RuntimeError):
@@ -256,6 +260,29 @@ class Bench:
                 measured[subject.name].append(one(subject, pod, True))
         return {s.name: {**summary(timed[s.name]), "peak_rss_mib": peak_rss_mib(measured[s.name])} for s in chosen}
 
+    def backend_conf(self, backend: str) -> dict:
+        """The netconf of the agent (one per backend: an agent serves its own configuration)
+        whose apply backend is ``backend``."""
+        socket_path = self.agent_socket if backend == "iptables-restore" else self.agent_socket + f".{backend}"
+        return {**plugin_conf(self.kubeconfig, socket_path), **BACKENDS[backend]}
+
+    def eligible_with_backend(self, backend: Subject, pod: Pod, rss: bool) -> Run:
+        """An eligible ADD through the agent whose apply backend is ``backend.name``."""
+        ns = self.pod_netns(f"{backend.name[:6]}{pod.name}")
+        run = run_once(backend.executable, self.backend_conf(backend.name),
+                       cni_env("ADD", ns, pod.name, pod.namespace, pod.uid, f"bench-{backend.name}-{pod.name}"), rss)
+        if run.code != 0:
+            raise BenchError(f"{backend.name} ADD of {pod.namespace}/{pod.name} failed: {run.out}")
+        if backend.name == "nftables":
+            with netns.entered(ns):
+                rules = subprocess.run(["nft", "list", "ruleset"], capture_output=True, text=True, check=True).stdout
+            if "istio-output" not in rules or "ISTIO" in self.lab.save(ns):
+                raise BenchError("nftables: the pod did not get (only) our nftables tables")
+        elif "ISTIO_OUTPUT" not in self.lab.save(ns):
+            raise BenchError(f"{backend.name}: rules were not applied")
+        self.lab.close_one(ns)
+        return run
+
     def concurrent(self, subject: Subject, count: int = 32) -> dict:
         pods = [self.new_pod() for _ in range(count)]
         namespaces = [self.pod_netns(pod.name) for pod in pods]
@@ -296,7 +323,7 @@ def plugin_identity(plane: ControlPlane) -> str:
 def measure(rounds: int, in_process_rounds: int, builds: list[Subject], with_istio: bool) -> dict:
     work = Path(tempfile.mkdtemp(prefix="meshcni-bench-"))
     lab = Lab()
-    agent = None
+    agent = nft_agent = None
     with start_control_plane(ROOT / "build" / "control-plane" / "bin", work / "control-plane") as plane:
         try:
             token = plugin_identity(plane)
@@ -309,9 +336,14 @@ def measure(rounds: int, in_process_rounds: int, builds: list[Subject], with_ist
                 results["istio_cni_version"] = istiocni.version()
             bench = Bench(plane, token, lab, work, subjects)
             agent = start_agent(bench.agent_socket, plugin_conf(bench.kubeconfig, bench.agent_socket))
+            nft_conf = bench.backend_conf("nftables")
+            nft_agent = start_agent(nft_conf["agent_socket"], nft_conf)
             scenarios = results["scenarios"] = {}
             scenarios["eligible_via_agent"] = bench.interleaved(
                 rounds, bench.new_pod, lambda s, pod, rss: bench.eligible(s, pod, bench.agent_socket, rss))
+            by_backend = [Subject(name, builds[0].executable) for name in BACKENDS]
+            scenarios["eligible_via_agent_by_backend"] = bench.interleaved(
+                rounds, bench.new_pod, lambda s, pod, rss: bench.eligible_with_backend(s, pod, rss), by_backend)
             ns = bench.pod_netns("fixed")
             excluded = Pod("kube-system", "other", "uid-kube-system-other", {})
             scenarios["excluded_namespace"] = bench.interleaved(
@@ -332,9 +364,10 @@ def measure(rounds: int, in_process_rounds: int, builds: list[Subject], with_ist
             results["agent_stages"] = agent_stages(bench, rounds)
             results["ratio_to_portmap"] = ratios(results)
         finally:
-            if agent is not None:
-                agent.terminate()
-                agent.wait(timeout=10)
+            for started in (agent, nft_agent):
+                if started is not None:
+                    started.terminate()
+                    started.wait(timeout=10)
             lab.close()
     return results
 

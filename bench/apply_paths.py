@@ -1,7 +1,9 @@
 """What the node agent's apply path costs per mechanism, measured in the agent's situation (warm
 process, a fresh pod netns each sample): exec'd ``iptables-restore`` against python-iptables
-(the ``iptc`` backend, legacy tables only), and ``ip`` execs against pyroute2 for DEL's route
-clean-up. Prints medians; issue 16 item 2 chooses by these numbers (docs/performance.md).
+(the ``iptc`` backend, legacy tables only), the ``nftables`` backend's transaction through
+libnftables in-process against ``nft -j -f -`` per pod, and ``ip`` execs against pyroute2 for
+DEL's route clean-up. Prints medians; issue 16 item 2 and issue 11 choose by these numbers
+(docs/performance.md, docs/rules.md).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from meshcni_core.backends.iptables_restore import IptablesRestoreBackend, defau
 from meshcni_core.devtools.netlab import Lab
 from meshcni_core.pipeline import Pipeline
 from meshcni_core.rules.builder import build_plan
-from meshcni_hooks.types import RedirectSpec, Target
+from meshcni_hooks.types import RedirectSpec, RulePlan, Target
 
 # DEL without hints runs these three (default_route_undo): the pyroute2 calls doing the same.
 TPROXY_MARK, TPROXY_TABLE = 1337, 133
@@ -67,6 +69,35 @@ def tproxy_routes_present(ns: str) -> None:
             subprocess.run(["ip", *args], capture_output=True, check=True)
 
 
+def nft_subjects(rounds: int, lab: Lab, plan: RulePlan) -> dict[str, dict]:
+    """The same nft transaction through libnftables in-process (a context per pod: its netlink
+    socket belongs to the netns it is made in) and through an exec'd ``nft -j -f -``; and the
+    whole backend apply (its refusal check of iptables rules, then the transaction)."""
+    from meshcni_backend_nftables.backend import NftablesBackend
+    from meshcni_backend_nftables.library import Session
+    from meshcni_backend_nftables.transaction import document, plan_commands
+
+    commands = plan_commands(plan)
+    text = json.dumps(document(commands))
+
+    def in_process(ns: str) -> None:
+        with netns.entered(ns):
+            Session().run(commands)
+
+    def exec_nft(ns: str) -> None:
+        with netns.entered(ns):
+            subprocess.run(["nft", "-j", "-f", "-"], input=text, text=True, check=True)
+
+    backend = NftablesBackend()
+    assert not backend.host_problems(), backend.host_problems()
+    return {
+        "nft_transaction_libnftables": timed(rounds, lab, lambda ns: None, in_process),
+        "nft_transaction_nft_exec": timed(rounds, lab, lambda ns: None, exec_nft),
+        "apply_fresh_nftables_backend": timed(rounds, lab, lambda ns: None,
+                                              lambda ns: backend.apply(plan, Target(ns, "c", "eth0"))),
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=30)
@@ -88,6 +119,7 @@ def main() -> int:
         iptc_backend.ready("legacy")
         results["apply_fresh_iptc_legacy"] = timed(
             args.rounds, lab, lambda ns: None, lambda ns: iptc_backend.apply(plan, Target(ns, "c", "eth0", "legacy")))
+        results.update(nft_subjects(args.rounds, lab, plan))
         results["read_facts_proc"] = timed(args.rounds, lab, lambda ns: None, netns.read_facts)
         for state, prepare in (("absent", lambda ns: None), ("present", tproxy_routes_present)):
             results[f"del_routes_ip_exec_{state}"] = timed(args.rounds, lab, prepare, del_routes_with_ip)

@@ -10,7 +10,9 @@ Three layers, least often changed first, so a new plugin ships as one small laye
   system   glibc, iptables (nft and legacy) with its modules, iproute2's ip: what the node agent
            runs in pods' network namespaces; /etc/passwd and /etc/group (root, nobody)
   plugin   /opt/meshcni/bin: the self-contained istio-cni that install-cni copies to hosts
-           (build/plugin-bundle, scripts/build-plugin-bundle.sh)
+           (build/plugin-bundle, scripts/build-plugin-bundle.sh), with the nftables backend and
+           libnftables, which the system layer links into the loader's default folder: the node
+           agent programs native_nftables pods with no nft tooling in the image or on the node
   cli      /usr/bin/meshcni (scripts/image-entrypoint.c, on the bundle's interpreter) and the
            extensions only the image needs (platforms, repair policies) in /usr/lib/meshcni
 

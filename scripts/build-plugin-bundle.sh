@@ -45,7 +45,7 @@ tar -C "$base/lib" "${excluded[@]/#/--exclude=python$version/}" --exclude=__pyca
 
 # Our packages and what they need, at the versions the venv's tests ran with. They are built from
 # a copy: setuptools builds in the source tree, and a build/ left there keeps deleted modules.
-packages=(hooks core extensions/redirect_tproxy extensions/kubevirt)
+packages=(hooks core extensions/redirect_tproxy extensions/kubevirt extensions/backend_nftables)
 for package in "${packages[@]}"; do
   mkdir -p "$work/src/$package"
   cp -r "$package"/. "$work/src/$package"
@@ -59,7 +59,16 @@ $py -m pip install -q --disable-pip-version-check --no-compile --no-warn-script-
 (cd "$bundle/site-packages" && rm -rf bin kubernetes/aio aiohttp* aiosignal* aiohappyeyeballs* multidict* yarl* \
   frozenlist* propcache*)
 
-# Every shared library an extension module or libpython needs, except glibc's own.
+# libnftables for the nftables backend, whose ctypes binding loads libnftables.so.1 by name: a node
+# whose netconf selects nftables needs neither nft nor Debian's libnftables1.
+nftables_library=$(/sbin/ldconfig -p | awk '$1 == "libnftables.so.1" {print $NF; exit}')
+if [ -z "$nftables_library" ]; then
+  echo "build-plugin-bundle: libnftables.so.1 not found: install Debian's libnftables1 (make install does)" >&2
+  exit 1
+fi
+cp -L "$nftables_library" "$bundle/lib/libnftables.so.1"
+
+# Every shared library an extension module, libpython or libnftables needs, except glibc's own.
 find "$bundle" -name '*.so*' -type f -print0 | xargs -0 ldd 2>/dev/null | awk '$2 == "=>" && $3 ~ /^\// {print $3}' \
   | sort -u | while read -r library; do
     case "$(basename "$library")" in

@@ -66,3 +66,10 @@ def install_cni(tmp_path):
         finally:
             proc.terminate()
             proc.wait(timeout=15)
+
+
+@pytest.fixture
+def backend() -> str:
+    """The apply backend of a network test (``lab`` of test_redirect_traffic reads it); tests marked
+    ``@both_backends`` (tests/backends.py) run with each."""
+    return "iptables-restore"

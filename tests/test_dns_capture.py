@@ -13,6 +13,7 @@ import json
 
 import pytest
 
+from backends import both_backends, rules_text
 from dnslab import Responders, udp_query
 from meshcni_core.devtools.netlab import cni, run
 from test_pod_cache import eventually
@@ -23,6 +24,8 @@ pytestmark = pytest.mark.netns
 PROXY_CONFIG = "proxy.istio.io/config"
 DNS_ON = 'proxyMetadata:\n  ISTIO_META_DNS_CAPTURE: "true"\n'
 OPENSHIFT_UID = 1000650000
+ZONE_2 = {"iptables-restore": "-A ISTIO_OUTPUT_DNS -p udp -m udp --dport 53 -j CT --zone 2",
+          "nftables": "udp dport 53 ct zone set 2"}
 
 
 @pytest.fixture
@@ -53,13 +56,15 @@ def assert_dns_captured(lab, proxy_uid: int = 1337) -> None:  # noqa: F811
     assert udp_query(lab.pod, REMOTE4, 5353) == "other-udp"  # only DNS is captured
 
 
+@both_backends
 def test_proxy_config_annotation_from_the_runtime_captures_the_apps_dns(dns):
     dns.start_proxy_dns()
     add(dns, netconf({PROXY_CONFIG: DNS_ON}))
     assert_dns_captured(dns)
-    assert "-A ISTIO_OUTPUT_DNS -p udp -m udp --dport 53 -j CT --zone 2" in dns.save(dns.pod)
+    assert ZONE_2[dns.backend] in rules_text(dns, dns.pod)
 
 
+@both_backends
 def test_without_dns_capture_the_apps_dns_goes_to_the_server(dns):
     dns.start_proxy_dns()
     add(dns, netconf())
@@ -67,6 +72,7 @@ def test_without_dns_capture_the_apps_dns_goes_to_the_server(dns):
     assert dns.connect(dns.pod, REMOTE4, 53).listener == 15001  # plain TCP capture, as before
 
 
+@both_backends
 @pytest.mark.parametrize("annotation, captured", [(None, True), ('{"proxyMetadata": {"ISTIO_META_DNS_CAPTURE": "false"}}', False)])
 def test_mesh_wide_default_from_the_netconf_and_the_pods_override(dns, annotation, captured):
     dns.start_proxy_dns()
@@ -162,6 +168,7 @@ def test_runtime_annotations_take_dns_capture_from_the_agents_pod_cache(dns, ins
     assert not [path for _, path, _ in api.requests if path.endswith("/pods/app-1")]  # the cache answered
 
 
+@both_backends
 def test_ipv6_dns_of_a_dual_stack_pod_is_captured_too(dns, lab6):  # noqa: F811
     """Today's Istio mirrors the DNS rules for IPv6; the agent listens on [::1]:15053 as well."""
     responders = Responders()
@@ -173,7 +180,7 @@ def test_ipv6_dns_of_a_dual_stack_pod_is_captured_too(dns, lab6):  # noqa: F811
         add(lab6, conf)
         assert udp_query(lab6.pod, REMOTE6, 53) == "proxy-dns"
         assert udp_query(lab6.pod, REMOTE6, 53, uid=1337) == "server"
-        assert "-A ISTIO_OUTPUT_DNS -p udp -m udp --dport 53 -j CT --zone 2" in lab6.save(lab6.pod, family=6)
+        assert ZONE_2[lab6.backend] in rules_text(lab6, lab6.pod, family=6)
     finally:
         responders.close()
 

@@ -13,6 +13,7 @@ import json
 
 import pytest
 
+from backends import both_backends
 from meshcni_core.devtools.netlab import cni, run
 from test_redirect_traffic import POD4, REMOTE4, add, lab, listeners, netconf  # noqa: F401 - lab is a fixture
 
@@ -41,6 +42,7 @@ def two_nics(lab):  # noqa: F811
     return lab
 
 
+@both_backends
 def test_traffic_through_an_excluded_interface_is_not_captured_while_eth0s_is(two_nics):
     net = two_nics
     add(net, netconf({EXCLUDE_INTERFACES: "net1"}))
@@ -54,6 +56,7 @@ def test_traffic_through_an_excluded_interface_is_not_captured_while_eth0s_is(tw
     assert (got.listener, got.original_dst) == (15006, (POD4, 8080))
 
 
+@both_backends
 def test_without_the_annotation_both_interfaces_are_captured(two_nics):
     net = two_nics
     add(net, netconf())

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -159,3 +160,67 @@ def test_warns_about_init_containers_listed_before_a_native_sidecar(tmp_path):
     [warning] = report["warnings"]
     assert warning.startswith("init container migrate:") and "listed before the native sidecar istio-proxy" in warning
     assert "securityContext.runAsUser: 1000650000" in warning
+
+
+# -- the backend's exact transaction ---------------------------------------------------------------
+
+@pytest.mark.netns
+def test_explain_prints_the_exact_transaction_the_backend_hands_the_kernel(netns_lab):
+    """Fed by hand to iptables-restore in one netns, explain's transaction leaves exactly the rules
+    the real istio-cni's ADD leaves in another."""
+    report = json.loads(subprocess.run([MESHCNI, "explain", "--pod", str(PODS / "30-reviews-excluded-range.yaml"),
+                                        "--output", "json"], capture_output=True, text=True, check=True).stdout)
+    plan = report["plan"]
+    assert (plan["backend"], plan["chosen_by"]) == ("iptables-restore", "the default")
+    by_hand, by_plugin = netns_lab.netns("hand"), netns_lab.netns("plugin")
+    family_inputs = plan["transaction"].split("# IPv6: ip6tables-restore --noflush\n")
+    assert family_inputs[0].startswith("# IPv4: iptables-restore --noflush\n")
+    for tool, text in zip(("iptables-nft-restore", "ip6tables-nft-restore"), family_inputs, strict=True):
+        subprocess.run(["ip", "netns", "exec", netns_lab.name_of(by_hand), tool, "--noflush"], input=text,
+                       text=True, check=True)
+    manifest = yaml.safe_load((PODS / "30-reviews-excluded-range.yaml").read_text())
+    netconf = {**default_explain_netconf(), "agent_socket": "",
+               "runtimeConfig": {"io.kubernetes.cri.pod-annotations": manifest["metadata"]["annotations"]},
+               "prevResult": {"cniVersion": "1.0.0", "ips": [{"address": "192.0.2.9/24"}]}}
+    proc = cni("ADD", by_plugin, netconf, pod=manifest["metadata"]["name"], namespace=manifest["metadata"]["namespace"])
+    assert proc.returncode == 0, proc.stdout
+    for family in (4, 6):
+        assert netns_lab.save(by_hand, family) == netns_lab.save(by_plugin, family) != ""
+
+
+def test_explain_shows_the_selected_backend_s_own_transaction(tmp_path):
+    netconf = tmp_path / "netconf.json"
+    netconf.write_text(json.dumps({**default_explain_netconf(), "backend": "iptc",
+                                   "extensions": [*default_explain_netconf()["extensions"], "iptc"]}))  # type: ignore[misc]
+    text = subprocess.run([MESHCNI, "explain", "--pod", str(PODS / "30-reviews-excluded-range.yaml"),
+                           "--netconf", str(netconf)], capture_output=True, text=True, check=True).stdout
+    assert "rules: what backend iptc (netconf key backend='iptc') hands the kernel:" in text
+    assert "# IPv4 nat: one libiptc commit" in text and "-A ISTIO_OUTPUT -d 198.51.100.0/24 -j RETURN" in text
+
+
+@pytest.mark.netns
+def test_explain_prints_the_exact_nftables_transaction(netns_lab):
+    """With values.global.nativeNftables, explain's transaction loaded by hand (nft -j -f) leaves
+    exactly the ruleset the real ADD leaves."""
+    pod_file = PODS / "30-reviews-excluded-range.yaml"
+    report = json.loads(subprocess.run([MESHCNI, "explain", "--pod", str(pod_file), "--output", "json", "--set",
+                                        "values.global.nativeNftables=true"], capture_output=True, text=True,
+                                       check=True).stdout)
+    plan = report["plan"]
+    assert (plan["backend"], plan["chosen_by"]) == ("nftables", "netconf key native_nftables=true")
+    by_hand, by_plugin = netns_lab.netns("hand"), netns_lab.netns("plugin")
+    subprocess.run(["ip", "netns", "exec", netns_lab.name_of(by_hand), "nft", "-j", "-f", "-"],
+                   input=plan["transaction"], text=True, check=True)
+    manifest = yaml.safe_load(pod_file.read_text())
+    netconf = {**default_explain_netconf(), "agent_socket": "", "native_nftables": True,
+               "extensions": [*default_explain_netconf()["extensions"], "nftables"],  # type: ignore[misc]
+               "runtimeConfig": {"io.kubernetes.cri.pod-annotations": manifest["metadata"]["annotations"]},
+               "prevResult": {"cniVersion": "1.0.0", "ips": [{"address": "192.0.2.9/24"}]}}
+    proc = cni("ADD", by_plugin, netconf, pod=manifest["metadata"]["name"], namespace=manifest["metadata"]["namespace"])
+    assert proc.returncode == 0, proc.stdout
+
+    def ruleset(ns: str) -> str:
+        return subprocess.run(["ip", "netns", "exec", netns_lab.name_of(ns), "nft", "list", "ruleset"],
+                              capture_output=True, text=True, check=True).stdout
+
+    assert ruleset(by_hand) == ruleset(by_plugin) and "table inet istio-proxy-nat" in ruleset(by_hand)

@@ -16,6 +16,7 @@ import subprocess
 
 import pytest
 
+from backends import both_backends, use_backend
 from meshcni_core import netns
 from meshcni_core.devtools.netlab import Lab, cni, mesh_netconf, run
 
@@ -30,8 +31,9 @@ def netconf(annotations: dict[str, str] | None = None, mesh: bool = True, **extr
 
 
 @pytest.fixture
-def lab():
+def lab(backend):
     lab = Lab()
+    lab.backend = backend  # type: ignore[attr-defined]
     try:
         pod, peer = lab.netns("pod"), lab.netns("peer")
         lab.link(pod, [f"{POD4}/24"], peer, ["192.0.2.1/24"])
@@ -62,11 +64,12 @@ def listeners(lab, family=4, transparent=False):
 
 
 def add(lab, conf) -> None:
-    proc = cni("ADD", lab.pod, conf)
+    proc = cni("ADD", lab.pod, use_backend(conf, lab.backend))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert json.loads(proc.stdout)["ips"] == conf["prevResult"]["ips"]
 
 
+@both_backends
 def test_app_outbound_lands_on_15001_with_original_destination(lab):
     listeners(lab)
     add(lab, netconf())
@@ -74,6 +77,7 @@ def test_app_outbound_lands_on_15001_with_original_destination(lab):
     assert (got.listener, got.original_dst) == (15001, (REMOTE4, 80))
 
 
+@both_backends
 def test_proxy_uid_1337_bypasses_capture(lab):
     listeners(lab)
     add(lab, netconf())
@@ -81,6 +85,7 @@ def test_proxy_uid_1337_bypasses_capture(lab):
     assert got.listener == 80 and got.local == (REMOTE4, 80)
 
 
+@both_backends
 def test_inbound_lands_on_15006_and_excluded_ports_bypass(lab):
     listeners(lab)
     add(lab, netconf())
@@ -90,6 +95,7 @@ def test_inbound_lands_on_15006_and_excluded_ports_bypass(lab):
     assert got.listener == 15020 and not got.nat_redirected
 
 
+@both_backends
 def test_loopback_is_left_alone(lab):
     listeners(lab)
     add(lab, netconf())
@@ -97,6 +103,7 @@ def test_loopback_is_left_alone(lab):
     assert got.listener == 8080 and not got.nat_redirected
 
 
+@both_backends
 def test_proxy_calling_the_pod_through_loopback_goes_to_inbound_capture(lab):
     """Istio's rule: uid 1337 to a non-127.0.0.1 address on lo is sent to 15006."""
     listeners(lab)
@@ -105,6 +112,7 @@ def test_proxy_calling_the_pod_through_loopback_goes_to_inbound_capture(lab):
     assert (got.listener, got.original_dst) == (15006, (POD4, 8080))
 
 
+@both_backends
 @pytest.mark.parametrize(
     "annotations",
     [
@@ -119,12 +127,14 @@ def test_outbound_exclusions_bypass(lab, annotations):
     assert lab.connect(lab.pod, REMOTE4, 80).listener == 80
 
 
+@both_backends
 def test_include_inbound_ports_captures_only_those(lab):
     listeners(lab)
     add(lab, netconf({"traffic.sidecar.istio.io/includeInboundPorts": "9090"}))
     assert lab.connect(lab.peer, POD4, 8080).listener == 8080
 
 
+@both_backends
 def test_tproxy_inbound_lands_on_15006_keeping_the_destination_address(lab):
     """As today's Istio: TPROXY delivers inbound to the inbound capture port (Istio 1.6's CNI
     script used 15001, where today's proxies listen only for outbound)."""
@@ -137,6 +147,7 @@ def test_tproxy_inbound_lands_on_15006_keeping_the_destination_address(lab):
     assert (got.listener, got.original_dst) == (15001, (REMOTE4, 80))
 
 
+@both_backends
 def test_ipv6_pod_outbound_and_inbound(lab6):
     lab = lab6
     listeners(lab, family=6)

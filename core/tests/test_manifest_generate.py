@@ -25,6 +25,7 @@ CASES = {
     "repair-label": ([], ["values.cni.repair.deletePods=false"]),
     "node-ops": ([], ["values.cni.taint.enabled=true", "values.cni.resourceQuotas.enabled=true",
                       "values.cni.istioOwnedCNIConfig=true", "values.cni.seccompProfile.type=RuntimeDefault"]),
+    "native-nftables": ([], ["values.global.nativeNftables=true"]),
 }
 FIXED_TAG = ["tag=1.6.0"]  # golden files must not change with meshcni's own version
 
@@ -49,6 +50,9 @@ OPTION_CHANGES = {
     "values.cni.psp_cluster_role=restricted-psp": {("RoleBinding/istio-cni-psp", "")},
     "values.cni.podAnnotations.example\\.com/team=net": {(DS, "spec.template.metadata.annotations.example.com/team")},
     "values.cni.chained=false": {(DS, f"{CTR}.env[1].value")},
+    # Istio's switch: the netconf only (its extension enabled there); the DaemonSet mounts nothing more or less
+    "values.global.nativeNftables=true": {(CM, "data.cni_network_config")},
+    "values.cni.backend=iptc": {(CM, "data.cni_network_config")},
     "values.cni.repair.enabled=false": {("ServiceAccount/istio-cni-repair", ""), ("ClusterRole/istio-cni-repair", ""),
                                         ("ClusterRoleBinding/istio-cni-repair", ""), (REPAIR, "")},
     "values.cni.repair.hub=repair.example": {(REPAIR, f"{RCTR}.image")},
@@ -304,3 +308,35 @@ def test_repair_pods_is_run_by_the_node_agent_with_its_read_only_identity():
     assert choose_policy(settings(build_parser().parse_args([]), env)).name == "reprogram"
     assert objects["ClusterRole/istio-cni"]["rules"] == [
         {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}]
+
+
+def rendered_netconf(*sets: str) -> dict:
+    return json.loads(by_name(generate(sets=list(sets)))[CM]["data"]["cni_network_config"])
+
+
+def test_native_nftables_reaches_the_netconf_with_the_extension_that_provides_it():
+    from meshcni_core.pipeline import Pipeline
+
+    netconf = rendered_netconf("values.global.nativeNftables=true")
+    assert netconf["native_nftables"] is True and netconf["extensions"] == ["nftables"]
+    pipeline = Pipeline.from_netconf({**netconf, "cniVersion": "1.0.0"}, {})
+    assert (pipeline.backend_choice.name, pipeline.backend_choice.reason) == (
+        "nftables", "netconf key native_nftables=true")
+    assert "native_nftables" not in rendered_netconf("values.global.nativeNftables=false")
+    assert resolve(sets=["values.global.nativeNftables=true"]).elsewhere == ()  # read here, not "meant for" Istio
+    tproxy_too = rendered_netconf("values.global.nativeNftables=true", "values.cni.extensions[0]=tproxy")
+    assert tproxy_too["extensions"] == ["tproxy", "nftables"]
+
+
+def test_a_backend_value_enables_the_extension_registering_it_and_bad_values_are_named():
+    netconf = rendered_netconf("values.cni.backend=iptc")
+    assert (netconf["backend"], netconf["extensions"]) == ("iptc", ["iptc"])
+    assert "extensions" not in rendered_netconf("values.cni.backend=auto")
+    with pytest.raises(ValuesError) as caught:
+        resolve(sets=["values.cni.backend=acme-ebpf", "values.global.nativeNftables=maybe"])
+    assert caught.value.problems == (
+        "values.global.nativeNftables: expected true or false, got 'maybe'",)
+    with pytest.raises(ValuesError) as caught:
+        resolve(sets=["values.cni.backend=acme-ebpf"])
+    assert caught.value.problems == (
+        "values.cni.backend: no installed meshcni extension registers the backend 'acme-ebpf'",)

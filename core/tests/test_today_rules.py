@@ -182,8 +182,8 @@ def test_explain_shows_dns_capture_and_excluded_interfaces_with_their_origins(tm
     assert params["dns_capture"] == {"value": True, "from": "container istio-proxy's env ISTIO_META_DNS_CAPTURE"}
     assert params["exclude_interfaces"] == {"value": ["net1", "net2"],
                                             "from": "annotation traffic.sidecar.istio.io/excludeInterfaces"}
-    assert "-A ISTIO_OUTPUT_DNS -p udp -m udp --dport 53 -j REDIRECT --to-ports 15053" in report["plan"]["IPv4"]
-    assert "-A OUTPUT -o net2 -j RETURN" in report["plan"]["IPv4"]
+    assert "-A ISTIO_OUTPUT_DNS -p udp -m udp --dport 53 -j REDIRECT --to-ports 15053" in report["plan"]["transaction"]
+    assert "-A OUTPUT -o net2 -j RETURN" in report["plan"]["transaction"]
     assert "their DNS queries go to port 15053" in report["warnings"][0]
 
 

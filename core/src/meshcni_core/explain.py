@@ -2,8 +2,9 @@
 
 The eligibility verdict rule by rule (the seed page's rules, then every enabled extension's
 vote), each redirect parameter with where it came from (an annotation or Istio's default), and
-the exact rules - as the iptables-restore backend would apply them, one transaction per family,
-plus the ip commands. It runs the plugin's own pipeline, so its verdict is the plugin's. It also
+the exact rules - the selected backend's own transaction (``Backend.transaction``: for
+iptables-restore its input per family), plus the ip commands. It runs the plugin's own
+pipeline, so its verdict and its backend are the plugin's. It also
 warns about what breaks although the ADD succeeds: application init containers that start
 before the proxy, a proxy running as a UID that does not bypass capture.
 """
@@ -19,7 +20,6 @@ from meshcni_core.builtin import sidecar
 from meshcni_core.builtin.annotations import EXCLUDE_OUTBOUND_IP_RANGES, EXCLUDE_OUTBOUND_PORTS
 from meshcni_core.builtin.eligibility import decide as seed_votes
 from meshcni_core.pipeline import Pipeline
-from meshcni_core.rules.restore import render_fresh_transaction
 from meshcni_hooks.errors import MeshcniError
 from meshcni_hooks.types import NetnsFacts, PodInfo, RedirectSpec, VerdictKind
 
@@ -46,10 +46,12 @@ def explain(pod: PodInfo, pipeline: Pipeline, facts: NetnsFacts = IPV4_POD) -> d
         assert decision.spec is not None and decision.plan is not None
         report["warnings"] = [*decision.warnings, *warnings(pod, decision.spec)]
         report["parameters"] = parameters(decision.spec)
+        backend = pipeline.backend()
         report["plan"] = {
-            f"IPv{family}": render_fresh_transaction(decision.plan, family) for family in decision.plan.families()
+            "backend": backend.name, "chosen_by": pipeline.backend_choice.reason,
+            "transaction": backend.transaction(decision.plan),
+            "ip": [" ".join(("ip", *step.args)) for step in decision.plan.routes],
         }
-        report["plan"]["ip"] = [" ".join(("ip", *step.args)) for step in decision.plan.routes]
         report["outcome"] = "redirect"
     except MeshcniError as exc:
         report["outcome"] = "error"
@@ -128,10 +130,8 @@ def render_text(report: Mapping[str, Any]) -> str:
         for name, item in report["parameters"].items():
             lines.append(f"  {name:<24} {json.dumps(item['value']):<30} from {item['from']}")
     if report["plan"]:
-        lines += ["", "rules (backend iptables-restore, one transaction per family):"]
-        for family, text in report["plan"].items():
-            if family == "ip":
-                lines += [f"  {command}" for command in text]
-            else:
-                lines += [f"  # {family}"] + [f"  {line}" for line in text.splitlines()]
+        plan = report["plan"]
+        lines += ["", f"rules: what backend {plan['backend']} ({plan['chosen_by']}) hands the kernel:"]
+        lines += [f"  {line}" for line in plan["transaction"].splitlines()]
+        lines += [f"  {command}" for command in plan["ip"]]
     return "\n".join(lines)

@@ -19,7 +19,7 @@ from typing import TypeVar
 
 import pluggy
 
-from meshcni_core import extensions, netns
+from meshcni_core import backend_selection, extensions, netns
 from meshcni_core.builtin.annotations import INTERCEPTION_MODE
 from meshcni_core.builtin.eligibility import STATUS, needs_container_list
 from meshcni_core.claims import Claims, refuse_disabled_owner
@@ -28,7 +28,7 @@ from meshcni_core.netns_locks import serialised
 from meshcni_core.pods.cache import PodCache
 from meshcni_core.pods.lookup import ApiClients, fetch_pod, pod_from_annotations
 from meshcni_core.rules.builder import build_plan
-from meshcni_hooks.errors import AnnotationError, ConfigError, MeshcniError, PodLookupError
+from meshcni_hooks.errors import AnnotationError, ApplyError, ConfigError, MeshcniError, PodLookupError
 from meshcni_hooks.types import (
     Backend,
     NetnsFacts,
@@ -73,6 +73,7 @@ class Pipeline:
         settings = guarded(pm, "config", lambda: self.claims.validate_settings(config.extension_settings))
         self.config = dataclasses.replace(config, extension_settings=settings)
         self._installed_owners: dict[str, str | None] = {}  # annotation -> disabled extension claiming it
+        self.backend_choice = guarded(pm, "config", lambda: backend_selection.choose(self.config, self._backends))
         self._backend: Backend | None = None
         self.api_clients: ApiClients | None = None  # shared, warm clients when run by the agent
         self.pod_cache: PodCache | None = None  # the agent's watched pods of this node
@@ -87,15 +88,31 @@ class Pipeline:
         return cls(pm, config)
 
     def backend(self) -> Backend:
-        """The configured backend, created once per pipeline (it caches the host's tools)."""
-        if self._backend is not None:
-            return self._backend
-        info = self._backends.get(self.config.backend)
-        if info is None:
-            known = ", ".join(sorted(self._backends))
-            raise ConfigError(f"netconf key backend={self.config.backend!r} is not registered (registered: {known})")
-        self._backend = info.factory()
+        """The selected backend (backend_selection.py), created once per pipeline (it caches the
+        host's tools)."""
+        if self._backend is None:
+            name = self.backend_choice.name
+            if name:
+                self._backend = guarded(self.pm, "extensions", self._backends[name].factory)
+            else:
+                self._backend = backend_selection.first_usable(
+                    self._backends, lambda info: guarded(self.pm, "extensions", info.factory))
         return self._backend
+
+    def backend_host_problems(self) -> list[str]:
+        """What this node lacks for the selected backend (``[]``: it can program pods)."""
+        try:
+            backend = self.backend()
+        except ApplyError as exc:  # auto found none: every backend's problems
+            return [exc.msg, *exc.details.splitlines()]
+        return list(guarded(self.pm, "backend-check", backend.host_problems))
+
+    def require_usable_backend(self) -> None:
+        """Fail before anything is applied when this node cannot run the selected backend."""
+        problems = self.backend_host_problems()
+        if problems:
+            raise ApplyError(f"backend {self.backend().name!r} cannot run on this node ({self.backend_choice.reason}): "
+                             + "; ".join(problems), stage="backend-check")
 
     # -- decision ---------------------------------------------------------------------------
 
@@ -186,6 +203,7 @@ class Pipeline:
         decision = self.decide(pod)
         if decision.redirect:
             assert decision.spec is not None
+            self.require_usable_backend()
             with serialised(target.netns):
                 if facts is None:
                     netns.check_target(target.netns)

@@ -43,6 +43,12 @@ class RecordingBackend:
     def missing(self, plan: RulePlan, target: Target) -> list[str]:
         return [] if self.applied and self.applied[-1] == plan else ["plan differs from the last applied"]
 
+    def host_problems(self) -> list[str]:
+        return []
+
+    def transaction(self, plan: RulePlan) -> str:
+        return repr(plan)
+
 
 class _RecordingPlugin:
     def __init__(self, backend: RecordingBackend):

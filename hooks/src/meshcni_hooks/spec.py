@@ -98,15 +98,22 @@ def meshcni_register_claims() -> Sequence[Claim]:
 def meshcni_register_backends() -> Sequence[BackendInfo]:
     """Return the apply backends this plugin provides (core: ``iptables-restore``).
 
-    When: once per pipeline, before any pod.
-    Result: every plugin's records count; the netconf key ``backend`` selects one by name, and an
-    unknown name fails every command (code 7).
+    When: once per pipeline, before any pod; the selected backend is created on first use.
+    Result: every plugin's records count. The netconf key ``backend`` selects one by name (an
+    unknown name fails every command, code 7); without it, a backend whose ``netconf_switch`` key
+    is true in the netconf (Istio's ``native_nftables``), else ``iptables-restore``; ``backend:
+    "auto"`` takes the first one (the core's first) whose ``host_problems()`` is empty. A true
+    Istio switch no enabled backend claims, or a switch contradicting ``backend``, fails every
+    command (code 7). Before each ADD, the selected backend's ``host_problems()`` must be empty, or
+    the ADD fails listing them (code 105) with nothing applied, and install-cni stays not ready;
+    ``meshcni explain`` prints its ``transaction(plan)``.
     Errors: a name registered twice, or any exception, fails every command (code 101 or 100).
     Example::
 
         @hookimpl
         def meshcni_register_backends(self):
-            return [BackendInfo(name="acme-nft", factory=AcmeNftBackend, provider="acme-nft")]
+            return [BackendInfo(name="acme-nft", factory=AcmeNftBackend, provider="acme-nft",
+                                netconf_switch="acme_nftables")]
     """
     raise NotImplementedError
 

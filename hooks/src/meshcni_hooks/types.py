@@ -70,7 +70,9 @@ class PluginConfig:
     intercept_type: str = "iptables"
     log_level: str = "info"
     extensions: tuple[str, ...] = ()
-    backend: str = "iptables-restore"
+    # The netconf's ``backend``: a registered backend's name, "auto" (the first usable one on this
+    # host), or "" (not named: a backend whose ``netconf_switch`` is true, else iptables-restore).
+    backend: str = ""
     iptables_flavour: str = "auto"  # "auto", "nft" or "legacy"
     pod_lookup_timeout: float = 30.0
     attachment: str = "chained"  # "chained" or "secondary" (Multus: no prevResult expected)
@@ -78,6 +80,9 @@ class PluginConfig:
     # ``parse_settings`` returned it (validated once, when the pipeline is built).
     extension_settings: Mapping[str, object] = field(default_factory=dict)
     dns_capture: bool = False  # the mesh-wide default (meshConfig.defaultConfig.proxyMetadata.ISTIO_META_DNS_CAPTURE)
+    # The netconf's top-level true/false keys by name (Istio's switches such as ``native_nftables``),
+    # read by the backend selection through ``BackendInfo.netconf_switch``.
+    switches: Mapping[str, bool] = field(default_factory=dict)
 
     def settings(self, extension: str, kind: type[T]) -> T | None:
         """The validated settings of ``extension`` if they are a ``kind``, else ``None``."""
@@ -353,13 +358,30 @@ class Backend(Protocol):
 
     def missing(self, plan: RulePlan, target: Target) -> list[str]: ...
 
+    def host_problems(self) -> list[str]:
+        """What this host lacks to use this backend, each message naming the missing thing and its
+        fix (e.g. "libnftables.so.1 not found: install Debian's libnftables1"); ``[]``: usable.
+        Cheap, with no side effect on any netns; may cache on the instance. A selected backend
+        with problems fails ADD listing them (nothing applied) and keeps install-cni not ready."""
+        ...
+
+    def transaction(self, plan: RulePlan) -> str:
+        """The exact text this backend hands the kernel for ``plan`` (``iptables-restore`` input
+        per family, an nft script, ...), as ``meshcni explain`` prints it."""
+        ...
+
 
 @dataclass(frozen=True)
 class BackendInfo:
+    """A registered backend. ``netconf_switch`` names a top-level boolean netconf key (one of
+    Istio's, such as ``native_nftables``) that selects this backend when true and the netconf
+    names no ``backend``."""
+
     name: str
     factory: Callable[[], Backend]
     description: str = ""
     provider: str = "builtin"
+    netconf_switch: str = ""
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from meshcni_core import netns
+from meshcni_core import netns, nftables_tables
 from meshcni_core.netns import IF_INET6
 from meshcni_core.rules.builder import ipv6_self_address
 from meshcni_core.rules.restore import (
@@ -56,6 +56,24 @@ def detect_flavour(requested: str = "auto") -> str:
     except FileNotFoundError:
         pass
     return "nft" if shutil.which("iptables-nft-restore") else "legacy"
+
+
+def missing_tools(flavour: str) -> list[str]:
+    """The ``iptables-restore``/``-save`` executables of ``flavour`` (both families) not on PATH."""
+    return [name for kind in ("restore", "save") for prefix in ("iptables", "ip6tables")
+            if shutil.which(name := f"{prefix}-{flavour}-{kind}") is None]
+
+
+def kernel_has_x_tables() -> bool:
+    """Legacy iptables can work: its tables are loaded, or the ip_tables module can be loaded."""
+    if os.path.exists(LEGACY_TABLES_FILE):
+        return True
+    modules = f"/lib/modules/{os.uname().release}"
+    try:
+        with open(f"{modules}/modules.dep") as deps:
+            return any(line.split(":", 1)[0].rsplit("/", 1)[-1].startswith("ip_tables.ko") for line in deps)
+    except OSError:
+        return False
 
 
 def tools_for(flavour: str) -> Tools:
@@ -111,6 +129,7 @@ class IptablesRestoreBackend:
 
     def __init__(self) -> None:
         self._tools: dict[str, Tools] = {}
+        self._usable = False
 
     def tools(self, target: Target) -> Tools:
         flavour = detect_flavour(target.iptables_flavour)
@@ -121,6 +140,34 @@ class IptablesRestoreBackend:
     def ready(self, flavour: str) -> None:
         """Raise ApplyError unless this host's iptables tools are usable."""
         tools_for(detect_flavour(flavour))
+
+    def host_problems(self) -> list[str]:
+        """What keeps this host from running iptables-restore: the executables of the flavour it
+        would use, and a kernel with x_tables (legacy) or nf_tables (nft) support. A usable host
+        is remembered (this runs before every ADD); problems are looked for again each time."""
+        if self._usable:
+            return []
+        flavour = detect_flavour("auto")
+        missing = missing_tools(flavour)
+        if len(missing) == len(missing_tools("nft")) == len(missing_tools("legacy")) == 4:
+            problems = ["iptables-restore, ip6tables-restore, iptables-save and ip6tables-save (nft or legacy) "
+                        "not found on PATH: install iptables (Debian's iptables package)"]
+        else:
+            problems = [f"{name} not found on PATH: install iptables (Debian's iptables package, {flavour} flavour)"
+                        for name in missing]
+        if not nftables_tables.available() and not kernel_has_x_tables():
+            problems.append("the kernel has neither x_tables (ip_tables) nor nf_tables support: "
+                            "load one of those modules")
+        self._usable = not problems
+        return problems
+
+    def transaction(self, plan: RulePlan) -> str:
+        """The ``iptables-restore --noflush`` input of each family, as a new pod's ADD runs it."""
+        parts = []
+        for family in plan.families():
+            tool = "iptables-restore" if family == 4 else "ip6tables-restore"
+            parts.append(f"# IPv{family}: {tool} --noflush\n{render_fresh_transaction(plan, family)}")
+        return "".join(parts)
 
     def snapshot(self, tools: Tools, families: tuple[int, ...]) -> dict[int, str]:
         """``iptables-save`` of each family in the current netns."""
@@ -170,6 +217,7 @@ class IptablesRestoreBackend:
         refuse_unsafe_arguments(plan)
         tools = self.tools(target)
         with netns.entered(target.netns):
+            refuse_other_flavour()
             undo = Undo()
             try:
                 was_empty, complete = self._apply_fresh(plan, tools)
@@ -247,6 +295,16 @@ class IptablesRestoreBackend:
                 if step.show and step.expect not in _ip(step.show).stdout:
                     problems.append(f"ip {' '.join(step.show)}: {step.expect!r} is missing")
         return problems
+
+
+def refuse_other_flavour() -> None:
+    """One pod never holds both flavours: refuse a netns the nftables flavour already programmed."""
+    found = nftables_tables.istio_tables()
+    if found:
+        raise ApplyError(
+            f"this pod's network namespace already holds the nftables redirect tables {', '.join(found)}; "
+            "the iptables-restore backend does not add iptables rules beside them (one pod, one flavour): "
+            "select the backend that programmed them, or delete the pod")
 
 
 def tables_as_saved(saved: str, touched: list[str] | tuple[str, ...]) -> str:

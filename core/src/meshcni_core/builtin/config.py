@@ -107,7 +107,7 @@ def load_plugin_config(netconf: Mapping[str, object]) -> PluginConfig:
         ),
         log_level=_choice(log_level, "log_level", LOG_LEVELS),
         extensions=_string_list(netconf, "extensions", "extensions"),
-        backend=_string(netconf, "backend", "backend") or "iptables-restore",
+        backend=_string(netconf, "backend", "backend"),
         iptables_flavour=_choice(
             _string(netconf, "iptables_flavour", "iptables_flavour") or "auto", "iptables_flavour", FLAVOURS
         ),
@@ -115,6 +115,7 @@ def load_plugin_config(netconf: Mapping[str, object]) -> PluginConfig:
         attachment=_choice(_string(netconf, "attachment", "attachment") or "chained", "attachment", ATTACHMENTS),
         extension_settings=settings,
         dns_capture=_bool(netconf, "dns_capture", "dns_capture"),
+        switches={key: value for key, value in netconf.items() if isinstance(value, bool)},
     )
 
 

@@ -7,7 +7,8 @@ and ``--capture-all-dns``, producing the rules the CNI plugin produces with ever
 extension that provides a mode or such an option enabled, plus:
 
 * ``--dry-run``: print the iptables-restore input and ip commands instead of applying them;
-* ``--cleanup``: remove every rule, chain and route of ours from the current netns;
+* ``--cleanup``: remove every iptables rule, chain and route of ours from the current netns (a pod the
+  nftables flavour programmed keeps its tables, and is told so);
 * ``--run-validation --skip-rule-apply``: the ``istio-validation`` check (exit 0 when traffic is
   redirected, 126 after ``--probe-timeout`` when it is not).
 
@@ -90,7 +91,8 @@ def build_parser(claims: Sequence[Claim] = ()) -> argparse.ArgumentParser:
                 p.add_argument(option.flag, dest=_dest(option), metavar=option.metavar,
                                help=f"{option.help} (extension {claim.extension})")
     p.add_argument("--dry-run", action="store_true", help="print what would be applied, change nothing")
-    p.add_argument("--cleanup", action="store_true", help="remove our rules, chains and routes, then exit")
+    p.add_argument("--cleanup", action="store_true",
+                   help="remove our iptables rules, chains and routes, then exit (nftables tables stay)")
     p.add_argument("--run-validation", action="store_true", help="check that redirection works (istio-validation)")
     p.add_argument("--skip-rule-apply", action="store_true", help="with --run-validation: only validate")
     p.add_argument("--probe-timeout", type=float, default=5.0, metavar="SECONDS",
@@ -264,6 +266,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         target = Target(netns="", iptables_flavour=args.iptables_flavour)
         if args.cleanup:
             pipeline.backend().teardown(target, pipeline.teardown_hints(target, None))
+            note_nftables_left_alone()
             return 0
         spec = with_extension_flags(spec_from_flags(args, env), args, pipeline, claims)
         if spec.mode not in pipeline.modes:
@@ -287,6 +290,17 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         if exc.details:
             print(exc.details, file=sys.stderr)
         return 1
+
+
+def note_nftables_left_alone() -> None:
+    """--cleanup removes iptables rules only: a pod the nftables flavour programmed keeps its
+    tables (its own backend's DEL removes them). Say so rather than leave it unsaid."""
+    from meshcni_core.nftables_tables import istio_tables
+
+    left = istio_tables()
+    if left:
+        print(f"istio-iptables: --cleanup removes iptables rules only; left the nftables tables {', '.join(left)} "
+              "alone (the pod's CNI DEL, or nft delete table, removes them)", file=sys.stderr)
 
 
 def run_validation(args: argparse.Namespace) -> int:

@@ -233,6 +233,7 @@ def run_install(args: argparse.Namespace) -> int:
 
     from meshcni_core.agent.server import Agent, preload
     from meshcni_core.install import monitoring
+    from meshcni_core.install.backend_check import with_backend_check
     from meshcni_core.logs import configure_logging
 
     configure_logging(args.log_level)
@@ -240,6 +241,7 @@ def run_install(args: argparse.Namespace) -> int:
     registry = CollectorRegistry()
     agent = Agent(args.socket, installer.netconf, readiness=lambda: list(installer.status.problems),
                   metrics=monitoring.RequestMetrics(registry), **agent_limits(args))
+    installer.node_check = with_backend_check(installer.node_check, lambda: agent.pipeline(installer.netconf(), {}))
     repair = None
     if installer.settings.repair_enabled:  # built before anything starts: a refused setting is a clean exit 2
         from meshcni_core.cli.repair import controller_from_env
@@ -420,7 +422,7 @@ def run_explain(args: argparse.Namespace) -> int:
         from meshcni_core.manifest.render import network_config
 
         resolved = _resolved_values(args)
-        netconf = network_config(resolved.cni, resolved.dns_capture)
+        netconf = network_config(resolved.cni, resolved.dns_capture, resolved.native_nftables)
     elif args.netconf:
         with open(args.netconf) as f:
             doc = json.load(f)

@@ -168,13 +168,17 @@ class CniCommands:
     def status(self, request: CniRequest, env: Mapping[str, str]) -> None:
         """Ready when the configuration, the extensions and the backend's tools are all usable
         and - when served by the node agent - the agent's installation is complete."""
+        from meshcni_hooks.errors import ApplyError
+
         problems = self.readiness() if self.readiness is not None else []
         if problems:
             raise CniError("istio-cni is not ready on this node", "; ".join(problems), code=50)
         try:
             pipeline = self.pipeline_factory(request.netconf, env)
-            backend = pipeline.backend()
-            ready = getattr(backend, "ready", None)
+            lacking = pipeline.backend_host_problems()
+            if lacking:
+                raise ApplyError(f"backend {pipeline.backend().name!r} cannot run on this node", "; ".join(lacking))
+            ready = getattr(pipeline.backend(), "ready", None)
             if ready is not None:
                 ready(pipeline.config.iptables_flavour)
         except Exception as exc:  # noqa: BLE001 - any reason we could not serve ADD is "not available"

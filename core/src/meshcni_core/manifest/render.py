@@ -35,6 +35,7 @@ def render(resolved: ResolvedValues) -> list[dict[str, Any]]:
         return []
     cni = resolved.cni
     rules = [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}]
+    netconf = network_config(cni, resolved.dns_capture, resolved.native_nftables)
     if cni["taint"]["enabled"]:  # narrowed to its own node's taint by the policy below
         rules.append({"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "patch"]})
     docs = [
@@ -48,7 +49,7 @@ def render(resolved: ResolvedValues) -> list[dict[str, Any]]:
          "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": NAME},
          "subjects": [{"kind": "ServiceAccount", "name": NAME, "namespace": resolved.namespace}]},
         {**_meta("v1", "ConfigMap", CONFIG_MAP, resolved.namespace),
-         "data": {"cni_network_config": json.dumps(network_config(cni, resolved.dns_capture), indent=2)}},
+         "data": {"cni_network_config": json.dumps(netconf, indent=2)}},
         daemon_set(resolved),
     ]
     if cni["taint"]["enabled"]:
@@ -83,9 +84,10 @@ def platform_objects(resolved: ResolvedValues) -> list[dict[str, Any]]:
     return [dict(obj) for obj in HookCalls(pm).manifest_objects(values)]
 
 
-def network_config(cni: dict[str, Any], dns_capture: bool = False) -> dict[str, Any]:
+def network_config(cni: dict[str, Any], dns_capture: bool = False, native_nftables: bool = False) -> dict[str, Any]:
     """The plugin's netconf template; install-cni fills the placeholders on each node.
-    ``dns_capture``: the mesh-wide default (meshConfig.defaultConfig.proxyMetadata.ISTIO_META_DNS_CAPTURE)."""
+    ``dns_capture``: the mesh-wide default (meshConfig.defaultConfig.proxyMetadata.ISTIO_META_DNS_CAPTURE);
+    ``native_nftables``: values.global.nativeNftables, Istio's netconf key."""
     config: dict[str, Any] = {
         "cniVersion": "0.3.1", "name": NAME, "type": NAME, "log_level": cni["logLevel"],
         "kubernetes": {"kubeconfig": "__KUBECONFIG_FILEPATH__", "cni_bin_dir": cni["cniBinDir"],
@@ -97,6 +99,10 @@ def network_config(cni: dict[str, Any], dns_capture: bool = False) -> dict[str, 
         config["extension_settings"] = cni["extensionSettings"]
     if dns_capture:
         config["dns_capture"] = True
+    if native_nftables:
+        config["native_nftables"] = True
+    if cni["backend"]:
+        config["backend"] = cni["backend"]
     return config
 
 

@@ -129,6 +129,9 @@ class CniValues(Schema):
                            metadata=_doc("the repair controller"))
     extensions = TextList(Matching(_EXTENSION_NAME, "an extension name"), load_default=list,
                           metadata=_doc("meshcni extensions to enable, by name"))
+    backend = Matching(_EXTENSION_NAME, "a backend name", empty_ok=True, load_default="", metadata=_doc(
+        "the plugin's backend (netconf backend): auto, iptables-restore, or an installed extension's, "
+        "which is then enabled (empty: values.global.nativeNftables decides, else iptables-restore)"))
     platform = Matching(DNS_LABEL, "a platform name", empty_ok=True, load_default="",
                         metadata=_doc("a hosted platform's defaults (gke, openshift), from its extension"))
     platformSettings = AnyMap(load_default=dict, metadata=_doc("settings for the platform's extension"))

@@ -16,6 +16,7 @@ from marshmallow import Schema, ValidationError
 
 from meshcni_core.builtin.dns_capture import go_bool
 from meshcni_core.manifest.aliases import canonical, known_shorthands
+from meshcni_core.manifest.backend_values import backend_extensions, native_nftables
 from meshcni_core.manifest.image import image_reference
 from meshcni_core.manifest.schema import CNI_COMPONENT, CNI_VALUES
 from meshcni_core.manifest.setpath import SetFlag, assign, format_path, parse_set
@@ -27,7 +28,8 @@ OPERATOR_API_VERSIONS = ("install.istio.io/v1alpha1",)
 DEFAULT_HUB = "ghcr.io/meshcni"
 DEFAULT_NAMESPACE = "istio-system"
 # IstioOperator spec keys that configure other Istio components or istioctl itself: accepted, reported.
-USED_GLOBALS = ("values.global.hub", "values.global.tag")  # image fallbacks, so not "meant for" anyone else
+# Read by meshcni too, so not "meant for" anyone else: image fallbacks, the nftables switch.
+USED_GLOBALS = ("values.global.hub", "values.global.tag", "values.global.nativeNftables")
 OTHER_SPEC_KEYS = ("profile", "installPackagePath", "revision", "meshConfig", "addonComponents", "unvalidatedValues")
 
 
@@ -47,6 +49,7 @@ class ResolvedValues:
     elsewhere: tuple[str, ...]  # values for other Istio components: "path: value (meant for ...)"
     dns_capture: bool = False  # meshConfig.defaultConfig.proxyMetadata.ISTIO_META_DNS_CAPTURE (netconf dns_capture)
     shorthands: tuple[str, ...] = ()  # each seed shorthand --set used, with its canonical path (aliases.py)
+    native_nftables: bool = False  # values.global.nativeNftables (netconf native_nftables)
 
     def as_operator_spec(self) -> dict[str, Any]:
         return {"components": {"cni": {"enabled": self.enabled, "namespace": self.namespace}},
@@ -156,6 +159,9 @@ def validate(spec: dict[str, Any]) -> ResolvedValues:
                          for path, value in _leaves(("values", key), values[key]) if path not in USED_GLOBALS)
     cni = _loaded(CNI_VALUES, _map(values, "cni", problems, "values."), "values.cni", problems)
     dns_capture = mesh_dns_capture(spec, problems)
+    nftables = native_nftables(spec, problems)
+    if not problems:
+        cni["extensions"] = [*cni["extensions"], *backend_extensions(cni, nftables, problems)]
     if problems:
         raise ValuesError(problems)
 
@@ -170,7 +176,8 @@ def validate(spec: dict[str, Any]) -> ResolvedValues:
     except ValueError as exc:
         raise ValuesError([f"values.cni.image: {exc}"]) from None
     return ResolvedValues(enabled=component["enabled"], namespace=component["namespace"], cni=cni, image=image,
-                          repair_image=repair_image, elsewhere=tuple(elsewhere), dns_capture=dns_capture)
+                          repair_image=repair_image, elsewhere=tuple(elsewhere), dns_capture=dns_capture,
+                          native_nftables=nftables)
 
 
 MESH_DNS_CAPTURE = ("meshConfig", "defaultConfig", "proxyMetadata", "ISTIO_META_DNS_CAPTURE")

@@ -41,6 +41,28 @@ class IptcBackend:
         self._check_flavour(flavour)
         self._module()
 
+    def host_problems(self) -> list[str]:
+        """python-iptables (with libxtables) must load. Which flavour a pod's netns uses is checked
+        per ADD (``iptables_flavour``), since legacy tables are per namespace."""
+        try:
+            self._module()
+        except ApplyError as exc:
+            return [f"{exc.msg}: install python-iptables and Debian's libxtables12"]
+        return []
+
+    def transaction(self, plan: RulePlan) -> str:
+        """python-iptables commits each table through libiptc, with no text: the rules it makes
+        exactly true, per family and table, as ``iptables-save`` will list them."""
+        out = []
+        for family in plan.families():
+            for name in plan.tables(family):
+                out.append(f"# IPv{family} {name}: one libiptc commit")
+                out += [f":{c.name}" for c in plan.chains if (c.family, c.table) == (family, name)]
+                chains = dict.fromkeys(r.chain for r in plan.rules if (r.family, r.table) == (family, name))
+                for chain in chains:
+                    out += [f"-A {chain} {r.text}" for r in plan.chain_rules(family, name, chain)]
+        return "\n".join(out) + "\n" if out else ""
+
     def _check_flavour(self, flavour: str) -> None:
         if flavour == "legacy" or (flavour == "auto" and host_uses_legacy()):
             return
