@@ -88,11 +88,35 @@ def nft_subjects(rounds: int, lab: Lab, plan: RulePlan) -> dict[str, dict]:
         with netns.entered(ns):
             subprocess.run(["nft", "-j", "-f", "-"], input=text, text=True, check=True)
 
+    rule_count = len([c for c in commands if "rule" in next(iter(c.values()))])
+
+    def pyroute2_skeleton(ns: str) -> None:
+        """What pyroute2's nftables module can build of it: the table, a base chain and one of
+        ours, and as many rules, each only an ``accept`` verdict (it builds no other expression
+        we need), in one batch: a lower bound for that path."""
+        from pyroute2.nftables.expressions import verdict
+        from pyroute2.nftables.main import NFTables
+
+        with netns.entered(ns):
+            nft = NFTables(nfgen_family=1)  # NFPROTO_INET
+            try:
+                nft.begin()
+                nft.table("add", name="istio-proxy-nat")
+                nft.chain("add", table="istio-proxy-nat", name="output", hook="output", type="nat",
+                          priority=-100, policy=1)
+                nft.chain("add", table="istio-proxy-nat", name="istio-output")
+                for _ in range(rule_count):
+                    nft.rule("add", table="istio-proxy-nat", chain="istio-output", expressions=(verdict(code=1),))
+                nft.commit()
+            finally:
+                nft.close()
+
     backend = NftablesBackend()
     assert not backend.host_problems(), backend.host_problems()
     return {
         "nft_transaction_libnftables": timed(rounds, lab, lambda ns: None, in_process),
         "nft_transaction_nft_exec": timed(rounds, lab, lambda ns: None, exec_nft),
+        "nft_skeleton_pyroute2": timed(rounds, lab, lambda ns: None, pyroute2_skeleton),
         "apply_fresh_nftables_backend": timed(rounds, lab, lambda ns: None,
                                               lambda ns: backend.apply(plan, Target(ns, "c", "eth0"))),
     }

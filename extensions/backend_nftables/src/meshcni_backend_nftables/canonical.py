@@ -47,7 +47,7 @@ def expected_listing(commands: list[dict[str, Any]]) -> list[str]:
     with _cache_lock:
         if key in _cache:
             _cache.move_to_end(key)
-            return _cache[key]
+            return list(_cache[key])
     result: dict[str, Any] = {}
 
     def load_in_scratch_netns() -> None:
