@@ -69,6 +69,15 @@ find "$bundle" -name '*.so*' -type f -print0 | xargs -0 ldd 2>/dev/null | awk '$
     esac
   done
 
+# The copied CPython's ELFs search its build prefix first (RUNPATH /root/.pyenv/...): on a host with
+# something there, or none of ours beside, they would load the host's libssl, libz... Each now
+# searches the bundle's lib/, relative to where it lies ($ORIGIN), wherever the bundle is copied.
+find "$bundle" -type f -name '*.so*' -print0 | while IFS= read -r -d '' elf; do
+  if [ -n "$(patchelf --print-rpath "$elf")" ]; then
+    patchelf --set-rpath "\$ORIGIN/$(realpath --relative-to="$(dirname "$elf")" "$bundle/lib")" "$elf"
+  fi
+done
+
 # Bytecode only: our own packages keep their sources (for tracebacks) with bytecode that is used
 # without checking the sources' times (copies to hosts change them); everything else is sourceless.
 # Paths in bytecode are the bundle's place in the install-cni image, not this build's temp folder,
