@@ -35,12 +35,13 @@ gcc -O2 -s -Wall -Wextra -Werror -DPYTHON_DIR="\"python$version\"" -I"$include" 
   scripts/embedded-python.c -L"$libdir" -lpython"$version" -Wl,--disable-new-dtags,-rpath,'$ORIGIN/lib'
 cp -L "$libdir/$libpython" "$bundle/lib/"
 
-# The standard library, without its tests, GUI toolkits, installers and databases.
+# The standard library, without its tests, GUI toolkits, installers and databases (but sqlite3:
+# importing pyroute2, as the node agent's repair does, imports it).
 stdlib="$bundle/lib/python$version"
 excluded=(test idlelib tkinter turtledemo ensurepip lib2to3 pydoc_data site-packages 'config-*')
 tar -C "$base/lib" "${excluded[@]/#/--exclude=python$version/}" --exclude=__pycache__ -cf - "python$version" \
   | tar -C "$bundle/lib" -xf -
-(cd "$stdlib/lib-dynload" && rm -f _tkinter.* _curses* readline.* nis.* _dbm.* _gdbm.* _sqlite3.* _crypt.* \
+(cd "$stdlib/lib-dynload" && rm -f _tkinter.* _curses* readline.* nis.* _dbm.* _gdbm.* _crypt.* \
   ossaudiodev.* _test* xxlimited* _xxtestfuzz.* _ctypes_test.* _xxsubinterpreters.*)
 
 # Our packages and what they need, at the versions the venv's tests ran with. They are built from
