@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -29,8 +27,8 @@ import yaml
 from containerd_node import ContainerdNode
 from cri_api.v1 import api_pb2
 from kubelet_cri import Node, container_config, http_get, probe, sandbox_config, selinux_enabled
+from service_proxy import ServiceProxy
 
-from meshcni_core import netns
 from meshcni_core.devtools.controlplane import ControlPlane
 from meshcni_core.devtools.netlab import MESH_STATUS
 from meshcni_core.devtools.processes import MESHCNI
@@ -47,46 +45,6 @@ def rendered(*sets: str) -> dict[str, dict[str, Any]]:
     done = subprocess.run([MESHCNI, "manifest", "generate", *flags], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     return {f"{doc['kind']}/{doc['metadata']['name']}": doc for doc in yaml.safe_load_all(done.stdout)}
-
-
-class ServiceProxy:
-    """kube-proxy's part: the real API server (on this machine's loopback) at the same address and
-    port in the node's network namespace, so the cluster's `kubernetes` Service works from there."""
-
-    def __init__(self, node_netns: str, port: int):
-        with netns.entered(node_netns):  # a socket stays in the namespace it was made in
-            self.listener = socket.create_server(("127.0.0.1", port))
-        self.port = port
-        self.closed = False
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while not self.closed:
-            try:
-                inside, _ = self.listener.accept()
-                outside = socket.create_connection(("127.0.0.1", self.port), timeout=10)
-            except OSError:
-                return
-            for a, b in ((inside, outside), (outside, inside)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pump(source: socket.socket, target: socket.socket) -> None:
-        try:
-            while data := source.recv(65536):
-                target.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for sock in (source, target):
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def close(self) -> None:
-        self.closed = True
-        self.listener.close()
 
 
 def put(api: ControlPlane, document: dict[str, Any], request: pytest.FixtureRequest) -> None:
