@@ -4,7 +4,10 @@ node agent's repair reprogramming a pod that started before the plugin was there
 
 kubelet, kube-controller-manager and kube-scheduler come from the control plane's pinned
 k8s.io/kubernetes (scripts/build-kube-node.sh, `make kube-node`) and run against a control plane of
-this test's own (the DaemonSet and Deployment controllers would act on every other test's objects).
+this test's own (a DaemonSet controller would act on every other test's objects). Of the
+controller-manager's controllers run those a node needs here: the DaemonSet's, ServiceAccounts',
+the root CA ConfigMap's (the pods' projected tokens) and node lifecycle (it lifts the not-ready
+taint kubelet registers the node with).
 The node is a ContainerdNode(isolated=True): its network, PID and mount namespaces, with kubelet
 beside containerd in all three. What this machine cannot give a node is translated, and said here:
 
@@ -15,7 +18,8 @@ beside containerd in all three. What this machine cannot give a node is translat
   on a node, which are this machine's own (not namespaced): inside the node's mount namespace those
   three /proc/sys files are bind-mounted over by files already holding kubelet's values;
 - cgroups: cgroup v1 (failCgroupV1: false), the cgroupfs driver, no per-QoS hierarchy (cgroupsPerQOS:
-  false), so nothing but the containers' own cgroups is created, and removed afterwards;
+  false); every pod's cgroups under a root of the node's own in each hierarchy (cgroupRoot), removed
+  afterwards;
 - the image: imported into containerd as a pull would leave it, with values.cni.pullPolicy=
   IfNotPresent (no registry here); application containers run the e2e pause image (busybox).
 """
@@ -235,7 +239,7 @@ def running(cluster: Cluster, namespace: str, name: str) -> bool:
 
 
 def validation_failures(cluster: Cluster, namespace: str, name: str) -> int:
-    """How often the pod's istio-validation exited 126 (kubelet's restart count once it has)."""
+    """How often the pod's istio-validation has exited 126: its restarts plus the first run (0: never)."""
     statuses = cluster.pod(namespace, name)["status"].get("initContainerStatuses", [])
     for status in statuses:
         last = (status.get("lastState") or {}).get("terminated") or (status.get("state") or {}).get("terminated")
@@ -244,7 +248,7 @@ def validation_failures(cluster: Cluster, namespace: str, name: str) -> int:
     return 0
 
 
-def test_manifest_apply_runs_the_node_under_a_real_kubelet(cluster, tmp_path):
+def test_manifest_apply_runs_the_node_under_a_real_kubelet(cluster):
     api, node = cluster.api, cluster.node_name
     started = time.monotonic()
 
