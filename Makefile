@@ -6,7 +6,7 @@ PACKAGES := hooks core extensions/redirect_tproxy extensions/kubevirt extensions
 PYPROJECTS := $(addsuffix /pyproject.toml,$(PACKAGES)) pyproject.toml
 DEV_TOOLS := pytest hypothesis ruff mypy container-runtime-interface-api==2.0.1 kubernetes-validate cel-python
 
-.PHONY: install system-deps e2e-tools plugin-bundle image control-plane istio-cni test lint typecheck demo demo-cluster bench clean
+.PHONY: install system-deps e2e-tools plugin-bundle image control-plane kube-node istio-cni test lint typecheck demo demo-cluster bench clean
 
 install: $(VENV)/.stamp-install
 
@@ -58,6 +58,11 @@ FORCE:
 control-plane:
 	@scripts/build-control-plane.sh
 
+# kubelet, kube-controller-manager and kube-scheduler from the control plane's pinned k8s.io/kubernetes,
+# for the whole-node test under a real kubelet (tests/e2e/test_kube_node.py); cached the same way.
+kube-node:
+	@scripts/build-kube-node.sh
+
 # Today's Istio CNI plugin (istio.io/istio's istio-cni, release-1.30) for the live comparison
 # (tests/test_istio_live.py) and `make bench`; built once per machine like the control plane.
 istio-cni:
@@ -65,7 +70,7 @@ istio-cni:
 
 # The agent suites run twice: with the venv's istio-cni, and with the self-contained one hosts get
 # (its C launcher talks to the agent itself).
-test: install e2e-tools control-plane istio-cni image
+test: install e2e-tools control-plane kube-node istio-cni image
 	$(BIN)/ruff check .
 	$(BIN)/mypy hooks/src core/src extensions/*/src examples/*/src
 	$(BIN)/pytest
@@ -83,9 +88,11 @@ demo: install
 
 # The whole node: make image's image in a throwaway node's containerd, the rendered DaemonSet's pod
 # started from its template as kubelet would, mesh pods redirected, a rollout (the end-to-end test,
-# narrated; tests/e2e/test_install_cni_daemonset.py).
-demo-cluster: install e2e-tools control-plane image
-	$(BIN)/pytest -s -q -p no:cacheprovider "tests/e2e/test_install_cni_daemonset.py::test_the_rendered_daemon_set_runs_the_node[defaults]"
+# narrated; tests/e2e/test_install_cni_daemonset.py); then the same under a real kubelet, scheduler
+# and DaemonSet controller, with `meshcni manifest apply` and a pod repaired (tests/e2e/test_kube_node.py).
+demo-cluster: install e2e-tools control-plane kube-node image
+	$(BIN)/pytest -s -q -p no:cacheprovider "tests/e2e/test_install_cni_daemonset.py::test_the_rendered_daemon_set_runs_the_node[defaults]" \
+	  tests/e2e/test_kube_node.py
 
 bench: install plugin-bundle control-plane istio-cni
 	$(BIN)/python bench/add_latency.py

@@ -35,12 +35,13 @@ gcc -O2 -s -Wall -Wextra -Werror -DPYTHON_DIR="\"python$version\"" -I"$include" 
   scripts/embedded-python.c -L"$libdir" -lpython"$version" -Wl,--disable-new-dtags,-rpath,'$ORIGIN/lib'
 cp -L "$libdir/$libpython" "$bundle/lib/"
 
-# The standard library, without its tests, GUI toolkits, installers and databases.
+# The standard library, without its tests, GUI toolkits, installers and databases (but sqlite3:
+# importing pyroute2, as the node agent's repair does, imports it).
 stdlib="$bundle/lib/python$version"
 excluded=(test idlelib tkinter turtledemo ensurepip lib2to3 pydoc_data site-packages 'config-*')
 tar -C "$base/lib" "${excluded[@]/#/--exclude=python$version/}" --exclude=__pycache__ -cf - "python$version" \
   | tar -C "$bundle/lib" -xf -
-(cd "$stdlib/lib-dynload" && rm -f _tkinter.* _curses* readline.* nis.* _dbm.* _gdbm.* _sqlite3.* _crypt.* \
+(cd "$stdlib/lib-dynload" && rm -f _tkinter.* _curses* readline.* nis.* _dbm.* _gdbm.* _crypt.* \
   ossaudiodev.* _test* xxlimited* _xxtestfuzz.* _ctypes_test.* _xxsubinterpreters.*)
 
 # Our packages and what they need, at the versions the venv's tests ran with. They are built from
@@ -77,6 +78,15 @@ find "$bundle" -name '*.so*' -type f -print0 | xargs -0 ldd 2>/dev/null | awk '$
       *) cp -Ln "$library" "$bundle/lib/" ;;
     esac
   done
+
+# The copied CPython's ELFs search its build prefix first (RUNPATH /root/.pyenv/...): on a host with
+# something there, or none of ours beside, they would load the host's libssl, libz... Each now
+# searches the bundle's lib/, relative to where it lies ($ORIGIN), wherever the bundle is copied.
+find "$bundle" -type f -name '*.so*' -print0 | while IFS= read -r -d '' elf; do
+  if [ -n "$(patchelf --print-rpath "$elf")" ]; then
+    patchelf --set-rpath "\$ORIGIN/$(realpath --relative-to="$(dirname "$elf")" "$bundle/lib")" "$elf"
+  fi
+done
 
 # Bytecode only: our own packages keep their sources (for tracebacks) with bytecode that is used
 # without checking the sources' times (copies to hosts change them); everything else is sourceless.

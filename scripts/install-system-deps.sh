@@ -3,7 +3,8 @@
 # iptables (nft and legacy), iproute2 and nsenter program and inspect pod netns; the Debian CNI
 # reference plugins (ptp, host-local, loopback) form the chain the demo and e2e tests run; gcc, the
 # C library's headers and binutils build the self-contained plugin's launcher and strip it;
-# nftables (nft) and libnftables1 serve the nftables backend extension (it loads libnftables.so.1).
+# patchelf makes its copied libraries search the bundle only; nftables (nft) and libnftables1
+# serve the nftables backend extension (it loads libnftables.so.1).
 set -euo pipefail
 need=()
 command -v iptables-nft-restore >/dev/null || need+=(iptables)
@@ -16,6 +17,7 @@ command -v openssl >/dev/null || need+=(openssl)
 command -v gcc >/dev/null || need+=(gcc)
 [ -f /usr/include/stdio.h ] || need+=(libc6-dev)
 command -v strip >/dev/null || need+=(binutils)
+command -v patchelf >/dev/null || need+=(patchelf)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" != 0 ]; then
   echo "missing system packages: ${need[*]} (run as root to install them)" >&2

@@ -25,13 +25,17 @@ class Node:
     ipam_dir: str
 
     def primary_conflist(self, version: str = "1.0.0") -> dict:
-        """What the primary CNI writes: ptp + host-local only."""
-        conflist = self.write_conflist(version)
+        """What the primary CNI writes: ptp + host-local only (written, and returned)."""
+        conflist = self.conflist(version)
         conflist["plugins"] = conflist["plugins"][:1]
-        return conflist
+        return self._write(conflist)
 
     def write_conflist(self, version: str = "1.0.0", **istio_extra: object) -> dict:
-        conflist = {
+        """The primary's chain with istio-cni last (written, and returned)."""
+        return self._write(self.conflist(version, **istio_extra))
+
+    def conflist(self, version: str = "1.0.0", **istio_extra: object) -> dict:
+        return {
             "cniVersion": version,
             "name": self.network,
             "plugins": [
@@ -43,6 +47,8 @@ class Node:
                  "capabilities": {"io.kubernetes.cri.pod-annotations": True}, **istio_extra},
             ],
         }
+
+    def _write(self, conflist: dict) -> dict:
         Path(self.conf_dir, "10-e2e.conflist").write_text(json.dumps(conflist, indent=2))
         return conflist
 

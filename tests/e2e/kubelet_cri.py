@@ -144,7 +144,7 @@ def security_context(container: dict[str, Any], spec: dict[str, Any],
         raise Untranslated(f"AppArmor profile {apparmor}")
     _refuse_unknown(f"securityContext of {container['name']}", given, {
         "privileged", "capabilities", "runAsUser", "runAsGroup", "runAsNonRoot", "readOnlyRootFilesystem",
-        "allowPrivilegeEscalation", "seccompProfile"})
+        "allowPrivilegeEscalation", "seccompProfile", "seLinuxOptions"})
     privileged = bool(given.get("privileged"))
     capabilities = given.get("capabilities") or {}
     _refuse_unknown("capabilities", capabilities, {"add", "drop"})
@@ -162,6 +162,8 @@ def security_context(container: dict[str, Any], spec: dict[str, Any],
                                          else api_pb2.SecurityProfile.RuntimeDefault),
         masked_paths=[] if privileged else MASKED_PATHS, readonly_paths=[] if privileged else READONLY_PATHS,
     )
+    if "seLinuxOptions" in given:  # passed on as kubelet does; see selinux_options()
+        context.selinux_options.CopyFrom(selinux_options(given["seLinuxOptions"]))
     if "runAsUser" in given:
         context.run_as_user.value = given["runAsUser"]
     if "runAsGroup" in given:
@@ -169,6 +171,20 @@ def security_context(container: dict[str, Any], spec: dict[str, Any],
     if given.get("runAsNonRoot") and given.get("runAsUser", 0) == 0:
         raise Untranslated("runAsNonRoot without a non-zero runAsUser: kubelet would refuse to start it")
     return context
+
+
+def selinux_options(given: dict[str, str]) -> api_pb2.SELinuxOption:
+    """kubelet hands the label to the runtime unchanged. Only a host with SELinux enabled applies it:
+    on one without (as this machine: no /sys/fs/selinux), containerd starts the container unlabelled,
+    as it does for every pod there, so an end-to-end run here proves the label is accepted, not
+    that spc_t grants what OpenShift's policy would."""
+    _refuse_unknown("seLinuxOptions", given, {"user", "role", "type", "level"})
+    return api_pb2.SELinuxOption(user=given.get("user", ""), role=given.get("role", ""), type=given.get("type", ""),
+                                 level=given.get("level", ""))
+
+
+def selinux_enabled() -> bool:
+    return os.path.exists("/sys/fs/selinux/enforce")
 
 
 def probe(spec: dict[str, Any], container: dict[str, Any], pod_ip: str, netns_path: str) -> bool:

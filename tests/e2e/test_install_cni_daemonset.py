@@ -6,15 +6,18 @@ and mount namespace whose /run is the test's, so hostNetwork, hostPID and every 
 template (the CNI dirs are the test's, through values.cni.cniBinDir/cniConfDir) reach only what
 the test created. Application pods then start through the same CRI; their ADD runs the istio-cni
 that install-cni copied out of the image, served by the agent inside the install-cni container.
+
+With OpenShift's values istio-cni is not chained: install-cni writes its own network into Multus's
+conf dir, and Multus (not on this machine) runs it for the pods that name it; the test does that
+part as Multus does (class Multus). SELinux options reach containerd as kubelet sends them; this
+machine has no SELinux, so nothing is labelled (tests/e2e/kubelet_cri.py: selinux_options).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -23,15 +26,16 @@ import pytest
 import yaml
 from containerd_node import ContainerdNode
 from cri_api.v1 import api_pb2
-from kubelet_cri import Node, container_config, http_get, probe, sandbox_config
+from kubelet_cri import Node, container_config, http_get, probe, sandbox_config, selinux_enabled
+from service_proxy import ServiceProxy
 
-from meshcni_core import netns
 from meshcni_core.devtools.controlplane import ControlPlane
 from meshcni_core.devtools.netlab import MESH_STATUS
 from meshcni_core.devtools.processes import MESHCNI
 
 pytestmark = [pytest.mark.netns, pytest.mark.e2e]
 IMAGE = Path(__file__).resolve().parents[2] / "build" / "image"
+CNITOOL = str(Path(__file__).resolve().parents[2] / "build" / "tools" / "cnitool")
 NODE_IP = "192.0.2.10"  # the node's address, and so the hostNetwork pod's IP that kubelet probes
 NODE_NAME = "node-1"
 
@@ -41,46 +45,6 @@ def rendered(*sets: str) -> dict[str, dict[str, Any]]:
     done = subprocess.run([MESHCNI, "manifest", "generate", *flags], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     return {f"{doc['kind']}/{doc['metadata']['name']}": doc for doc in yaml.safe_load_all(done.stdout)}
-
-
-class ServiceProxy:
-    """kube-proxy's part: the real API server (on this machine's loopback) at the same address and
-    port in the node's network namespace, so the cluster's `kubernetes` Service works from there."""
-
-    def __init__(self, node_netns: str, port: int):
-        with netns.entered(node_netns):  # a socket stays in the namespace it was made in
-            self.listener = socket.create_server(("127.0.0.1", port))
-        self.port = port
-        self.closed = False
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while not self.closed:
-            try:
-                inside, _ = self.listener.accept()
-                outside = socket.create_connection(("127.0.0.1", self.port), timeout=10)
-            except OSError:
-                return
-            for a, b in ((inside, outside), (outside, inside)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pump(source: socket.socket, target: socket.socket) -> None:
-        try:
-            while data := source.recv(65536):
-                target.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for sock in (source, target):
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def close(self) -> None:
-        self.closed = True
-        self.listener.close()
 
 
 def put(api: ControlPlane, document: dict[str, Any], request: pytest.FixtureRequest) -> None:
@@ -118,6 +82,43 @@ def rules_in(runtime: ContainerdNode, sandbox: str) -> str:
     assert done.returncode == 0, done.stderr
     out = done.stdout
     return "\n".join(line for line in out.splitlines() if line.startswith("-A"))
+
+
+class Multus:
+    """What OpenShift's Multus does for a pod after its default network (here containerd's primary
+    conflist): for each network its ``k8s.v1.cni.cncf.io/networks`` annotation names, the conf of that
+    name from Multus's conf dir is ADDed with the next interface (net1...), on the node (its mount and
+    network and PID namespaces, where the pod's netns, the agent's socket and /proc are). libcni's cnitool plays
+    Multus's libcni; the pod's DEL comes before its sandbox goes, as Multus's does."""
+
+    ANNOTATION = "k8s.v1.cni.cncf.io/networks"
+
+    def __init__(self, runtime: ContainerdNode, conf_dir: str, bin_dir: str):
+        self.runtime, self.conf_dir, self.bin_dir = runtime, conf_dir, bin_dir
+        self.attached: list[tuple[str, str, str]] = []  # (network, interface, netns) to DEL at the end
+
+    def attach(self, sandbox: str, name: str, namespace: str, uid: str, annotations: dict[str, str]) -> int:
+        """ADDs the networks the pod names; returns how many."""
+        networks = [n.strip() for n in annotations.get(self.ANNOTATION, "").split(",") if n.strip()]
+        pod_netns = self.runtime.netns_of(sandbox)
+        for index, network in enumerate(networks, start=1):
+            args = f"IgnoreUnknown=1;K8S_POD_NAMESPACE={namespace};K8S_POD_NAME={name};" \
+                   f"K8S_POD_INFRA_CONTAINER_ID={sandbox};K8S_POD_UID={uid}"
+            done = self._cnitool("add", network, f"net{index}", pod_netns, args)
+            assert done.returncode == 0, done.stdout + done.stderr
+            self.attached.append((network, f"net{index}", pod_netns))
+        return len(networks)
+
+    def detach_all(self) -> None:
+        for network, interface, pod_netns in self.attached:
+            self._cnitool("del", network, interface, pod_netns, "IgnoreUnknown=1")
+
+    def _cnitool(self, command: str, network: str, interface: str, pod_netns: str,
+                 args: str) -> subprocess.CompletedProcess[str]:
+        env = {"PATH": os.environ["PATH"], "NETCONFPATH": self.conf_dir, "CNI_PATH": self.bin_dir,
+               "CNI_IFNAME": interface, "CNI_ARGS": args}
+        return subprocess.run(["nsenter", "-t", str(self.runtime.node_pid), "--mount", "--net", "--pid", CNITOOL, command,
+                               network, pod_netns], env=env, capture_output=True, text=True, timeout=60)
 
 
 class DaemonSetPod:
@@ -211,9 +212,13 @@ def cluster_node(node, tmp_path):
         runtime.close()
 
 
-# The defaults, and GKE's settings from the seed page (its namespace, the platform extension that only the
-# image's CLI carries and whose node check runs in the container) with the test's CNI dirs.
-VALUES = {"defaults": [], "gke": ["components.cni.namespace=kube-system", "values.cni.platform=gke"]}
+# The defaults, GKE's settings from the seed page (its namespace, the platform extension that only the
+# image's CLI carries and whose node check runs in the container), and OpenShift's (kube-system, not
+# chained: a Multus network of its own, SELinux type spc_t), each with the test's CNI dirs.
+VALUES = {"defaults": [], "gke": ["components.cni.namespace=kube-system", "values.cni.platform=gke"],
+          "openshift": ["values.cni.platform=openshift"]}
+IDENTITY = ("ServiceAccount/istio-cni", "ClusterRole/istio-cni", "ClusterRoleBinding/istio-cni",
+            "ClusterRole/istio-cni-scc-privileged", "ClusterRoleBinding/istio-cni-scc-privileged")  # the last: OpenShift's
 
 
 def say(text: str) -> None:
@@ -226,11 +231,17 @@ def test_the_rendered_daemon_set_runs_the_node(case, node, cluster_node, tmp_pat
     runtime = cluster_node
     api = control_plane
     reference = (IMAGE / "reference").read_text().strip()
+    multus_conf_dir = tmp_path / "multus-net.d"  # OpenShift's /etc/cni/multus/net.d, beside the runtime's conf dir
+    multus_conf_dir.mkdir()
+    conf_dir = str(multus_conf_dir) if case == "openshift" else node.conf_dir
     objects = rendered(*VALUES[case], f"values.cni.image={reference}", f"values.cni.cniBinDir={node.bin_dir}",
-                       f"values.cni.cniConfDir={node.conf_dir}")
+                       f"values.cni.cniConfDir={conf_dir}")
     say(f"meshcni manifest generate ({case}): {', '.join(objects)}")
     daemon_set = objects["DaemonSet/istio-cni-node"]
-    assert daemon_set["spec"]["template"]["spec"]["containers"][0]["image"] == reference
+    install_cni = daemon_set["spec"]["template"]["spec"]["containers"][0]
+    chained = {e["name"]: e.get("value") for e in install_cni["env"]}["CHAINED_CNI_PLUGIN"] == "true"
+    assert chained == (case != "openshift")
+    assert install_cni["image"] == reference
     assert objects["Deployment/istio-cni-repair"]["spec"]["template"]["spec"]["containers"][0]["image"] == reference
     found = runtime.images.ImageStatus(api_pb2.ImageStatusRequest(image=api_pb2.ImageSpec(image=reference))).image
     assert list(found.repo_digests) == [f"ghcr.io/meshcni/install-cni@{(IMAGE / 'digest').read_text().strip()}"]
@@ -240,57 +251,88 @@ def test_the_rendered_daemon_set_runs_the_node(case, node, cluster_node, tmp_pat
     service = ServiceProxy(node.netns, api_port)
     request.addfinalizer(service.close)
     say(f"image {reference} imported into the node's containerd (as a pull leaves it)")
-    for kind in ("ServiceAccount/istio-cni", "ClusterRole/istio-cni", "ClusterRoleBinding/istio-cni"):
-        put(api, objects[kind], request)  # the node agent's identity, as `meshcni manifest apply` leaves it
+    for kind in IDENTITY:
+        if kind in objects:
+            put(api, objects[kind], request)  # the node agent's identity, as `meshcni manifest apply` leaves it
+    if "seLinuxOptions" in install_cni["securityContext"]:
+        assert not selinux_enabled()  # else this run would prove the label too: say so below instead
+        say(f"seLinuxOptions {install_cni['securityContext']['seLinuxOptions']} handed to containerd as kubelet does; "
+            "this host has no SELinux, so it labels nothing")
+    multus = Multus(runtime, str(multus_conf_dir), node.bin_dir)
+    request.addfinalizer(multus.detach_all)
+    mesh_annotations = {"sidecar.istio.io/status": MESH_STATUS}
+    if not chained:  # the injector's annotation that makes Multus run istio-cni (meshcni prints it for istioctl)
+        mesh_annotations[Multus.ANNOTATION] = "istio-cni"
     pods = {name: f"{name}-{node.lab.token}" for name in ("productpage", "batch", "reviews", "ratings")}
     uids: dict[str, str] = {}
+    annotations_of: dict[str, dict[str, str]] = {}
     for name, unique in pods.items():  # what the scheduler bound to this node; kubelet then starts them
-        namespace, containers, annotations = ("jobs", ("batch",), {}) if name == "batch" else \
-            ("bookinfo", (name, "istio-proxy"), {"sidecar.istio.io/status": MESH_STATUS})
+        namespace, containers, annotations_of[name] = ("jobs", ("batch",), {}) if name == "batch" else \
+            ("bookinfo", (name, "istio-proxy"), mesh_annotations)
         api.ensure_namespace(namespace)
         uids[name] = api.create_pod(namespace, unique, node=NODE_NAME, containers=containers,
-                                    annotations=annotations)["metadata"]["uid"]
+                                    annotations=annotations_of[name])["metadata"]["uid"]
         request.addfinalizer(lambda namespace=namespace, unique=unique: api.delete_pod_now(namespace, unique))
-    conflist = Path(node.conf_dir) / "10-e2e.conflist"
 
-    # No primary CNI configuration yet: alive (before kubelet would restart it), but not ready, as
-    # the plugin cannot be chained.
+    def start(name: str) -> tuple[str, int]:
+        """The pod's sandbox, its default network from containerd's conflist (with istio-cni when
+        chained), then what Multus adds; the sandbox and how many istio-cni ADDs ran for it."""
+        namespace = "jobs" if name == "batch" else "bookinfo"
+        sandbox = runtime.run_pod(pods[name], namespace, annotations_of[name], uids[name])
+        delegated = multus.attach(sandbox, pods[name], namespace, uids[name], annotations_of[name])
+        return sandbox, 1 if chained else delegated
+
+    conflist = Path(node.conf_dir) / "10-e2e.conflist"
     first = DaemonSetPod(runtime, daemon_set, config_maps, kubelet, node.netns, tmp_path, "a", api)
     first.wait_alive()
-    for _ in range(5):
-        assert not first.probe("readinessProbe")
-        time.sleep(0.5)
-    say(f"pod {first.name} running from the DaemonSet's template: alive, not ready (no primary CNI config yet)")
-
-    node.primary_conflist()  # the primary CNI writes its conflist: install-cni chains the plugin in
-    took = first.wait_ready()
-    say(f"primary conflist written: {first.name} ready {took:.1f} s later, istio-cni chained into it")
-    assert json.loads(conflist.read_text())["plugins"][-1]["type"] == "istio-cni"  # ready means chained
+    if chained:
+        # No primary CNI configuration yet: alive (before kubelet would restart it), but not ready, as
+        # the plugin cannot be chained.
+        for _ in range(5):
+            assert not first.probe("readinessProbe")
+            time.sleep(0.5)
+        say(f"pod {first.name} running from the DaemonSet's template: alive, not ready (no primary CNI config yet)")
+        node.primary_conflist()  # the primary CNI writes its conflist: install-cni chains the plugin in
+        took = first.wait_ready()
+        say(f"primary conflist written: {first.name} ready {took:.1f} s later, istio-cni chained into it")
+        assert json.loads(conflist.read_text())["plugins"][-1]["type"] == "istio-cni"  # ready means chained
+    else:
+        node.primary_conflist()  # the default network, which Multus runs first
+        took = first.wait_ready()
+        own = json.loads((multus_conf_dir / "istio-cni.conf").read_text())
+        assert (own["name"], own["type"], own["attachment"]) == ("istio-cni", "istio-cni", "secondary")
+        assert [p["type"] for p in json.loads(conflist.read_text())["plugins"]] == ["ptp"]  # not chained into it
+        say(f"pod {first.name} ready {took:.1f} s after start: istio-cni.conf written into Multus's conf dir, "
+            "the default network left alone")
     installed = Path(node.bin_dir) / "istio-cni"
     assert installed.is_symlink() and os.readlink(installed).startswith("meshcni-istio-cni-")  # the image's bundle
     time.sleep(0.5)  # containerd reloads its CNI configuration asynchronously on the write
 
-    meshed = runtime.run_pod(pods["productpage"], "bookinfo", {"sidecar.istio.io/status": MESH_STATUS}, uids["productpage"])
+    meshed, adds = start("productpage")
     assert "-A ISTIO_OUTPUT -j ISTIO_REDIRECT" in rules_in(runtime, meshed)
-    plain = runtime.run_pod(pods["batch"], "jobs", {}, uids["batch"])
+    plain, plain_adds = start("batch")
     assert rules_in(runtime, plain) == ""
-    assert first.served_adds() == 2  # both ADDs were answered by the agent in the install-cni container
-    say(f"bookinfo/{pods['productpage']}: redirected; jobs/{pods['batch']}: passed through (the agent served both)")
+    assert first.served_adds() == adds + plain_adds  # every ADD was answered by the agent in the install-cni container
+    say(f"bookinfo/{pods['productpage']}: redirected; jobs/{pods['batch']}: passed through (the agent served "
+        f"{adds + plain_adds} ADD{'s' if adds + plain_adds > 1 else ''})")
 
     # A rollout: the old pod is deleted (SIGTERM, grace period), its successor starts later.
     first.delete()
-    assert json.loads(conflist.read_text())["plugins"][-1]["type"] == "istio-cni"  # still chained
+    if chained:
+        assert json.loads(conflist.read_text())["plugins"][-1]["type"] == "istio-cni"  # still chained
+    else:
+        assert (multus_conf_dir / "istio-cni.conf").exists()  # Multus still finds the network
     assert "-A ISTIO_OUTPUT -j ISTIO_REDIRECT" in rules_in(runtime, meshed)  # no pod dropped
-    during = runtime.run_pod(pods["reviews"], "bookinfo", {"sidecar.istio.io/status": MESH_STATUS}, uids["reviews"])
+    during, _ = start("reviews")
     assert "-A ISTIO_OUTPUT -j ISTIO_REDIRECT" in rules_in(runtime, during)  # the plugin works without its agent
     second = DaemonSetPod(runtime, daemon_set, config_maps, kubelet, node.netns, tmp_path, "b", api)
     second.wait_ready()
     say(f"rollout: {first.name} deleted, bookinfo/{pods['reviews']} redirected meanwhile, {second.name} ready")
-    after = runtime.run_pod(pods["ratings"], "bookinfo", {"sidecar.istio.io/status": MESH_STATUS}, uids["ratings"])
+    after, after_adds = start("ratings")
     assert "-A ISTIO_OUTPUT -j ISTIO_REDIRECT" in rules_in(runtime, after)
     for sandbox in (meshed, plain, during, after):
         status = runtime.runtime.PodSandboxStatus(api_pb2.PodSandboxStatusRequest(pod_sandbox_id=sandbox)).status
         assert status.state == api_pb2.SANDBOX_READY
     assert second.probe("livenessProbe")
-    assert second.served_adds() == 1
+    assert second.served_adds() == after_adds
     say(f"bookinfo/{pods['ratings']}: redirected by {second.name}'s agent; no pod dropped")

@@ -28,6 +28,7 @@ from meshcni_core.devtools.kubeconfig import write_kubeconfig
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 # Where Services would get addresses; the control plane only records them (no proxy runs).
 SERVICE_CLUSTER_IP_RANGE = "198.51.100.0/24"
+KUBERNETES_SERVICE_IP = "198.51.100.1"  # the `kubernetes` Service's: the range's first address
 ADMIN_SUBJECT = "/CN=meshcni-test-admin/O=system:masters"
 JWT_LEEWAY_SECONDS = 60  # how long past a token's exp the API server still accepts it
 
@@ -356,8 +357,11 @@ def _make_credentials(directory: Path) -> None:
     """CA, the server's certificate for 127.0.0.1, the admin's client certificate, the SA key pair."""
 
     make_ca(str(directory), "meshcni-test-cluster-ca")
+    # Also the `kubernetes` Service's address (the range's first), which kubelet gives pods as
+    # KUBERNETES_SERVICE_HOST, as kube-apiserver's own certificate would (tests/e2e/test_kube_node.py).
     issue(str(directory), "server", "/CN=kube-apiserver",
-          "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth")
+          f"subjectAltName=IP:127.0.0.1,DNS:localhost,IP:{KUBERNETES_SERVICE_IP},DNS:kubernetes.default.svc"
+          "\nextendedKeyUsage=serverAuth")
     issue(str(directory), "admin", ADMIN_SUBJECT, "extendedKeyUsage=clientAuth")
     openssl(str(directory), "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048",
             "-out", "service-account.key")
