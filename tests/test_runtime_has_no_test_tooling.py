@@ -15,11 +15,12 @@ TEST_TOOLING_DISTRIBUTIONS = ("meshcni_testing", "pytest", "_pytest", "hypothesi
 
 def _is_test_tooling(relative: str) -> bool:
     parts = relative.split("/")
-    top = parts[0].split("-")[0].removesuffix(".py")
-    in_core = parts[0] == "meshcni_core" and len(parts) > 1
-    return (top in TEST_TOOLING_DISTRIBUTIONS
-            or (in_core and (parts[1] in ("devtools", "testing.py", "demo.py")
-                             or (parts[1] == "__pycache__" and parts[2].startswith(("testing.", "demo."))))))
+    if parts[0].split("-")[0].removesuffix(".py") in TEST_TOOLING_DISTRIBUTIONS:
+        return True
+    if parts[0] != "meshcni_core":
+        return False
+    module = parts[-1].split(".")[0] if parts[-2:-1] == ["__pycache__"] else parts[-1].removesuffix(".py")
+    return "devtools" in parts or (len(parts) <= 3 and module in ("testing", "demo"))
 
 
 def test_the_host_bundle_and_the_core_wheel_it_installed_carry_no_test_tooling():
