@@ -27,9 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from meshcni_core import netns
-from meshcni_core.devtools.apiserver import FakeApiServer
-from meshcni_core.devtools.netlab import PLUGIN, Lab
-from meshcni_core.devtools.processes import rss_mib, start_agent
+from meshcni_testing.apiserver import FakeApiServer
+from meshcni_testing.netlab import PLUGIN, Lab
+from meshcni_testing.processes import rss_mib, start_agent
 
 STATUS = json.dumps({"containers": ["istio-proxy"], "initContainers": ["istio-validation"]})
 RESULTS = Path(__file__).parent / "results"

@@ -22,12 +22,12 @@ from pathlib import Path
 
 from add_latency import cni_env, run_once, summary
 
-from meshcni_core.devtools import istiocni
-from meshcni_core.devtools.controlplane import start_control_plane
-from meshcni_core.devtools.netlab import PLUGIN, Lab
-from meshcni_core.devtools.processes import start_agent
 from meshcni_core.manifest.render import render
 from meshcni_core.manifest.values import resolve
+from meshcni_testing import istiocni
+from meshcni_testing.controlplane import start_control_plane
+from meshcni_testing.netlab import PLUGIN, Lab
+from meshcni_testing.processes import start_agent
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"

@@ -15,7 +15,7 @@ import time
 
 from meshcni_core import netns
 from meshcni_core.backends import ip_steps
-from meshcni_core.devtools.netlab import Lab
+from meshcni_testing.netlab import Lab
 
 MARK, TABLE = "1337", "133"
 ADD = (

@@ -20,9 +20,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from meshcni_core.devtools.netlab import mesh_netconf
-from meshcni_core.devtools.processes import wait_until_listening
 from meshcni_core.manifest.render import INSTALL_CNI_CAPABILITIES
+from meshcni_testing.netlab import mesh_netconf
+from meshcni_testing.processes import wait_until_listening
 from test_agent import MESHCNI, run_plugin
 
 pytestmark = pytest.mark.netns

@@ -13,7 +13,7 @@ import json
 
 import pytest
 
-from meshcni_core.devtools.netlab import cni, run
+from meshcni_testing.netlab import cni, run
 from test_redirect_traffic import POD4, REMOTE4, add, lab, listeners, netconf  # noqa: F401 - lab is a fixture
 
 pytestmark = pytest.mark.netns

@@ -16,8 +16,8 @@ import pytest
 
 from meshcni_core import netns
 from meshcni_core.backends import ip_steps
-from meshcni_core.devtools.netlab import cni, mesh_netconf
-from meshcni_core.devtools.processes import wait_until_listening
+from meshcni_testing.netlab import cni, mesh_netconf
+from meshcni_testing.processes import wait_until_listening
 
 pytestmark = pytest.mark.netns
 IP = shutil.which("ip") or "ip"

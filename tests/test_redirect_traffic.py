@@ -17,7 +17,7 @@ import subprocess
 import pytest
 
 from meshcni_core import netns
-from meshcni_core.devtools.netlab import Lab, cni, mesh_netconf, run
+from meshcni_testing.netlab import Lab, cni, mesh_netconf, run
 
 pytestmark = pytest.mark.netns
 

@@ -5,9 +5,9 @@ import textwrap
 
 from meshcni_core import extensions
 from meshcni_core.hookcalls import HookCalls
-from meshcni_core.testing import build_harness, make_pod
 from meshcni_hooks import hookimpl, spec
 from meshcni_hooks.types import ManifestValues, NetnsFacts, NodeFacts, Rule, Target
+from meshcni_testing.harness import build_harness, make_pod
 
 HOOKS = {name: f for name, f in vars(spec).items() if name.startswith("meshcni_") and inspect.isfunction(f)}
 

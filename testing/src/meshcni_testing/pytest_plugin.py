@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from meshcni_core.testing import Harness, build_harness, make_pod
 from meshcni_hooks.types import PodInfo
+from meshcni_testing.harness import Harness, build_harness, make_pod
 
 
 @pytest.fixture
@@ -36,9 +36,9 @@ def pod_factory() -> Callable[..., PodInfo]:
 
 @pytest.fixture
 def netns_lab() -> Iterator[Any]:
-    """A :class:`meshcni_core.devtools.netlab.Lab` (needs root): throwaway network namespaces,
+    """A :class:`meshcni_testing.netlab.Lab` (needs root): throwaway network namespaces,
     veth pairs and listeners, all removed afterwards even when the test fails."""
-    from meshcni_core.devtools.netlab import Lab
+    from meshcni_testing.netlab import Lab
 
     lab = Lab()
     try:

@@ -42,7 +42,7 @@ class _RecordingPlugin:
 
     @hookimpl
     def meshcni_register_backends(self) -> list[BackendInfo]:
-        return [BackendInfo(name=RECORDING, factory=lambda: self.backend, provider="meshcni_core.testing")]
+        return [BackendInfo(name=RECORDING, factory=lambda: self.backend, provider="meshcni_testing.harness")]
 
 
 @dataclass
