@@ -40,7 +40,9 @@ stdlib="$bundle/lib/python$version"
 excluded=(test idlelib tkinter turtledemo ensurepip lib2to3 pydoc_data site-packages 'config-*')
 tar -C "$base/lib" "${excluded[@]/#/--exclude=python$version/}" --exclude=__pycache__ -cf - "python$version" \
   | tar -C "$bundle/lib" -xf -
-(cd "$stdlib/lib-dynload" && rm -f _tkinter.* _curses* readline.* nis.* _dbm.* _gdbm.* _sqlite3.* _crypt.* \
+# _sqlite3 stays: pyroute2's package imports sqlite3 (its NDB) whatever part of it is used, and the
+# node agent (install-cni) routes through pyroute2.
+(cd "$stdlib/lib-dynload" && rm -f _tkinter.* _curses* readline.* nis.* _dbm.* _gdbm.* _crypt.* \
   ossaudiodev.* _test* xxlimited* _xxtestfuzz.* _ctypes_test.* _xxsubinterpreters.*)
 
 # Our packages and what they need, at the versions the venv's tests ran with. They are built from
