@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-PACKAGES := hooks core extensions/redirect_tproxy extensions/kubevirt extensions/backend_iptc extensions/backend_nftables extensions/repair_delete extensions/platform_gke extensions/platform_openshift examples/meshcni-example-extension
+PACKAGES := hooks core testing extensions/redirect_tproxy extensions/kubevirt extensions/backend_iptc extensions/backend_nftables extensions/repair_delete extensions/platform_gke extensions/platform_openshift examples/meshcni-example-extension
 PYPROJECTS := $(addsuffix /pyproject.toml,$(PACKAGES)) pyproject.toml
 DEV_TOOLS := pytest hypothesis ruff mypy container-runtime-interface-api==2.0.1 kubernetes-validate cel-python
 
@@ -72,7 +72,7 @@ istio-cni:
 # (its C launcher talks to the agent itself).
 test: install e2e-tools control-plane kube-node istio-cni image
 	$(BIN)/ruff check .
-	$(BIN)/mypy hooks/src core/src extensions/*/src examples/*/src
+	$(BIN)/mypy hooks/src core/src testing/src extensions/*/src examples/*/src
 	$(BIN)/pytest
 	MESHCNI_TEST_PLUGIN=$(CURDIR)/build/plugin-bundle/istio-cni $(BIN)/pytest -q tests/test_agent.py \
 	  tests/test_agent_hostile.py tests/test_agent_peer.py tests/test_agent_deadline.py
@@ -81,10 +81,10 @@ lint: install
 	$(BIN)/ruff check .
 
 typecheck: install
-	$(BIN)/mypy hooks/src core/src extensions/*/src examples/*/src
+	$(BIN)/mypy hooks/src core/src testing/src extensions/*/src examples/*/src
 
 demo: install
-	$(BIN)/python -m meshcni_core.demo
+	$(BIN)/python -m meshcni_testing.demo
 
 # The whole node: make image's image in a throwaway node's containerd, the rendered DaemonSet's pod
 # started from its template as kubelet would, mesh pods redirected, a rollout (the end-to-end test,

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from meshcni_core.devtools.controlplane import ControlPlane, start_control_plane
+from meshcni_testing.controlplane import ControlPlane, start_control_plane
 
 # Built by `make control-plane` (scripts/build-control-plane.sh).
 CONTROL_PLANE_BIN = Path(__file__).resolve().parent / "build" / "control-plane" / "bin"

@@ -34,12 +34,12 @@ from pathlib import Path
 from typing import Any
 
 from meshcni_core import netns
-from meshcni_core.devtools import istiocni
-from meshcni_core.devtools.controlplane import ControlPlane, start_control_plane
-from meshcni_core.devtools.netlab import PLUGIN, Lab
-from meshcni_core.devtools.processes import rss_mib, start_agent
 from meshcni_core.manifest.render import render
 from meshcni_core.manifest.values import resolve
+from meshcni_testing import istiocni
+from meshcni_testing.controlplane import ControlPlane, start_control_plane
+from meshcni_testing.netlab import PLUGIN, Lab
+from meshcni_testing.processes import rss_mib, start_agent
 
 ROOT = Path(__file__).resolve().parents[1]
 STATUS = json.dumps({"containers": ["istio-proxy"], "initContainers": ["istio-validation"]})

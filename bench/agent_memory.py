@@ -17,9 +17,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-from meshcni_core.devtools.apiserver import FakeApiServer
-from meshcni_core.devtools.hostlayout import make_host
-from meshcni_core.devtools.processes import rss_mib
+from meshcni_testing.apiserver import FakeApiServer
+from meshcni_testing.hostlayout import make_host
+from meshcni_testing.processes import rss_mib
 
 MESHCNI = str(Path(sys.executable).with_name("meshcni"))
 STATUS = json.dumps({"containers": ["istio-proxy"], "initContainers": ["istio-validation"]})

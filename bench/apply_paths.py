@@ -17,10 +17,10 @@ from collections.abc import Callable
 
 from meshcni_core import netns
 from meshcni_core.backends.iptables_restore import IptablesRestoreBackend, default_route_undo
-from meshcni_core.devtools.netlab import Lab
 from meshcni_core.pipeline import Pipeline
 from meshcni_core.rules.builder import build_plan
 from meshcni_hooks.types import RedirectSpec, RulePlan, Target
+from meshcni_testing.netlab import Lab
 
 # DEL without hints runs these three (default_route_undo): the pyroute2 calls doing the same.
 TPROXY_MARK, TPROXY_TABLE = 1337, 133

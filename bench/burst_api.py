@@ -24,9 +24,9 @@ from pathlib import Path
 
 from add_latency import RESULTS, Subject, default_subjects
 
-from meshcni_core.devtools import burst
-from meshcni_core.devtools.controlplane import start_control_plane
-from meshcni_core.devtools.netlab import Lab
+from meshcni_testing import burst
+from meshcni_testing.controlplane import start_control_plane
+from meshcni_testing.netlab import Lab
 
 CONTROL_PLANE_BIN = Path(__file__).resolve().parents[1] / "build" / "control-plane" / "bin"
 COUNT = 32

@@ -18,9 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from meshcni_core.devtools.apiserver import FakeApiServer
-from meshcni_core.devtools.hostlayout import PRIMARY, make_host
-from meshcni_core.devtools.processes import rss_mib
+from meshcni_testing.apiserver import FakeApiServer
+from meshcni_testing.hostlayout import PRIMARY, make_host
+from meshcni_testing.processes import rss_mib
 
 MESHCNI = str(Path(sys.executable).with_name("meshcni"))
 

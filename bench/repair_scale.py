@@ -21,8 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from meshcni_core.devtools.apiserver import FakeApiServer
-from meshcni_core.devtools.processes import rss_mib
+from meshcni_testing.apiserver import FakeApiServer
+from meshcni_testing.processes import rss_mib
 
 MESHCNI = str(Path(sys.executable).with_name("meshcni"))
 LABEL = "cni.istio.io/uninitialized"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the real Kubernetes control plane the tests run against (meshcni_core.devtools.controlplane):
+# Builds the real Kubernetes control plane the tests run against (meshcni_testing.controlplane):
 # kube-apiserver from k8s.io/kubernetes and etcd from go.etcd.io/etcd/server/v3, at pinned versions,
 # from the Go module proxy. Built once per machine: the binaries are kept by version in the machine's
 # cache ($MESHCNI_CACHE_DIR, default ~/.cache/meshcni/control-plane), because CI runs `make test` in
@@ -19,7 +19,7 @@ top=${MESHCNI_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/meshcni}/control-plane
 apiserver=$top/kube-apiserver-$KUBERNETES_VERSION
 etcd=$top/etcd-$ETCD_VERSION
 links=$PWD/build/control-plane/bin
-# Stable names for the tests (meshcni_core.devtools.controlplane), pointing at this script's versions.
+# Stable names for the tests (meshcni_testing.controlplane), pointing at this script's versions.
 link_current() { mkdir -p "$links" && ln -sfn "$apiserver" "$links/kube-apiserver" && ln -sfn "$etcd" "$links/etcd"; }
 [ -x "$apiserver" ] && [ -x "$etcd" ] && link_current && exit 0
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from meshcni_core.devtools.apiserver import FakeApiServer
+from meshcni_testing.apiserver import FakeApiServer
 
 MESHCNI = str(Path(sys.executable).with_name("meshcni"))
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from meshcni_core.devtools.netlab import PLUGIN, mesh_netconf
-from meshcni_core.devtools.processes import wait_until_listening
+from meshcni_testing.netlab import PLUGIN, mesh_netconf
+from meshcni_testing.processes import wait_until_listening
 
 pytestmark = pytest.mark.netns
 MESHCNI = str(Path(sys.executable).with_name("meshcni"))

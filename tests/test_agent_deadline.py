@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from meshcni_core.devtools.netlab import cni, mesh_netconf
-from meshcni_core.devtools.processes import start_agent
+from meshcni_testing.netlab import cni, mesh_netconf
+from meshcni_testing.processes import start_agent
 
 pytestmark = pytest.mark.netns
 MESHCNI = str(Path(sys.executable).with_name("meshcni"))

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from meshcni_core.devtools.netlab import cni, mesh_netconf
+from meshcni_testing.netlab import cni, mesh_netconf
 
 pytestmark = pytest.mark.netns
 NOBODY = 65534

@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from hidden_library import without_libnftables
-from meshcni_core.devtools.netlab import PLUGIN, mesh_netconf
+from meshcni_testing.netlab import PLUGIN, mesh_netconf
 
 pytestmark = pytest.mark.netns
 

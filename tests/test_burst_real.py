@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from meshcni_core.devtools import burst
-from meshcni_core.devtools.netlab import PLUGIN
+from meshcni_testing import burst
+from meshcni_testing.netlab import PLUGIN
 
 pytestmark = pytest.mark.netns
 COUNT = 32

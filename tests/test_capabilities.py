@@ -22,11 +22,11 @@ from collections.abc import Iterator
 import pytest
 
 from meshcni_core.cni import spool
-from meshcni_core.devtools.hostlayout import PRIMARY, make_host
-from meshcni_core.devtools.netlab import mesh_netconf
-from meshcni_core.devtools.processes import wait_until_listening
 from meshcni_core.manifest.node_cleanup import UNINSTALL_CNI_CAPABILITIES
 from meshcni_core.manifest.render import INSTALL_CNI_CAPABILITIES
+from meshcni_testing.hostlayout import PRIMARY, make_host
+from meshcni_testing.netlab import mesh_netconf
+from meshcni_testing.processes import wait_until_listening
 from test_agent import MESHCNI, run_plugin
 from test_node_cleanup import rendered_pod_spec
 

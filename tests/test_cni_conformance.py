@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from meshcni_core.devtools.netlab import PLUGIN
+from meshcni_testing.netlab import PLUGIN
 
 pytestmark = pytest.mark.netns
 STATUS = json.dumps({"containers": ["istio-proxy"], "initContainers": ["istio-validation"]})

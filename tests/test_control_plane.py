@@ -8,8 +8,8 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from meshcni_core.devtools.controlplane import ApiError, ControlPlaneError, start_control_plane
 from meshcni_core.pods.lookup import ApiClients
+from meshcni_testing.controlplane import ApiError, ControlPlaneError, start_control_plane
 
 
 def test_the_admin_kubeconfig_works_with_the_kubernetes_client(control_plane):

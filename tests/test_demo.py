@@ -12,7 +12,7 @@ pytestmark = pytest.mark.netns
 
 @pytest.mark.parametrize("flags", [[], ["--no-agent"]], ids=["agent", "in-process"])
 def test_demo_table(flags):
-    proc = subprocess.run([sys.executable, "-m", "meshcni_core.demo", *flags], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "meshcni_testing.demo", *flags], capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr
     rows = {line.split()[0]: line for line in proc.stdout.splitlines() if line.startswith(("bookinfo/", "jobs/", "istio-system/"))}

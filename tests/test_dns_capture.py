@@ -15,7 +15,7 @@ import pytest
 
 from backends import both_backends, rules_text
 from dnslab import Responders, udp_query
-from meshcni_core.devtools.netlab import cni, run
+from meshcni_testing.netlab import cni, run
 from test_pod_cache import eventually
 from test_redirect_traffic import REMOTE4, REMOTE6, add, lab, lab6, netconf  # noqa: F401 - fixtures
 

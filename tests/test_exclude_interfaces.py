@@ -14,7 +14,7 @@ import json
 import pytest
 
 from backends import both_backends
-from meshcni_core.devtools.netlab import cni, run
+from meshcni_testing.netlab import cni, run
 from test_redirect_traffic import POD4, REMOTE4, add, lab, listeners, netconf  # noqa: F401 - lab is a fixture
 
 pytestmark = pytest.mark.netns

@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 
 from meshcni_core import explain
 from meshcni_core.cli.main import default_explain_netconf
-from meshcni_core.devtools.netlab import cni
 from meshcni_core.pipeline import Pipeline
 from meshcni_hooks.types import ContainerInfo, PodInfo
+from meshcni_testing.netlab import cni
 
 MESHCNI = str(Path(sys.executable).with_name("meshcni"))
 PODS = Path(__file__).resolve().parents[1] / "examples" / "pods"

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from meshcni_core.devtools.netlab import PLUGIN
+from meshcni_testing.netlab import PLUGIN
 
 pytestmark = pytest.mark.netns
 STATUS = json.dumps({"containers": ["istio-proxy"], "initContainers": ["istio-validation"]})

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from meshcni_core.backends import iptables_restore
-from meshcni_core.devtools.netlab import cni, mesh_netconf
+from meshcni_testing.netlab import cni, mesh_netconf
 
 
 def netconf(flavour: str, annotations: dict[str, str] | None = None) -> dict:

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from meshcni_core import netns
-from meshcni_core.devtools.netlab import cni, mesh_netconf
-from meshcni_core.testing import EVERY_CORE_REDIRECT_ANNOTATION
 from meshcni_core.validation import EXIT_NOT_REDIRECTED, validate
+from meshcni_testing.harness import EVERY_CORE_REDIRECT_ANNOTATION
+from meshcni_testing.netlab import cni, mesh_netconf
 
 # The golden example: every core annotation plus the first-party extensions' own.
 EVERY_REDIRECT_ANNOTATION = {**EVERY_CORE_REDIRECT_ANNOTATION, "sidecar.istio.io/interceptionMode": "TPROXY",

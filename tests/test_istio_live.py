@@ -27,10 +27,10 @@ from typing import Any
 
 import pytest
 
-from meshcni_core.devtools import istiocni
-from meshcni_core.devtools.controlplane import ControlPlane
-from meshcni_core.devtools.netlab import PLUGIN, Lab, cni
-from meshcni_core.devtools.processes import start_agent
+from meshcni_testing import istiocni
+from meshcni_testing.controlplane import ControlPlane
+from meshcni_testing.netlab import PLUGIN, Lab, cni
+from meshcni_testing.processes import start_agent
 from test_manifest_apply_real import REMOVE, apply
 
 pytestmark = pytest.mark.netns

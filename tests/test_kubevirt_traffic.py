@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from backends import both_backends
-from meshcni_core.devtools.netlab import run
+from meshcni_testing.netlab import run
 from test_exclude_interfaces import SIDE_POD, two_nics  # noqa: F401 - two_nics is a fixture
 from test_redirect_traffic import REMOTE4, add, lab, netconf  # noqa: F401 - lab is a fixture
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from meshcni_core.devtools.netlab import mesh_netconf
+from meshcni_testing.netlab import mesh_netconf
 
 pytestmark = pytest.mark.netns
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import subprocess
 
-from meshcni_core.devtools.apiserver import FakeApiServer
-from meshcni_core.devtools.processes import MESHCNI
 from meshcni_core.manifest.apply import object_path
 from meshcni_core.manifest.applyset import PARENT_NAME, PARENT_NAMESPACE, PART_OF_LABEL, applyset_id, member
 from meshcni_core.manifest.render import render
 from meshcni_core.manifest.values import resolve
+from meshcni_testing.apiserver import FakeApiServer
+from meshcni_testing.processes import MESHCNI
 
 OPENSHIFT = ["values.cni.platform=openshift", "values.cni.platformSettings.applicationNamespaces[0]=bookinfo"]
 PARENT = f"/api/v1/namespaces/{PARENT_NAMESPACE}/configmaps/{PARENT_NAME}"

@@ -8,11 +8,11 @@ import subprocess
 import uuid
 from pathlib import Path
 
-from meshcni_core.devtools.controlplane import ApiError, ControlPlane
-from meshcni_core.devtools.processes import MESHCNI
 from meshcni_core.manifest.applyset import member
 from meshcni_core.manifest.render import render
 from meshcni_core.manifest.values import resolve
+from meshcni_testing.controlplane import ApiError, ControlPlane
+from meshcni_testing.processes import MESHCNI
 from test_manifest_apply_real import REMOVE, stored
 
 UNINSTALL = "/apis/apps/v1/namespaces/{}/daemonsets/istio-cni-uninstall"

@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
-from meshcni_core.devtools.controlplane import ApiError, ControlPlane
-from meshcni_core.devtools.processes import MESHCNI
 from meshcni_core.manifest.apply import FIELD_MANAGER, Applied, object_path
 from meshcni_core.manifest.applyset import PART_OF_LABEL, applyset_id, member
 from meshcni_core.manifest.render import render
 from meshcni_core.manifest.values import resolve
+from meshcni_testing.controlplane import ApiError, ControlPlane
+from meshcni_testing.processes import MESHCNI
 
 _spec = importlib.util.spec_from_file_location(
     "seed_examples", Path(__file__).resolve().parents[1] / "core" / "tests" / "seed_examples.py")

@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from meshcni_core.devtools.controlplane import ApiError, ControlPlane
 from meshcni_core.manifest.apply import FIELD_MANAGER, object_path
 from meshcni_core.manifest.applyset import PARENT_NAME, PARENT_NAMESPACE, PART_OF_LABEL, applyset_id
 from meshcni_core.manifest.render import render
 from meshcni_core.manifest.values import resolve
+from meshcni_testing.controlplane import ApiError, ControlPlane
 from test_manifest_apply_real import REMOVE, apply, stored
 
 CONFIG = "/api/v1/namespaces/istio-system/configmaps/istio-cni-config"

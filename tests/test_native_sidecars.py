@@ -13,8 +13,8 @@ import json
 
 import pytest
 
-from meshcni_core.devtools.apiserver import FakeApiServer
-from meshcni_core.devtools.netlab import cni
+from meshcni_testing.apiserver import FakeApiServer
+from meshcni_testing.netlab import cni
 from test_pod_cache import eventually
 from test_redirect_traffic import REMOTE4, add, lab, listeners, netconf  # noqa: F401 - lab is a fixture
 

@@ -8,8 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from meshcni_core.devtools.netlab import cni, mesh_netconf
-from meshcni_core.devtools.processes import start_agent
+from meshcni_testing.netlab import cni, mesh_netconf
+from meshcni_testing.processes import start_agent
 
 pytestmark = pytest.mark.netns
 PARALLEL = 8

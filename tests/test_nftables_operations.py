@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from meshcni_core.devtools.netlab import cni, mesh_netconf
 from meshcni_core.pipeline import Pipeline
 from meshcni_core.repair.reprogram import Reprogrammer
 from meshcni_hooks.errors import ApplyError
+from meshcni_testing.netlab import cni, mesh_netconf
 from test_istio_iptables import _validate_as_proxy, tool
 from test_repair import STATUS
 

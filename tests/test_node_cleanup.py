@@ -14,10 +14,10 @@ import socket
 import subprocess
 import time
 
-from meshcni_core.devtools.hostlayout import PRIMARY, make_host
-from meshcni_core.devtools.processes import MESHCNI
 from meshcni_core.manifest.node_cleanup import uninstall_daemon_set
 from meshcni_core.manifest.values import resolve
+from meshcni_testing.hostlayout import PRIMARY, make_host
+from meshcni_testing.processes import MESHCNI
 
 REMOVAL = ["components.cni.enabled=false"]
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from meshcni_core.devtools.netlab import MESH_STATUS, mesh_netconf
+from meshcni_testing.netlab import MESH_STATUS, mesh_netconf
 
 pytestmark = pytest.mark.netns
 BUNDLE = Path(__file__).resolve().parents[1] / "build" / "plugin-bundle" / "meshcni-istio-cni"

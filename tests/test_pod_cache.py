@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from meshcni_core.devtools.apiserver import FakeApiServer
 from meshcni_core.pods.cache import PodCache, wait_synced
 from meshcni_core.pods.lookup import ApiClients
+from meshcni_testing.apiserver import FakeApiServer
 
 
 def eventually(predicate, timeout: float = 10.0) -> None:
@@ -50,7 +50,7 @@ def test_dropped_watch_resumes_without_relisting(cache):
 
 def test_install_cni_serves_adds_from_its_pod_cache(install_cni, netns_lab):
     """No runtime annotations, yet no GET of the pod: the agent's watch already knows it."""
-    from meshcni_core.devtools.netlab import MESH_STATUS, cni
+    from meshcni_testing.netlab import MESH_STATUS, cni
 
     api, netconf, cached_pods = install_cni
     api.add_pod("default", "app-1", containers=["app", "istio-proxy"], node="node-1",

@@ -8,11 +8,11 @@ import uuid
 
 import pytest
 
-from meshcni_core.devtools.controlplane import ControlPlane, start_control_plane
 from meshcni_core.manifest.render import render
 from meshcni_core.manifest.values import resolve
 from meshcni_core.pods.cache import PodCache, wait_synced
 from meshcni_core.pods.lookup import ApiClients
+from meshcni_testing.controlplane import ControlPlane, start_control_plane
 
 NAMESPACE = "cache-apps"
 READER = "pod-cache-reader"

@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from meshcni_core.devtools.apiserver import FakeApiServer
-from meshcni_core.devtools.netlab import MESH_STATUS, PLUGIN, cni
+from meshcni_testing.apiserver import FakeApiServer
+from meshcni_testing.netlab import MESH_STATUS, PLUGIN, cni
 
 pytestmark = pytest.mark.netns
 PREV_RESULT = {"cniVersion": "1.0.0", "ips": [{"address": "192.0.2.9/24"}]}

@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from meshcni_core.devtools.apiserver import FakeApiServer
-from meshcni_core.devtools.netlab import Lab, cni
+from meshcni_testing.apiserver import FakeApiServer
+from meshcni_testing.netlab import Lab, cni
 
 pytestmark = pytest.mark.netns
 STATUS = json.dumps({"containers": ["istio-proxy"], "initContainers": ["istio-validation"]})

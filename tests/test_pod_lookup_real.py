@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from meshcni_core.devtools.controlplane import ControlPlane
-from meshcni_core.devtools.netlab import PLUGIN, Lab, cni
-from meshcni_core.devtools.processes import start_agent
 from meshcni_core.manifest.render import render
 from meshcni_core.manifest.values import resolve
 from meshcni_core.pods.lookup import ApiClients, fetch_pod
 from meshcni_hooks.errors import PodLookupError
+from meshcni_testing.controlplane import ControlPlane
+from meshcni_testing.netlab import PLUGIN, Lab, cni
+from meshcni_testing.processes import start_agent
 
 pytestmark = pytest.mark.netns
 

@@ -12,9 +12,9 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from meshcni_core.devtools.controlplane import ControlPlane
-from meshcni_core.devtools.processes import MESHCNI
 from meshcni_core.pods.lookup import ApiClients, fetch_pod
+from meshcni_testing.controlplane import ControlPlane
+from meshcni_testing.processes import MESHCNI
 from test_manifest_apply_real import REMOVE, apply
 from test_repair import BROKEN
 

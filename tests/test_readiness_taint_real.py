@@ -12,9 +12,9 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from meshcni_core.devtools.controlplane import ControlPlane
 from meshcni_core.install import taint
 from meshcni_core.pods.lookup import ApiClients
+from meshcni_testing.controlplane import ControlPlane
 from test_manifest_apply_real import REMOVE, apply
 
 NAMESPACE = "istio-system"

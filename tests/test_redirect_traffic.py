@@ -18,7 +18,7 @@ import pytest
 
 from backends import both_backends, use_backend
 from meshcni_core import netns
-from meshcni_core.devtools.netlab import Lab, cni, mesh_netconf, run
+from meshcni_testing.netlab import Lab, cni, mesh_netconf, run
 
 pytestmark = pytest.mark.netns
 

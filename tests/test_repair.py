@@ -18,10 +18,10 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 
 from meshcni_core import extensions
-from meshcni_core.devtools.apiserver import FakeApiServer
 from meshcni_core.pods.lookup import ApiClients
 from meshcni_core.repair.actions import ApiRepairActions
 from meshcni_core.repair.controller import RepairController, RepairOptions
+from meshcni_testing.apiserver import FakeApiServer
 
 MESHCNI = str(Path(sys.executable).with_name("meshcni"))
 STATUS = {"sidecar.istio.io/status": "{}"}
@@ -178,7 +178,7 @@ def test_daemon_metrics(api):
 
 
 def test_repair_runs_inside_install_cni_when_enabled(api, tmp_path):
-    from meshcni_core.devtools.hostlayout import make_host
+    from meshcni_testing.hostlayout import make_host
 
     pod(api, "broken", BROKEN)
     pod(api, "elsewhere", BROKEN, node="node-2")
@@ -197,7 +197,7 @@ def test_repair_runs_inside_install_cni_when_enabled(api, tmp_path):
 
 
 def test_in_agent_repair_refuses_the_plugins_identity(api, tmp_path):
-    from meshcni_core.devtools.hostlayout import make_host
+    from meshcni_testing.hostlayout import make_host
 
     env = make_host(tmp_path / "host", REPAIR_ENABLED="true", **{"REPAIR_DELETE-PODS": "true"})
     env.pop("KUBECONFIG", None)

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from meshcni_core.devtools.apiserver import FakeApiServer
-from meshcni_core.devtools.hostlayout import make_host
-from meshcni_core.devtools.netlab import cni, mesh_netconf
+from meshcni_testing.apiserver import FakeApiServer
+from meshcni_testing.hostlayout import make_host
+from meshcni_testing.netlab import cni, mesh_netconf
 from test_istio_iptables import _validate_as_proxy
 from test_repair import CONTAINER, STATUS
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from meshcni_core.devtools.controlplane import ControlPlane
+from meshcni_testing.controlplane import ControlPlane
 
 MESHCNI = str(Path(sys.executable).with_name("meshcni"))
 NAMESPACE = "repair-names"

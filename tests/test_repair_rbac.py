@@ -8,8 +8,8 @@ import subprocess
 
 import pytest
 
-from meshcni_core.devtools.apiserver import FakeApiServer
 from meshcni_core.pods.lookup import ApiClients, fetch_pod
+from meshcni_testing.apiserver import FakeApiServer
 from test_repair import BROKEN, MESHCNI, pod
 
 PLUGIN = {("get", "pods"), ("list", "pods"), ("watch", "pods")}

@@ -17,12 +17,12 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 
 from meshcni_core import extensions
-from meshcni_core.devtools.controlplane import ControlPlane
-from meshcni_core.devtools.processes import MESHCNI
 from meshcni_core.pods.lookup import ApiClients
 from meshcni_core.repair.actions import ApiRepairActions
 from meshcni_core.repair.controller import RepairController, RepairOptions, broken_pod
 from meshcni_hooks.types import BrokenPod, RepairSettings
+from meshcni_testing.controlplane import ControlPlane
+from meshcni_testing.processes import MESHCNI
 from test_repair import BROKEN, HEALTHY
 
 APPS = "repair-real"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from meshcni_core.devtools.controlplane import ApiError, start_control_plane
+from meshcni_testing.controlplane import ApiError, start_control_plane
 from test_manifest_apply_real import REMOVE, apply
 
 NAMESPACE = "istio-system"

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from meshcni_core.devtools.netlab import Lab, cni, mesh_netconf, run
+from meshcni_testing.netlab import Lab, cni, mesh_netconf, run
 
 pytestmark = pytest.mark.netns
 MODE = "sidecar.istio.io/interceptionMode"

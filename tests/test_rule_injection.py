@@ -23,7 +23,6 @@ from hypothesis import strategies as st
 from meshcni_backend_iptc.backend import IptcBackend
 from meshcni_core import netns
 from meshcni_core.backends.iptables_restore import IptablesRestoreBackend
-from meshcni_core.devtools.netlab import PLUGIN, Lab, cni, mesh_netconf, run
 from meshcni_core.pipeline import Pipeline
 from meshcni_core.pods.lookup import pod_from_annotations
 from meshcni_core.rules.builder import build_plan
@@ -31,6 +30,7 @@ from meshcni_core.rules.restore import parse_save
 from meshcni_hooks.errors import AnnotationError, ApplyError, MeshcniError
 from meshcni_hooks.ruleargs import unsafe_arguments
 from meshcni_hooks.types import NetnsFacts, RedirectSpec, RouteStep, Rule, RulePlan, Target
+from meshcni_testing.netlab import PLUGIN, Lab, cni, mesh_netconf, run
 
 MODE = "sidecar.istio.io/interceptionMode"
 INCLUDE_CIDRS = "traffic.sidecar.istio.io/includeOutboundIPRanges"

@@ -13,10 +13,10 @@ import json
 
 import pytest
 
-from meshcni_core.devtools.apiserver import FakeApiServer
-from meshcni_core.devtools.netlab import Lab, cni
 from meshcni_core.pods.lookup import ApiClients, fetch_pod
 from meshcni_hooks.errors import PodLookupError
+from meshcni_testing.apiserver import FakeApiServer
+from meshcni_testing.netlab import Lab, cni
 
 STATUS = json.dumps({"containers": ["istio-proxy"], "initContainers": ["istio-validation"]})
 

@@ -6,10 +6,10 @@ from dataclasses import dataclass
 import pytest
 
 from meshcni_core import explain
-from meshcni_core.testing import build_harness, make_pod
 from meshcni_hooks import hookimpl
 from meshcni_hooks.errors import ConfigError, ExtensionError, SettingError
 from meshcni_hooks.types import Claim, ExtensionParams
+from meshcni_testing.harness import build_harness, make_pod
 
 KEY = "acme.istio.io/colour"
 

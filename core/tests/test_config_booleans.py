@@ -8,9 +8,9 @@ import subprocess
 import pytest
 
 from meshcni_core.cli.repair import build_parser, settings
-from meshcni_core.devtools.processes import MESHCNI
 from meshcni_core.install.settings import SettingsError, from_env
 from meshcni_core.manifest.values import ValuesError, resolve
+from meshcni_testing.processes import MESHCNI
 
 TRUE = ["1", "t", "T", "TRUE", "true", "True"]
 FALSE = ["0", "f", "F", "FALSE", "false", "False"]

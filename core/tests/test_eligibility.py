@@ -6,9 +6,9 @@ import pytest
 
 from meshcni_core.builtin.config import load_plugin_config
 from meshcni_core.builtin.eligibility import decide, needs_container_list
-from meshcni_core.testing import make_pod
 from meshcni_hooks.errors import AnnotationError
 from meshcni_hooks.types import ContainerInfo, PodInfo, VerdictKind
+from meshcni_testing.harness import make_pod
 
 CONFIG = load_plugin_config({"kubernetes": {"exclude_namespaces": ["istio-system", "kube-system"]}})
 STATUS = {"sidecar.istio.io/status": json.dumps({"containers": ["istio-proxy"], "initContainers": ["istio-validation"]})}

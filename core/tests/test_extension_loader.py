@@ -115,8 +115,8 @@ def test_a_crashing_extension_is_named_with_its_distribution(fake_distribution):
                 raise KeyError("oops")
     """
     fake_distribution("acme-crash", "acme_crash", source, {"acme-crash": "acme_crash:Crash"})
-    from meshcni_core.testing import build_harness, make_pod
     from meshcni_hooks.errors import MeshcniError
+    from meshcni_testing.harness import build_harness, make_pod
 
     harness = build_harness(extensions=("acme-crash",))
     with pytest.raises(MeshcniError) as info:
@@ -127,8 +127,8 @@ def test_a_crashing_extension_is_named_with_its_distribution(fake_distribution):
 
 def test_a_failing_builtin_is_named_precisely(monkeypatch):
     from meshcni_core.builtin import annotations
-    from meshcni_core.testing import build_harness, make_pod
     from meshcni_hooks.errors import MeshcniError
+    from meshcni_testing.harness import build_harness, make_pod
 
     def broken(_annotations):
         raise RuntimeError("parser bug")
@@ -183,8 +183,8 @@ def test_an_error_in_a_register_hook_names_the_extension_and_distribution(fake_d
 
 
 def test_an_annotation_only_a_disabled_installed_extension_claims_fails_naming_it(fake_distribution):
-    from meshcni_core.testing import build_harness, make_pod
     from meshcni_hooks.errors import AnnotationError
+    from meshcni_testing.harness import build_harness, make_pod
 
     source = """
         from meshcni_hooks import hookimpl

@@ -5,9 +5,9 @@ import textwrap
 
 from meshcni_core import extensions
 from meshcni_core.hookcalls import HookCalls
-from meshcni_core.testing import build_harness, make_pod
 from meshcni_hooks import hookimpl, spec
 from meshcni_hooks.types import ManifestValues, NetnsFacts, NodeFacts, Rule, Target
+from meshcni_testing.harness import build_harness, make_pod
 
 HOOKS = {name: f for name, f in vars(spec).items() if name.startswith("meshcni_") and inspect.isfunction(f)}
 
@@ -104,8 +104,30 @@ def test_the_netconf_and_environment_given_to_load_config_are_read_only():
             seen["netconf"], seen["env"] = netconf, env
             return (yield)
 
-    build_harness(Peek())
+    build_harness(Peek(), kubernetes={"exclude_namespaces": ["kube-system"]})
     assert_read_only(seen)
+    # however deep: the nested blocks too, and their lists cannot grow
+    assert_read_only({"netconf.kubernetes": seen["netconf"]["kubernetes"]})
+    assert seen["netconf"]["kubernetes"]["exclude_namespaces"] == ("kube-system",)
+
+
+def test_the_install_values_given_to_manifest_objects_are_read_only_however_deep():
+    seen = {}
+
+    class Peek:
+        @hookimpl
+        def meshcni_manifest_objects(self, values):
+            seen["cni"], seen["cni.platformSettings"] = values.cni, values.cni["platformSettings"]
+            seen["namespaces"] = values.cni["platformSettings"]["applicationNamespaces"]
+            return []
+
+    pm = extensions.new_manager()
+    pm.register(Peek(), name="test:peek")
+    given = {"platformSettings": {"applicationNamespaces": ["app"]}}
+    HookCalls(pm).manifest_objects(ManifestValues(namespace="istio-system", cni=given))
+    namespaces = seen.pop("namespaces")
+    assert_read_only(seen)
+    assert namespaces == ("app",) and given == {"platformSettings": {"applicationNamespaces": ["app"]}}
 
 
 def test_a_manifest_object_without_kind_is_refused_naming_it():

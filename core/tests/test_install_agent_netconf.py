@@ -1,8 +1,8 @@
 """The node agent inside install-cni's container reads the kubeconfig where that container sees it."""
 
-from meshcni_core.devtools.hostlayout import make_host
 from meshcni_core.install.installer import Installer
 from meshcni_core.install.settings import from_env
+from meshcni_testing.hostlayout import make_host
 
 
 def test_the_agent_netconf_names_the_mounted_kubeconfig_the_conf_file_the_hosts(tmp_path):

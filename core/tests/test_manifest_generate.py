@@ -284,7 +284,7 @@ def test_the_installer_and_the_plugin_accept_what_is_rendered(case):
 def test_cli_generate_prints_the_golden_documents_and_refuses_bad_values():
     import subprocess
 
-    from meshcni_core.devtools.processes import MESHCNI
+    from meshcni_testing.processes import MESHCNI
 
     def run(*args):
         return subprocess.run([MESHCNI, "manifest", "generate", *args], capture_output=True, text=True, timeout=60)

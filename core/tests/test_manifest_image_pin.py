@@ -4,7 +4,7 @@ import subprocess
 
 import yaml
 
-from meshcni_core.devtools.processes import MESHCNI
+from meshcni_testing.processes import MESHCNI
 
 DIGEST = "sha256:" + "0123456789abcdef" * 4
 

@@ -6,11 +6,11 @@ import subprocess
 import pytest
 from seed_examples import GKE, OPENSHIFT, SEED_OVERLAY, sets_of
 
-from meshcni_core.devtools.processes import MESHCNI
 from meshcni_core.logs import LEVEL_NAMES
 from meshcni_core.manifest.schema import SEED_LOG_LEVELS
 from meshcni_core.manifest.setpath import SetFlagError, parse_set
 from meshcni_core.manifest.values import ValuesError, resolve
+from meshcni_testing.processes import MESHCNI
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from meshcni_core.builtin.sidecar import init_containers_before_proxy, proxy_identity
-from meshcni_core.testing import build_harness, make_pod
 from meshcni_hooks.types import ContainerInfo, NetnsFacts
+from meshcni_testing.harness import build_harness, make_pod
 
 VALIDATION = ContainerInfo("istio-validation", init=True)
 

@@ -9,8 +9,8 @@ from plan_text import full_text, save_text
 from meshcni_core.builtin.annotations import redirect_spec_from_annotations
 from meshcni_core.pipeline import Pipeline
 from meshcni_core.rules.builder import build_plan
-from meshcni_core.testing import EVERY_CORE_REDIRECT_ANNOTATION, make_pod
 from meshcni_hooks.types import NetnsFacts
+from meshcni_testing.harness import EVERY_CORE_REDIRECT_ANNOTATION, make_pod
 
 # The golden example: every core annotation plus the first-party extensions' own.
 EVERY_REDIRECT_ANNOTATION = {**EVERY_CORE_REDIRECT_ANNOTATION, "sidecar.istio.io/interceptionMode": "TPROXY",

@@ -15,10 +15,10 @@ from seed_examples import (
     meshcni_words,
 )
 
-from meshcni_core.devtools.processes import MESHCNI
 from meshcni_core.manifest.aliases import ALIASES
 from meshcni_core.manifest.setpath import SetFlagError
 from meshcni_core.manifest.values import ValuesError, resolve
+from meshcni_testing.processes import MESHCNI
 
 PODS = Path(__file__).resolve().parents[2] / "examples" / "pods"
 GKE_NOTE = "meshcni: --set cniBinDir=/home/kubernetes/bin: the seed page's shorthand for values.cni.cniBinDir\n"

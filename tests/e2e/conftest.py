@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from meshcni_core.devtools.netlab import PLUGIN, Lab
+from meshcni_testing.netlab import PLUGIN, Lab
 
 DEBIAN_CNI = "/usr/lib/cni"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from meshcni_core import netns
-from meshcni_core.devtools.netlab import MESH_STATUS
+from meshcni_testing.netlab import MESH_STATUS
 
 pytestmark = [pytest.mark.netns, pytest.mark.e2e]
 CNITOOL = str(Path(__file__).resolve().parents[2] / "build" / "tools" / "cnitool")

@@ -10,7 +10,7 @@ import pytest
 from containerd_node import ContainerdNode
 from cri_api.v1 import api_pb2
 
-from meshcni_core.devtools.netlab import MESH_STATUS
+from meshcni_testing.netlab import MESH_STATUS
 
 pytestmark = [pytest.mark.netns, pytest.mark.e2e]
 

@@ -29,9 +29,9 @@ from cri_api.v1 import api_pb2
 from kubelet_cri import Node, container_config, http_get, probe, sandbox_config, selinux_enabled
 from service_proxy import ServiceProxy
 
-from meshcni_core.devtools.controlplane import ControlPlane
-from meshcni_core.devtools.netlab import MESH_STATUS
-from meshcni_core.devtools.processes import MESHCNI
+from meshcni_testing.controlplane import ControlPlane
+from meshcni_testing.netlab import MESH_STATUS
+from meshcni_testing.processes import MESHCNI
 
 pytestmark = [pytest.mark.netns, pytest.mark.e2e]
 IMAGE = Path(__file__).resolve().parents[2] / "build" / "image"

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from containerd_node import ContainerdNode
 
-from meshcni_core.devtools.netlab import MESH_STATUS, PLUGIN
+from meshcni_testing.netlab import MESH_STATUS, PLUGIN
 
 pytestmark = [pytest.mark.netns, pytest.mark.e2e]
 MESHCNI = str(Path(sys.executable).with_name("meshcni"))

@@ -42,11 +42,11 @@ from cri_api.v1 import api_pb2
 from kubelet_cri import http_get
 from service_proxy import ServiceProxy
 
-from meshcni_core.devtools.certs import issue
-from meshcni_core.devtools.controlplane import KUBERNETES_SERVICE_IP, ControlPlane, start_control_plane
-from meshcni_core.devtools.kubeconfig import write_kubeconfig
-from meshcni_core.devtools.netlab import MESH_STATUS, Lab
-from meshcni_core.devtools.processes import MESHCNI
+from meshcni_testing.certs import issue
+from meshcni_testing.controlplane import KUBERNETES_SERVICE_IP, ControlPlane, start_control_plane
+from meshcni_testing.kubeconfig import write_kubeconfig
+from meshcni_testing.netlab import MESH_STATUS, Lab
+from meshcni_testing.processes import MESHCNI
 
 pytestmark = [pytest.mark.netns, pytest.mark.e2e]
 ROOT = Path(__file__).resolve().parents[2]

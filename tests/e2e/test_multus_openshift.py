@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 
 from meshcni_core import netns
-from meshcni_core.devtools.apiserver import FakeApiServer
-from meshcni_core.devtools.netlab import MESH_STATUS, PLUGIN
 from meshcni_core.install.installer import Installer
 from meshcni_core.install.settings import from_env
 from meshcni_core.manifest.render import render
 from meshcni_core.manifest.values import resolve
 from meshcni_core.platforms import node_checker
+from meshcni_testing.apiserver import FakeApiServer
+from meshcni_testing.netlab import MESH_STATUS, PLUGIN
 
 pytestmark = [pytest.mark.netns, pytest.mark.e2e]
 CNITOOL = str(Path(__file__).resolve().parents[2] / "build" / "tools" / "cnitool")

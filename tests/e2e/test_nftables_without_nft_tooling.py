@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from meshcni_core.devtools.netlab import mesh_netconf
 from meshcni_core.install import binaries
+from meshcni_testing.netlab import mesh_netconf
 
 pytestmark = [pytest.mark.netns, pytest.mark.e2e]
 BUILD = Path(__file__).resolve().parents[2] / "build"

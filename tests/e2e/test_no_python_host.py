@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from meshcni_core.devtools.apiserver import FakeApiServer
-from meshcni_core.devtools.netlab import MESH_STATUS, mesh_netconf
 from meshcni_core.install import binaries
+from meshcni_testing.apiserver import FakeApiServer
+from meshcni_testing.netlab import MESH_STATUS, mesh_netconf
 
 pytestmark = [pytest.mark.netns, pytest.mark.e2e]
 BUILD = Path(__file__).resolve().parents[2] / "build"

@@ -154,8 +154,8 @@ def test_kubeconfig_works_with_the_real_client(host):
     """Token and CA from the service account; the real kubernetes client reads a pod with it."""
     import shutil as sh
 
-    from meshcni_core.devtools.apiserver import FakeApiServer
     from meshcni_core.pods.lookup import fetch_pod
+    from meshcni_testing.apiserver import FakeApiServer
 
     with FakeApiServer() as api:
         api.add_pod("default", "app-1", containers=["app", "istio-proxy"])

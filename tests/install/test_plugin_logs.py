@@ -15,8 +15,8 @@ from node_agent import MESHCNI, PRIMARY, InstallCni
 from test_install_cni import env_for
 
 from meshcni_core.cni import spool
-from meshcni_core.devtools.netlab import cni, mesh_netconf
-from meshcni_core.devtools.processes import wait_until_listening
+from meshcni_testing.netlab import cni, mesh_netconf
+from meshcni_testing.processes import wait_until_listening
 
 pytestmark = pytest.mark.netns
 BAD = {"traffic.sidecar.istio.io/includeOutboundIPRanges": "not-a-cidr"}

@@ -10,7 +10,7 @@ import pytest
 from node_agent import PRIMARY, InstallCni
 from prometheus_client.parser import text_string_to_metric_families
 
-from meshcni_core.devtools.netlab import cni, mesh_netconf
+from meshcni_testing.netlab import cni, mesh_netconf
 
 pytestmark = pytest.mark.netns
 BAD = {"traffic.sidecar.istio.io/includeOutboundIPRanges": "not-a-cidr"}

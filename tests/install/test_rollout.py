@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from node_agent import PRIMARY, InstallCni
 
-from meshcni_core.devtools.netlab import PLUGIN, cni, mesh_netconf
+from meshcni_testing.netlab import PLUGIN, cni, mesh_netconf
 
 pytestmark = pytest.mark.netns
 

@@ -26,6 +26,7 @@ from meshcni_core.builtin.annotations import (
 )
 from meshcni_core.builtin.dns_capture import PROXY_CONFIG
 from meshcni_core.builtin.eligibility import INJECT, STATUS
+from meshcni_core.hookcalls import read_only
 from meshcni_hooks.errors import ConfigError, ExtensionError, SettingError
 from meshcni_hooks.types import Claim, ExtensionParams
 
@@ -97,7 +98,7 @@ class Claims:
             if not isinstance(block, Mapping):
                 raise ConfigError(f"netconf key extension_settings.{name} must be an object, got {block!r}")
             try:
-                parsed[name] = claim.parse_settings(types.MappingProxyType(dict(block)))
+                parsed[name] = claim.parse_settings(read_only(block))
             except SettingError as exc:
                 raise SettingError(f"extension_settings.{name}.{exc.setting}", exc.value, exc.reason) from None
         return types.MappingProxyType(parsed)

@@ -39,6 +39,16 @@ from meshcni_hooks.types import (
 log = logging.getLogger("meshcni")
 
 
+def read_only(value: Any) -> Any:
+    """``value`` as a hook may see it: every mapping in it a read-only view and every list a tuple,
+    however deep (a netconf's ``kubernetes`` block, an extension's settings, install values)."""
+    if isinstance(value, Mapping):
+        return types.MappingProxyType({key: read_only(item) for key, item in value.items()})
+    if isinstance(value, list | tuple):
+        return tuple(read_only(item) for item in value)
+    return value
+
+
 class HookCalls:
     def __init__(self, pm: pluggy.PluginManager):
         self.pm = pm
@@ -85,8 +95,7 @@ class HookCalls:
 
     def manifest_objects(self, values: ManifestValues) -> list[Mapping[str, Any]]:
         """Every plugin's objects, in registration order; each must be a Kubernetes object."""
-        values = ManifestValues(namespace=values.namespace, cni=types.MappingProxyType(dict(values.cni)),
-                                platform=values.platform)
+        values = ManifestValues(namespace=values.namespace, cni=read_only(values.cni), platform=values.platform)
         objects = [obj for batch in reversed(self.pm.hook.meshcni_manifest_objects(values=values)) for obj in batch]
         for obj in objects:
             if not (isinstance(obj, Mapping) and obj.get("apiVersion") and obj.get("kind")
@@ -101,9 +110,7 @@ class HookCalls:
     # -- one command ----------------------------------------------------------------------------
 
     def load_config(self, netconf: Mapping[str, object], env: Mapping[str, str]) -> PluginConfig:
-        config = self.pm.hook.meshcni_load_config(
-            netconf=types.MappingProxyType(dict(netconf)), env=types.MappingProxyType(dict(env))
-        )
+        config = self.pm.hook.meshcni_load_config(netconf=read_only(netconf), env=read_only(env))
         if not isinstance(config, PluginConfig):
             raise ExtensionError(f"meshcni_load_config returned {type(config).__name__}, not a PluginConfig")
         return config

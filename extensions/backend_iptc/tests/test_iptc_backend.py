@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from meshcni_core.devtools.netlab import cni, mesh_netconf
+from meshcni_testing.netlab import cni, mesh_netconf
 
 pytestmark = pytest.mark.netns
 ANNOTATIONS = [

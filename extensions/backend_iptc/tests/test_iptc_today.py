@@ -4,7 +4,7 @@ conntrack zones, excluded interfaces) exactly as the iptables-restore backend do
 import pytest
 from test_iptc_backend import lab, netconf  # noqa: F401 - lab is a fixture
 
-from meshcni_core.devtools.netlab import cni
+from meshcni_testing.netlab import cni
 
 pytestmark = pytest.mark.netns
 TODAY = {"proxy.istio.io/config": '{"proxyMetadata": {"ISTIO_META_DNS_CAPTURE": "true"}}',

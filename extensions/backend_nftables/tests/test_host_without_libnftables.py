@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from meshcni_core.devtools.netlab import PLUGIN, cni, mesh_netconf
+from meshcni_testing.netlab import PLUGIN, cni, mesh_netconf
 
 pytestmark = pytest.mark.netns
 

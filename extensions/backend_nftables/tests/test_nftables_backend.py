@@ -13,9 +13,9 @@ import pytest
 from meshcni_backend_nftables import backend_info
 from meshcni_backend_nftables.backend import NftablesBackend
 from meshcni_backend_nftables.layout import OUR_TABLES
-from meshcni_core.devtools.netlab import cni, mesh_netconf
 from meshcni_hooks.errors import ApplyError, RuleBuildError
 from meshcni_hooks.types import ChainDecl, RouteStep, Rule, RulePlan, Target
+from meshcni_testing.netlab import cni, mesh_netconf
 
 pytestmark = pytest.mark.netns
 

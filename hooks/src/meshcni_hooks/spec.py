@@ -157,7 +157,8 @@ def meshcni_register_platforms() -> Sequence[Platform]:
 def meshcni_manifest_objects(values: ManifestValues) -> Sequence[Mapping[str, Any]]:
     """Return extra Kubernetes objects for ``meshcni manifest generate`` (e.g. a platform's own kinds).
 
-    When: once per ``meshcni manifest generate``/``apply``, with the resolved install values.
+    When: once per ``meshcni manifest generate``/``apply``, with the resolved install values
+    (``values.cni`` read-only however deep: mappings as read-only views, lists as tuples).
     Result: every plugin's objects are appended to the generated ones, in registration order.
     Errors: any exception stops ``meshcni manifest`` naming the extension; nothing is applied.
     Example::
@@ -204,7 +205,8 @@ def meshcni_load_config(netconf: Mapping[str, object], env: Mapping[str, str]) -
     When: once per pipeline, before the registration hooks' records are used. ``env`` is the
     plugin process's environment when ``istio-cni`` serves a request itself; the node agent builds
     one pipeline per configuration and passes an empty mapping, so a configuration must not
-    depend on per-request variables (``CNI_*``).
+    depend on per-request variables (``CNI_*``). Both are read-only however deep (mappings as
+    read-only views, lists as tuples): build the configuration, never edit the netconf.
     Result: firstresult; the first non-``None`` ``PluginConfig`` is the configuration. The core's
     implementation is ``trylast``; to adjust its result, write a ``wrapper=True`` implementation
     that takes the result of ``yield`` and returns a ``dataclasses.replace`` of it.

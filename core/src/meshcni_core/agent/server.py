@@ -325,6 +325,9 @@ def preload() -> None:
 
     import meshcni_core.backends.iptables_restore
     import meshcni_core.pipeline  # noqa: F401
+    from meshcni_core.backends import ip_steps
+
+    ip_steps.use_netlink()  # route steps through netlink, not ``ip`` execs (docs/performance.md)
 
     gc.collect()
     gc.freeze()

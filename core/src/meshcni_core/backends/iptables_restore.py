@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from meshcni_core import netns, nftables_tables
+from meshcni_core.backends import ip_steps
 from meshcni_core.netns import IF_INET6
 from meshcni_core.rules.builder import ipv6_self_address
 from meshcni_core.rules.restore import (
@@ -121,7 +122,7 @@ def _run_parallel(commands: Mapping[int, tuple[list[str], str | None]]) -> dict[
 
 
 def _ip(args: tuple[str, ...]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["ip", *args], capture_output=True, text=True)
+    return ip_steps.run_ip(args)  # netlink in the node agent, an ``ip`` exec elsewhere
 
 
 class IptablesRestoreBackend:
@@ -216,7 +217,7 @@ class IptablesRestoreBackend:
     def apply(self, plan: RulePlan, target: Target) -> None:
         refuse_unsafe_arguments(plan)
         tools = self.tools(target)
-        with netns.entered(target.netns):
+        with netns.entered(target.netns), ip_steps.session():
             refuse_other_flavour()
             undo = Undo()
             try:
@@ -280,7 +281,7 @@ class IptablesRestoreBackend:
         if hints is not None and unsafe_arguments(hints):
             hints = None  # our rules are still found by their ISTIO_ markers
         tools = self.tools(target)
-        with netns.entered(target.netns):
+        with netns.entered(target.netns), ip_steps.session():
             problems = self._remove_everything(tools, hints)
         if problems:
             raise ApplyError("removing the redirect rules failed", problems)
@@ -288,7 +289,7 @@ class IptablesRestoreBackend:
     def missing(self, plan: RulePlan, target: Target) -> list[str]:
         refuse_unsafe_arguments(plan)
         tools = self.tools(target)
-        with netns.entered(target.netns):
+        with netns.entered(target.netns), ip_steps.session():
             saved = self.snapshot(tools, plan.families())
             problems = [p for f in plan.families() for p in missing_rules(plan, f, parse_save(saved[f]))]
             for step in plan.routes:

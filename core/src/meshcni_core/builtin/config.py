@@ -42,7 +42,7 @@ def _string_list(obj: Mapping[str, object], key: str, path: str) -> tuple[str, .
     value = obj.get(key, [])
     if value is None:
         return ()
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
         raise ConfigError(f"netconf key {path} must be a list of strings, got {value!r}")
     return tuple(value)
 
@@ -80,7 +80,7 @@ def load_plugin_config(netconf: Mapping[str, object]) -> PluginConfig:
     k8s = netconf.get("kubernetes", {})
     if k8s is None:
         k8s = {}
-    if not isinstance(k8s, dict):
+    if not isinstance(k8s, Mapping):
         raise ConfigError(f"netconf key kubernetes must be an object, got {k8s!r}")
     unknown = sorted(set(k8s) - KUBERNETES_KEYS)
     if unknown:
@@ -90,7 +90,7 @@ def load_plugin_config(netconf: Mapping[str, object]) -> PluginConfig:
         raise ConfigError(f"netconf key kubernetes.pod_lookup_timeout must be seconds in (0, 300], got {timeout!r}")
     _check_lookup_within_agent_deadline(float(timeout), netconf)
     settings = netconf.get("extension_settings", {}) or {}
-    if not isinstance(settings, dict) or not all(isinstance(v, dict) for v in settings.values()):
+    if not isinstance(settings, Mapping) or not all(isinstance(v, Mapping) for v in settings.values()):
         raise ConfigError(f"netconf key extension_settings must map extension names to objects, got {settings!r}")
     log_level = _string(netconf, "log_level", "log_level", "info").lower()
     return PluginConfig(

@@ -192,7 +192,7 @@ def dns_conntrack_zones(spec: RedirectSpec, family: int) -> tuple[list[ChainDecl
 def excluded_interface_rules(spec: RedirectSpec, family: int, inbound: Sequence[Rule]) -> list[Rule]:
     """``traffic.sidecar.istio.io/excludeInterfaces`` (today's Istio): traffic in or out through
     these interfaces returns before any capture, in nat and, when the inbound mode hooks mangle
-    PREROUTING (TPROXY), in mangle too."""
+    PREROUTING (as a transparent-proxy mode does), in mangle too."""
     tables = [NAT]
     if any(r.table == MANGLE and r.chain == "PREROUTING" for r in inbound):
         tables.append(MANGLE)

@@ -42,7 +42,7 @@ class Settings:
             raise MeshcniError(f"values.cni.platformSettings: unknown key(s) {', '.join(unknown)} for openshift "
                                f"(known: {', '.join(sorted(known))})")
         namespaces = given.get("applicationNamespaces", [])
-        if not isinstance(namespaces, list) or not all(isinstance(n, str) and DNS_LABEL.fullmatch(n)
+        if not isinstance(namespaces, list | tuple) or not all(isinstance(n, str) and DNS_LABEL.fullmatch(n)
                                                        for n in namespaces):
             raise MeshcniError("values.cni.platformSettings.applicationNamespaces: expected a list of namespace "
                                f"names, got {namespaces!r}")

@@ -23,9 +23,9 @@ from typing import Any
 
 import yaml
 
-from meshcni_core.devtools.chain import Attachment, ChainError, CniChain
-from meshcni_core.devtools.netlab import PLUGIN, Accepted, Lab, redirect_extensions
-from meshcni_core.devtools.processes import start_agent
+from meshcni_testing.chain import Attachment, ChainError, CniChain
+from meshcni_testing.netlab import PLUGIN, Accepted, Lab, redirect_extensions
+from meshcni_testing.processes import start_agent
 
 REMOTE = "198.51.100.10"
 DEBIAN_CNI_DIR = "/usr/lib/cni"
@@ -204,7 +204,7 @@ def print_table(pods: list[PodRun]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m meshcni_core.demo", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m meshcni_testing.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--pods", type=Path, default=Path("examples/pods"), help="directory of pod manifests")
     parser.add_argument("--no-agent", action="store_true", help="run istio-cni in-process, without the node agent")
     args = parser.parse_args(argv)

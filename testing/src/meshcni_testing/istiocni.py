@@ -13,11 +13,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from meshcni_core.devtools.kubeconfig import write_kubeconfig
+from meshcni_testing.kubeconfig import write_kubeconfig
 
 # Where the plugin reads its kubeconfig: cni/pkg/constants CNIPluginKubeconfName in its run dir.
 KUBECONFIG_NAME = "istio-cni-kubeconfig"
-BIN_DIR = Path(__file__).resolve().parents[4] / "build" / "istio-cni" / "bin"
+BIN_DIR = Path(__file__).resolve().parents[3] / "build" / "istio-cni" / "bin"
 
 
 class IstioCniMissing(RuntimeError):

@@ -1,12 +1,6 @@
-"""A pytest plugin for extension authors (auto-loaded through the ``pytest11`` entry point).
-
-Fixtures:
-
-* ``meshcni_pipeline(*plugins, extensions=(), **netconf)`` - a fresh plugin manager with the
-  core's built-ins, the named installed extensions and your plugin objects registered, with a
-  recording backend selected; returns a :class:`Harness`.
-* ``pod_factory(**overrides)`` - a PodInfo that the seed rules redirect, unless you override.
-* ``netns_lab`` - throwaway network namespaces for backend authors (root; see devtools.netlab).
+"""What the meshcni pytest plugin's fixtures return (``pytest_plugin``), importable without pytest:
+``build_harness`` (a pipeline with the core's built-ins, named extensions, your plugins and a
+recording backend) and ``make_pod`` (a pod the seed rules redirect, unless you override).
 
 Nothing touches the kernel: the recording backend keeps the plans it was asked to apply.
 """
@@ -14,11 +8,9 @@ Nothing touches the kernel: the recording backend keeps the plans it was asked t
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
-
-import pytest
 
 from meshcni_hooks import hookimpl
 from meshcni_hooks.types import BackendInfo, NetnsFacts, PodInfo, RulePlan, Target
@@ -56,7 +48,7 @@ class _RecordingPlugin:
 
     @hookimpl
     def meshcni_register_backends(self) -> list[BackendInfo]:
-        return [BackendInfo(name=RECORDING, factory=lambda: self.backend, provider="meshcni_core.testing")]
+        return [BackendInfo(name=RECORDING, factory=lambda: self.backend, provider="meshcni_testing.harness")]
 
 
 @dataclass
@@ -112,26 +104,3 @@ def build_harness(*plugins: object, extensions: tuple[str, ...] = (), **netconf:
                                "backend": RECORDING, **netconf}
     config = HookCalls(pm).load_config(conf, {})
     return Harness(Pipeline(pm, config), backend)
-
-
-@pytest.fixture
-def meshcni_pipeline() -> Callable[..., Harness]:
-    return build_harness
-
-
-@pytest.fixture
-def pod_factory() -> Callable[..., PodInfo]:
-    return make_pod
-
-
-@pytest.fixture
-def netns_lab() -> Iterator[Any]:
-    """A :class:`meshcni_core.devtools.netlab.Lab` (needs root): throwaway network namespaces,
-    veth pairs and listeners, all removed afterwards even when the test fails."""
-    from meshcni_core.devtools.netlab import Lab
-
-    lab = Lab()
-    try:
-        yield lab
-    finally:
-        lab.close()

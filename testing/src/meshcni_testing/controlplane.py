@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from meshcni_core.devtools.certs import issue, make_ca, openssl
-from meshcni_core.devtools.kubeconfig import write_kubeconfig
+from meshcni_testing.certs import issue, make_ca, openssl
+from meshcni_testing.kubeconfig import write_kubeconfig
 
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 # Where Services would get addresses; the control plane only records them (no proxy runs).

@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from meshcni_core.devtools.controlplane import ControlPlane
-from meshcni_core.devtools.netlab import Lab
-from meshcni_core.devtools.processes import MESHCNI, start_agent, wait_until_listening
+from meshcni_testing.controlplane import ControlPlane
+from meshcni_testing.netlab import Lab
+from meshcni_testing.processes import MESHCNI, start_agent, wait_until_listening
 
 NAMESPACE = "burst-apps"
 IDENTITY = "burst-plugin"

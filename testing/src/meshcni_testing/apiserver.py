@@ -38,8 +38,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from meshcni_core.devtools.certs import issue, make_ca
-from meshcni_core.devtools.kubeconfig import write_kubeconfig
+from meshcni_testing.certs import issue, make_ca
+from meshcni_testing.kubeconfig import write_kubeconfig
 
 
 @dataclass
