@@ -68,6 +68,13 @@ class Limits:
     max_request_bytes: int = 1024 * 1024
 
 
+# SIGTERM: how long requests already connected may still take (inside the 5 s grace period the
+# rendered DaemonSet gives install-cni before kubelet's SIGKILL), and how long the listen backlog
+# must stay empty before the agent stops.
+DRAIN_LIMIT = 4.0
+QUIET_BEFORE_STOP = 0.2
+
+
 class Agent:
     """``config`` returns the plugin configuration pipelines run with (install-cni: the entry it
     writes; ``meshcni agent``: its ``--config`` file). ``readiness`` (problems that make STATUS
@@ -78,6 +85,7 @@ class Agent:
                  limits: Limits = Limits(), netns_dirs: tuple[str, ...] = netns.RUNTIME_NETNS_DIRS,
                  peers: PeerPolicy | None = None):
         self.socket_path = socket_path
+        self._bound_inode = -1  # the inode of the socket this agent bound at socket_path
         self.config = config
         self.limits = limits
         self.netns_dirs = netns_dirs
@@ -171,8 +179,15 @@ class Agent:
             asyncio.run(_Server(self, listener, stop).serve())
         finally:
             listener.close()
-            _unlink_quietly(self.socket_path)
+            self.release_socket_path()
             log.info("stopped")
+
+    def release_socket_path(self) -> None:
+        """Unlink our socket's path, unless a newer agent (the next install-cni of a rollout) has
+        bound its own socket there since."""
+        with contextlib.suppress(FileNotFoundError):
+            if os.lstat(self.socket_path).st_ino == self._bound_inode:
+                os.unlink(self.socket_path)
 
     def listen(self) -> socket.socket:
         prepare_socket_directory(os.path.dirname(self.socket_path) or ".")
@@ -183,6 +198,7 @@ class Agent:
             listener.bind(self.socket_path)
         finally:
             os.umask(old_umask)
+        self._bound_inode = os.lstat(self.socket_path).st_ino
         # A plugin's connect() on a full backlog fails at once and it does the whole ADD in-process
         # (~800 ms): with a backlog of 5 and 32 pods starting together, p99 went from 0.3 s to 3.5 s.
         listener.listen(512)
@@ -208,10 +224,29 @@ class _Server:
         log.info("serving istio-cni requests on %s", self.agent.socket_path)
         try:
             await stopping.wait()
+            await self._drain()
         finally:
             self.stop.set()
             server.close()
             self.workers.shutdown(wait=False, cancel_futures=True)
+
+    async def _drain(self) -> None:
+        """On SIGTERM (a DaemonSet rollout), answer every plugin already connected before stopping:
+        a plugin whose request was written cannot serve it itself (agent/client.py), so cutting it
+        off would fail its pod's ADD. The path goes first, so plugins starting now find no agent
+        and serve in-process; connections still in the listen backlog are accepted until none has
+        come for QUIET_BEFORE_STOP seconds."""
+        self.agent.release_socket_path()
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + DRAIN_LIMIT
+        quiet_since = loop.time()
+        while loop.time() < give_up:
+            if self.open_connections:
+                quiet_since = loop.time()
+            elif loop.time() - quiet_since >= QUIET_BEFORE_STOP:
+                return
+            await asyncio.sleep(0.02)
+        log.warning("stopping with %d requests still being served after %gs", self.open_connections, DRAIN_LIMIT)
 
     async def on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -304,13 +339,6 @@ def _remove_stale_socket(path: str) -> None:
     finally:
         probe.close()
     raise SystemExit(f"meshcni agent: another agent is already serving {path}")
-
-
-def _unlink_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 def preload() -> None:
