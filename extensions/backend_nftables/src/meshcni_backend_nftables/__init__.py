@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 from meshcni_backend_nftables.backend import NftablesBackend
 from meshcni_hooks import hookimpl
 from meshcni_hooks.types import BackendInfo
@@ -13,16 +11,12 @@ NETCONF_SWITCH = "native_nftables"
 
 
 def backend_info() -> BackendInfo:
-    extra = {}
-    # meshcni-hooks releases before the netconf_switch field select this backend by name only.
-    if "netconf_switch" in {f.name for f in dataclasses.fields(BackendInfo)}:
-        extra["netconf_switch"] = NETCONF_SWITCH
     return BackendInfo(
         name="nftables",
         factory=NftablesBackend,
         description="native nftables (inet istio-proxy-* tables, as today's Istio), libnftables in-process",
         provider="meshcni-backend-nftables",
-        **extra,
+        netconf_switch=NETCONF_SWITCH,
     )
 
 
