@@ -62,7 +62,8 @@ $py -m pip install -q --disable-pip-version-check --no-compile --no-warn-script-
 
 # libnftables for the nftables backend, whose ctypes binding loads libnftables.so.1 by name: a node
 # whose netconf selects nftables needs neither nft nor Debian's libnftables1.
-nftables_library=$(/sbin/ldconfig -p | awk '$1 == "libnftables.so.1" {print $NF; exit}')
+# awk reads ldconfig's whole output (an early exit would SIGPIPE it, failing the build under pipefail).
+nftables_library=$(/sbin/ldconfig -p | awk '$1 == "libnftables.so.1" && !found {print $NF; found = 1}')
 if [ -z "$nftables_library" ]; then
   echo "build-plugin-bundle: libnftables.so.1 not found: install Debian's libnftables1 (make install does)" >&2
   exit 1
