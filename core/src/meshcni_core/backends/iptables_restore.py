@@ -28,6 +28,7 @@ from meshcni_core.rules.restore import (
     render_transaction,
 )
 from meshcni_hooks.errors import ApplyError
+from meshcni_hooks.routesteps import run_route_step
 from meshcni_hooks.ruleargs import refuse_unsafe_arguments, unsafe_arguments
 from meshcni_hooks.types import RouteStep, RulePlan, Target
 
@@ -230,24 +231,13 @@ class IptablesRestoreBackend:
                 if not complete:
                     self._reconcile(plan, tools, dict(undo.previous) if undo.previous else None)
                 for step in plan.routes:
-                    self._run_route(step, undo, routes_were_ours=not was_empty)
+                    run_route_step(step, undo.routes, routes_were_ours=not was_empty, run=_ip)
             except (ApplyError, OSError) as exc:
                 error = exc if isinstance(exc, ApplyError) else ApplyError(f"applying the rules failed: {exc}")
                 rollback = self._roll_back(tools, plan, undo)
                 if rollback:
                     error.details = f"{error.details}\nrollback also failed: {rollback}".strip()
                 raise error from None
-
-    def _run_route(self, step: RouteStep, undo: Undo, routes_were_ours: bool) -> None:
-        """Run one route step, noting it for the rollback unless an earlier ADD already had it."""
-        there_before = routes_were_ours and bool(step.show) and step.expect in _ip(step.show).stdout
-        if step.pre:
-            _ip(step.pre)
-        if not there_before:
-            undo.routes.append(step)
-        proc = _ip(step.args)
-        if proc.returncode != 0 and not step.ignore_errors:
-            raise ApplyError(f"ip {' '.join(step.args)} failed: {proc.stderr.strip()}")
 
     def _roll_back(self, tools: Tools, plan: RulePlan, undo: Undo) -> str:
         """Undo what this apply changed; returns an error text or ''."""

@@ -11,7 +11,6 @@ collect: every rule lives in the pod's own netns, which the runtime deletes.
 
 from __future__ import annotations
 
-import subprocess
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +20,7 @@ from meshcni_backend_nftables.mixing import iptables_rules_here
 from meshcni_backend_nftables.transaction import new_pod_document, plan_commands, render, teardown_commands
 from meshcni_hooks.errors import ApplyError
 from meshcni_hooks.netns import entered
+from meshcni_hooks.routesteps import exec_ip, run_route_step
 from meshcni_hooks.ruleargs import refuse_unsafe_arguments, unsafe_arguments
 from meshcni_hooks.types import RouteStep, RulePlan, Target
 
@@ -83,7 +83,7 @@ class NftablesBackend:
                 session.run_text(new_pod)
             try:
                 for step in plan.routes:
-                    _run_route(step, undo, routes_were_ours=undo.previous is not None)
+                    run_route_step(step, undo.routes, routes_were_ours=undo.previous is not None)
             except (ApplyError, OSError) as exc:
                 error = exc if isinstance(exc, ApplyError) else ApplyError(f"applying the routes failed: {exc}")
                 rollback = self._roll_back(session, plan, undo)
@@ -152,16 +152,4 @@ def _route_undo(hints: RulePlan | None) -> list[tuple[str, ...]]:
     return [s.undo for s in hints.routes if s.undo]
 
 
-def _run_route(step: RouteStep, undo: _Undo, routes_were_ours: bool) -> None:
-    there_before = routes_were_ours and bool(step.show) and step.expect in _ip(step.show).stdout
-    if step.pre:
-        _ip(step.pre)
-    if not there_before:
-        undo.routes.append(step)
-    proc = _ip(step.args)
-    if proc.returncode != 0 and not step.ignore_errors:
-        raise ApplyError(f"ip {' '.join(step.args)} failed: {proc.stderr.strip()}")
-
-
-def _ip(args: tuple[str, ...]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["ip", *args], capture_output=True, text=True)
+_ip = exec_ip
